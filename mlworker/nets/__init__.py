@@ -1,0 +1,1 @@
+"""Segmentation and classification network builders (Keras 3, backend-agnostic)."""

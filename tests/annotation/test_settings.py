@@ -1,0 +1,76 @@
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+
+def _settings_in_subprocess(env_overrides: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
+    }
+    env.update(
+        {"COLLABMASK_VAR_DIR": str(tmp_path / "var"), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    )
+    env.update(env_overrides)
+    code = "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default']['ENGINE'], settings.DEBUG, settings.CELERY_BROKER_URL)"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+
+
+def test_embedded_defaults_need_no_configuration(tmp_path):
+    done = _settings_in_subprocess({}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    engine, debug, broker = done.stdout.split()
+    assert engine == "django.db.backends.sqlite3"
+    assert debug == "False"
+    assert broker == f"redis+socket://{tmp_path / 'var' / 'redis.sock'}"
+    # The generated secret is kept, so sessions survive a restart.
+    key_file = tmp_path / "var" / "secret_key"
+    assert key_file.exists()
+    first = key_file.read_text()
+    assert _settings_in_subprocess({}, tmp_path).returncode == 0
+    assert key_file.read_text() == first
+
+
+def test_it_rejects_a_bad_boolean(tmp_path):
+    done = _settings_in_subprocess({"DEBUG": "maybe"}, tmp_path)
+    assert done.returncode != 0
+    assert "DEBUG='maybe' is not a boolean" in done.stderr
+
+
+def test_it_rejects_an_unsupported_database(tmp_path):
+    done = _settings_in_subprocess({"DATABASE_URL": "mysql://u@h/db"}, tmp_path)
+    assert done.returncode != 0
+    assert "DATABASE_URL must be sqlite:// or postgres://" in done.stderr
+
+
+def test_it_rejects_a_bad_broker_url(tmp_path):
+    done = _settings_in_subprocess({"REDIS_URL": "amqp://guest@localhost//"}, tmp_path)
+    assert done.returncode != 0
+    assert "REDIS_URL must be redis://" in done.stderr
+
+
+def test_production_requires_a_secret_key(tmp_path):
+    done = _settings_in_subprocess(
+        {"COLLABMASK_MODE": "production", "ALLOWED_HOSTS": "example.org"}, tmp_path
+    )
+    assert done.returncode != 0
+    assert "SECRET_KEY (or SECRET_KEY_FILE) is required" in done.stderr
+    assert not (tmp_path / "var" / "secret_key").exists()
+
+
+def test_secrets_can_come_from_files(tmp_path):
+    secret = tmp_path / "key.txt"
+    secret.write_text("s3cr3t-from-a-file\n")
+    code_env = {
+        "COLLABMASK_MODE": "production",
+        "ALLOWED_HOSTS": "example.org",
+        "SECRET_KEY_FILE": str(secret),
+        "PATIENT_KEY_SALT": "salt",
+        "DATABASE_URL": "sqlite:///" + str(tmp_path / "db.sqlite3"),
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    done = _settings_in_subprocess(code_env, tmp_path)
+    assert done.returncode == 0, done.stderr
