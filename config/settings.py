@@ -156,6 +156,8 @@ STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "static")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
+if EMBEDDED:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 MEDIA_S3_BUCKET = env_str("MEDIA_S3_BUCKET")
 if MEDIA_S3_BUCKET:

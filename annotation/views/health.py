@@ -20,30 +20,26 @@ def _check_database() -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
-def _check_broker() -> tuple[bool, str]:
+def _check_broker_and_workers() -> dict[str, tuple[bool, str]]:
+    # A fresh connection, not the pool: the answer must reflect the broker as it is now.
     try:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
-        return True, "reachable"
-    except Exception as exc:  # noqa: BLE001
-        return False, f"{type(exc).__name__}: {exc}"
-
-
-def _check_workers() -> tuple[bool, str]:
-    try:
-        replies = celery_app.control.ping(timeout=1.0) or []
-    except Exception as exc:  # noqa: BLE001
-        return False, f"{type(exc).__name__}: {exc}"
+            broker = (True, "reachable")
+            replies = celery_app.control.ping(timeout=1.0, connection=conn) or []
+    except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
+        failed = (False, f"{type(exc).__name__}: {exc}")
+        if "broker" not in locals():
+            return {"broker": failed, "worker": (False, "broker unreachable")}
+        return {"broker": broker, "worker": failed}
     names = sorted(name for reply in replies for name in reply)
-    if not names:
-        return False, "no worker answered"
-    return True, ", ".join(names)
+    worker = (True, ", ".join(names)) if names else (False, "no worker answered")
+    return {"broker": broker, "worker": worker}
 
 
 @never_cache
 def healthz(request):
-    checks = {"database": _check_database(), "broker": _check_broker()}
-    checks["worker"] = _check_workers() if checks["broker"][0] else (False, "broker unreachable")
+    checks = {"database": _check_database(), **_check_broker_and_workers()}
     ok = all(passed for passed, _ in checks.values())
     status = 200 if ok else 503
     payload = {

