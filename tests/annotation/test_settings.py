@@ -74,3 +74,26 @@ def test_secrets_can_come_from_files(tmp_path):
     }
     done = _settings_in_subprocess(code_env, tmp_path)
     assert done.returncode == 0, done.stderr
+
+
+def test_media_goes_to_s3_compatible_storage_when_configured(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        {
+            "COLLABMASK_VAR_DIR": str(tmp_path / "var"),
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "MEDIA_S3_BUCKET": "cxr-media",
+            "MEDIA_S3_ENDPOINT_URL": "http://minio.internal:9000",
+            "MEDIA_S3_ACCESS_KEY_ID": "key",
+            "MEDIA_S3_SECRET_ACCESS_KEY": "secret",
+        }
+    )
+    code = (
+        "import django; django.setup(); from django.core.files.storage import default_storage as s; "
+        "print(type(s).__name__, s.bucket_name, s.endpoint_url)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["S3Storage", "cxr-media", "http://minio.internal:9000"]
