@@ -163,14 +163,21 @@ def worker_process(celery_broker, transactional_db, _isolated_media, tmp_path):
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     hostname = name.replace("%h", __import__("socket").gethostname())
-    deadline = time.monotonic() + 90
-    while not celery_broker.control.ping(destination=[hostname], timeout=0.5):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the Celery worker did not start:\n" + log_path.read_text())
     proc.hostname = hostname
     proc.log_path = log_path
-    yield proc
+    try:
+        deadline = time.monotonic() + 90
+        while not celery_broker.control.ping(destination=[hostname], timeout=0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the Celery worker did not start:\n" + log_path.read_text())
+        yield proc
+    finally:
+        _stop_process(proc)
+
+
+def _stop_process(proc) -> None:
+    import subprocess
+
     if proc.poll() is None:
         proc.terminate()
         try:
