@@ -101,3 +101,14 @@ class JobAdmin(admin.ModelAdmin):
     list_display = ["id", "kind", "state", "stage", "progress", "attempts", "worker", "created_at"]
     list_filter = ["kind", "state"]
     readonly_fields = ["log", "error", "progress_detail", "result"]
+
+
+@admin.register(models.WorkerNode)
+class WorkerNodeAdmin(admin.ModelAdmin):
+    list_display = ["name", "queues", "gpus", "last_seen_at", "stopped_at"]
+
+
+@admin.register(models.DrawingDraft)
+class DrawingDraftAdmin(admin.ModelAdmin):
+    list_display = ["task", "reader", "updated_at"]
+    raw_id_fields = ["task", "reader"]

@@ -162,6 +162,11 @@ class ModelVersion(models.Model):
     params_trainable = models.BigIntegerField(null=True, blank=True)
     params_non_trainable = models.BigIntegerField(null=True, blank=True)
     deployed = models.BooleanField(default=False)
+    # The training job that made it: a job rerun after a crash finds its model instead of
+    # registering a second one.
+    job = models.OneToOneField(
+        "Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -224,6 +229,12 @@ class Mask(models.Model):
             models.CheckConstraint(
                 condition=~Q(kind="network") | Q(model_version__isnull=False),
                 name="network_mask_has_model",
+            ),
+            # A network predicts a case once: a prediction job rerun finds its masks.
+            models.UniqueConstraint(
+                fields=["radiograph", "model_version"],
+                condition=Q(kind="network"),
+                name="mask_one_prediction_per_model",
             ),
         ]
 
@@ -470,3 +481,70 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} job #{self.pk} ({self.state})"
+
+
+class DrawingDraft(models.Model):
+    """The drawing a reader has in progress for a task, autosaved so a reload loses nothing."""
+
+    task = models.ForeignKey(ReviewTask, on_delete=models.CASCADE, related_name="drafts")
+    reader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # A 1-bit PNG at the working resolution is a few kB: kept in the row, not as a file.
+    png = models.BinaryField()
+    # When the reader's browser made this drawing: the client compares it with its local copy.
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task", "reader"], name="draft_unique_task_reader"),
+        ]
+
+    def __str__(self) -> str:
+        return f"draft of task #{self.task_id} by {self.reader_id}"
+
+
+class WorkerNode(models.Model):
+    """A Celery worker as it last reported itself (the admin's worker board)."""
+
+    name = models.CharField(
+        max_length=255, unique=True, help_text="Celery node name, e.g. gpu0@host"
+    )
+    queues = models.JSONField(default=list, blank=True)
+    gpus = models.JSONField(default=list, blank=True, help_text="[{name, memory_mb}]")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Export(models.Model):
+    """A ground-truth dataset export: one zip, immutable once its job has finished.
+
+    Its state is its job's state; the file, size, sha256 and n_cases are written once, by the
+    export job, and never changed afterwards.
+    """
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="exports")
+    job = models.OneToOneField(Job, on_delete=models.PROTECT, related_name="export")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    params = models.JSONField(
+        default=dict, blank=True, help_text="stages, include_controls, formats, split mode"
+    )
+    file = models.FileField(max_length=255, blank=True, help_text="the zip, in default storage")
+    size = models.BigIntegerField(null=True, blank=True, help_text="bytes")
+    sha256 = models.CharField(max_length=64, blank=True)
+    n_cases = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"export #{self.pk} of {self.dataset}"

@@ -36,7 +36,10 @@ def _assert_entry_point(argv: list[str]) -> None:
     elif program == "celery":
         assert argv[1:3] == ["-A", "config"]
         assert importlib.import_module("config").celery_app is celery_app
-        assert argv[3] == "worker"
+        assert argv[3] in ("worker", "beat")
+        if argv[3] == "beat":
+            assert celery_app.conf.beat_schedule, "beat runs but nothing is scheduled"
+            return
         queues = set(argv[argv.index("--queues") + 1].split(","))
         routed = {route["queue"] for route in celery_app.conf.task_routes.values()}
         assert queues <= routed | {celery_app.conf.task_default_queue}, queues
@@ -46,7 +49,7 @@ def _assert_entry_point(argv: list[str]) -> None:
 
 def test_every_service_command_names_a_real_entry_point():
     services = _our_services()
-    assert {"web", "worker-cpu", "worker-gpu0", "migrate"} <= services.keys()
+    assert {"web", "worker-cpu", "worker-gpu0", "migrate", "beat"} <= services.keys()
     for spec in services.values():
         _assert_entry_point(spec["command"])
 

@@ -152,6 +152,7 @@ class Command(BaseCommand):
                 sys.executable, "-m", "celery", "-A", "config", "worker",
                 "--queues", "default,gpu", "--concurrency", "1",
                 "--hostname", "embedded@%h", "--loglevel", "INFO",
+                "--beat", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
             ],
         )  # fmt: skip
 
