@@ -185,3 +185,30 @@ def _stop_process(proc) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def phantom_dataset(tmp_path):
+    """Make a dataset the way a user would: phantoms in the QaTa-COV19 layout, then import_cxr.
+
+    Returns (dataset, folder); the folder's hidden-truth/ holds the true masks."""
+    from annotation.models import Dataset
+    from annotation.services.imports import cxr_import
+    from mlworker.phantoms import generate_cohort, write_qata_layout
+
+    def make(*, n_covid=12, n_control=4, size=64, manual_fraction=1.0, seed=7, name="phantoms"):
+        folder = tmp_path / f"{name}-{seed}"
+        cases = generate_cohort(
+            seed=seed,
+            n_covid=n_covid,
+            n_control=n_control,
+            size=size,
+            manual_fraction=manual_fraction,
+        )
+        write_qata_layout(cases, folder)
+        dataset = Dataset.objects.create(name=name)
+        report = cxr_import(dataset=dataset, paths=[folder], dry_run=False, label="covid")
+        assert not report.rejected, report.rejected
+        return dataset, folder
+
+    return make

@@ -38,7 +38,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Demo dataset {DEMO_DATASET!r} is already there.")
         else:
             self.stdout.write(
-                f"Demo dataset {DEMO_DATASET!r}: {report.imported} cases, {report.masks_imported} manual masks."
+                f"Demo dataset {DEMO_DATASET!r}: {len(report.imported)} cases, "
+                f"{len(report.masks_imported)} manual masks."
             )
         self.stdout.write("Demo accounts (user / password / role):")
         for username, entry in accounts.items():
