@@ -1,0 +1,338 @@
+"""Training one segmentation network, as the paper did, in a way a worker can babysit.
+
+Adam (lr 1e-4, β1 0.9, β2 0.999), the hybrid focal + Dice loss, batch 32, 50 epochs,
+shift/rotation augmentation on the fly. Around `model.fit`:
+
+- a checkpoint after every epoch (model + optimizer state in `epoch-NNNN.keras`, then
+  `state.json` naming it, each written to a temporary file and moved into place; the
+  JSON is the commit point), and `best.keras` whenever validation loss improves;
+- resume: a `checkpoint_dir` that holds a checkpoint continues from the next epoch;
+- `progress(dict)` after every batch and epoch; `should_cancel()` polled every batch;
+- `keras.utils.set_random_seed(seed)`: CPU runs with the same seed give the same weights;
+- mixed precision (float16 compute, float32 output and loss) when a GPU is present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import keras
+import numpy as np
+
+from mlworker.augment import CaseBatches
+from mlworker.losses import HybridLoss
+
+STATE_FILE = "state.json"
+BEST_FILE = "best.keras"
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs_done: int = 0
+    cancelled: bool = False
+    last_path: Path | None = None  # the checkpoint of the last finished epoch
+    best_path: Path | None = None  # lowest validation loss (the last epoch without validation)
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint folder belongs to a different training run."""
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def gpu_available() -> bool:
+    """Whether the active Keras backend sees a GPU (no backend-specific API elsewhere)."""
+    if keras.config.backend() == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    try:
+        return bool(keras.distribution.list_devices("gpu"))
+    except (AttributeError, RuntimeError, ValueError):
+        return False
+
+
+def compile_segmenter(model: keras.Model, *, lr: float = 1e-4) -> None:
+    """The paper's optimiser and loss; IoU of the infection class as the monitored metric."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=lr, beta_1=0.9, beta_2=0.999),
+        loss=HybridLoss(),
+        metrics=[keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.5, name="iou")],
+    )
+
+
+def with_dice(logs: Mapping[str, Any]) -> dict[str, float]:
+    """Logs as floats, plus Dice (F1) from IoU: both come from one confusion matrix over
+    the epoch, where Dice = 2 IoU / (1 + IoU) holds exactly."""
+    out = {k: float(v) for k, v in logs.items()}
+    for prefix in ("", "val_"):
+        if f"{prefix}iou" in out:
+            iou = out[f"{prefix}iou"]
+            out[f"{prefix}dice"] = 2 * iou / (1 + iou)
+    return out
+
+
+def _build(config: Mapping[str, Any], *, mixed: bool) -> keras.Model:
+    from mlworker.nets import build_segmenter
+
+    kwargs = dict(config)
+    arch, encoder = kwargs.pop("arch"), kwargs.pop("encoder")
+    previous = keras.config.dtype_policy()
+    if mixed:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        return build_segmenter(arch, encoder, **kwargs)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _atomic_save_model(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")  # Keras insists on the .keras suffix
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    """Content hash of the training data, so a checkpoint only resumes on the same cases."""
+    h = hashlib.sha256()
+    for arr in arrays:
+        if arr is not None:
+            arr = np.ascontiguousarray(arr)
+            h.update(f"{arr.dtype}{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=list))
+
+
+class _Loop(keras.callbacks.Callback):
+    """Epoch sync, checkpoints, history, progress and cancel, in that order."""
+
+    def __init__(self, *, batches, epochs, ckpt_dir, state, progress, should_cancel):
+        super().__init__()
+        self.batches, self.epochs = batches, epochs
+        self.ckpt_dir, self.state = ckpt_dir, state
+        self.progress, self.should_cancel = progress, should_cancel
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.batches.epoch = epoch  # batch content follows the true epoch, also on resume
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.progress is not None:
+            event = {
+                "event": "batch",
+                "epoch": self.epoch + 1,
+                "epochs": self.epochs,
+                "batch": batch + 1,
+                "batches": len(self.batches),
+            }
+            self.progress(event | with_dice(logs or {}))
+        if self.should_cancel is not None and self.should_cancel():
+            raise _Cancelled
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = with_dice(logs or {})
+        state = self.state
+        for key, value in record.items():
+            state["history"].setdefault(key, []).append(value)
+        state["epoch"] = epoch + 1
+        val_loss = record.get("val_loss")
+        improved = val_loss is not None and (
+            state["best_val_loss"] is None or val_loss < state["best_val_loss"]
+        )
+        if improved:
+            state["best_val_loss"] = val_loss
+        if self.ckpt_dir is not None:
+            name = f"epoch-{epoch + 1:04d}.keras"
+            _atomic_save_model(self.model, self.ckpt_dir / name)
+            if improved:
+                _atomic_save_model(self.model, self.ckpt_dir / BEST_FILE)
+                state["best"] = BEST_FILE
+            state["model"] = name
+            _atomic_write_json(state, self.ckpt_dir / STATE_FILE)
+            for old in self.ckpt_dir.glob("epoch-*.keras"):
+                if old.name != name:
+                    old.unlink()
+        if self.progress is not None:
+            batches = len(self.batches)
+            event = {"event": "epoch", "epoch": epoch + 1, "epochs": self.epochs}
+            self.progress(event | {"batch": batches, "batches": batches} | record)
+
+
+def _check_arrays(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        images, masks = data
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an (images, masks) pair") from None
+    images, masks = np.asarray(images), np.asarray(masks)
+    if len(images) == 0:
+        raise ValueError(f"{what} holds no cases")
+    if len(images) != len(masks):
+        raise ValueError(f"{what}: {len(images)} images but {len(masks)} masks")
+    if masks.dtype != bool and not ((masks == 0) | (masks == 1)).all():
+        raise ValueError(f"{what}: masks must hold 0/1 (or bool), not e.g. 0/255")
+    return images, masks
+
+
+def train_segmenter(
+    *,
+    model_or_config: keras.Model | Mapping[str, Any],
+    train_data: tuple[np.ndarray, np.ndarray],
+    val_data: tuple[np.ndarray, np.ndarray] | None = None,
+    epochs: int = 50,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    augment: bool = True,
+    mixed_precision: bool | Literal["auto"] = "auto",
+    train_indices: Sequence[int] | None = None,
+) -> TrainResult:
+    """Trains (or resumes training) a segmenter on uint8/float images in [0, 255] and
+    binary masks; `train_indices` picks and may repeat training cases (repeats are
+    augmented, see `balance_by_augmentation`).
+
+    `model_or_config` is a Keras model, or `build_segmenter` arguments such as
+    {"arch": "unet", "encoder": "tiny", "input_shape": (224, 224, 3)}; mixed precision
+    ("auto": on a GPU; True: always) applies only to models built here from a config.
+    When `checkpoint_dir` holds a checkpoint of the same run (same config, lr, batch
+    size, seed and data), the model is loaded from it and training goes on from
+    the next epoch; a checkpoint of another run raises CheckpointMismatch.
+    """
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(
+            f"need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})"
+        )
+    if mixed_precision not in ("auto", True, False):
+        raise ValueError(f"mixed_precision must be 'auto', True or False, not {mixed_precision!r}")
+    images, masks = _check_arrays(train_data, "train_data")
+    val = _check_arrays(val_data, "val_data") if val_data is not None else None
+    is_config = isinstance(model_or_config, Mapping)
+    if not is_config and mixed_precision is True:
+        raise ValueError("mixed precision is chosen when building: pass a config, not a model")
+    n_train = len(images) if train_indices is None else len(train_indices)
+    fingerprint = _jsonable(
+        {
+            "config": dict(model_or_config) if is_config else None,
+            "lr": lr,
+            "batch_size": batch_size,
+            "seed": seed,
+            "n_train": n_train,
+            "n_val": None if val is None else len(val[0]),
+            "data_sha256": _digest(
+                images,
+                masks,
+                None if train_indices is None else np.asarray(train_indices),
+                *(val or ()),
+            ),
+        }
+    )
+    # Built first so that bad indices fail before anything is loaded or written.
+    batches = CaseBatches(
+        images, masks, batch_size=batch_size, indices=train_indices,
+        augment=augment, shuffle=True, seed=seed,
+    )  # fmt: skip
+    val_batches = CaseBatches(*val, batch_size=batch_size) if val is not None else None
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    keras.utils.set_random_seed(seed)
+
+    stored = _read_state(ckpt_dir)
+    if stored is not None:
+        if stored["fingerprint"] != fingerprint:
+            differ = sorted(
+                k for k in fingerprint | stored["fingerprint"]
+                if fingerprint.get(k) != stored["fingerprint"].get(k)
+            )  # fmt: skip
+            raise CheckpointMismatch(
+                f"{ckpt_dir} holds a checkpoint of another run (different {', '.join(differ)}); "
+                "use a fresh folder"
+            )
+        import mlworker.nets  # noqa: F401  (registers the custom layers a checkpoint may use)
+
+        model = keras.saving.load_model(ckpt_dir / stored["model"])
+        state = stored
+    else:
+        if is_config:
+            mixed = mixed_precision is True or (mixed_precision == "auto" and gpu_available())
+            model = _build(model_or_config, mixed=mixed)
+        else:
+            model = model_or_config
+        compile_segmenter(model, lr=lr)
+        state = {
+            "epoch": 0,
+            "model": None,
+            "best": None,
+            "best_val_loss": None,
+            "history": {},
+            "fingerprint": fingerprint,
+        }
+
+    expected = tuple(model.input_shape[1:3])
+    if None not in expected and expected != tuple(images.shape[1:3]):
+        raise ValueError(
+            f"the model takes {expected[0]}x{expected[1]} images, the data is "
+            f"{images.shape[1]}x{images.shape[2]}: load it at that size"
+        )
+
+    def result(cancelled: bool) -> TrainResult:
+        last = ckpt_dir / state["model"] if ckpt_dir and state["model"] else None
+        best = ckpt_dir / state["best"] if ckpt_dir and state["best"] else last
+        return TrainResult(model, state["history"], state["epoch"], cancelled, last, best)
+
+    if state["epoch"] >= epochs:
+        return result(cancelled=False)
+    if should_cancel is not None and should_cancel():
+        return result(cancelled=True)
+    if ckpt_dir is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    loop = _Loop(
+        batches=batches, epochs=epochs, ckpt_dir=ckpt_dir, state=state,
+        progress=progress, should_cancel=should_cancel,
+    )  # fmt: skip
+    try:
+        model.fit(
+            batches,
+            validation_data=val_batches,
+            epochs=epochs,
+            initial_epoch=state["epoch"],
+            callbacks=[loop],
+            shuffle=False,  # CaseBatches shuffles per (seed, epoch); Keras' own order would not resume
+            verbose=0,
+        )
+    except _Cancelled:
+        return result(cancelled=True)
+    return result(cancelled=False)
+
+
+def _read_state(ckpt_dir: Path | None) -> dict[str, Any] | None:
+    if ckpt_dir is None or not (ckpt_dir / STATE_FILE).is_file():
+        return None
+    state = json.loads((ckpt_dir / STATE_FILE).read_text())
+    if not state.get("model") or not (ckpt_dir / state["model"]).is_file():
+        raise CheckpointMismatch(f"{ckpt_dir / STATE_FILE} names a missing model file")
+    return state
