@@ -112,3 +112,13 @@ class WorkerNodeAdmin(admin.ModelAdmin):
 class DrawingDraftAdmin(admin.ModelAdmin):
     list_display = ["task", "reader", "updated_at"]
     raw_id_fields = ["task", "reader"]
+
+
+@admin.register(models.Export)
+class ExportAdmin(admin.ModelAdmin):
+    list_display = ["id", "dataset", "created_by", "created_at", "n_cases", "size"]
+    list_filter = ["dataset"]
+    readonly_fields = [f.name for f in models.Export._meta.fields]
+
+    def has_change_permission(self, request, obj=None):
+        return False  # exports are immutable

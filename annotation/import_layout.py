@@ -36,7 +36,8 @@ DOCUMENT_SUFFIXES = frozenset(
 )
 _LIMIT = " (IMPORT_MAX_FILE_BYTES)"
 _NOTHING = "; nothing under this PATH was imported"
-SYSTEM_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+# Checksum lists (as in our own exports) are documents too, whatever their suffix.
+SYSTEM_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx", "sha256sums", "md5sums"})
 SKIPPED_FOLDERS = frozenset({"hidden-truth"})
 
 

@@ -439,6 +439,8 @@ class Job(models.Model):
         TRAIN = "train", "Train"
         PREDICT = "predict", "Predict"
         DETECTOR = "detector", "Train detector"
+        CLASSIFIER = "classifier", "Train Grad-CAM classifier"
+        INFER = "infer", "Infection map"
         EXPORT = "export", "Export"
 
     class State(models.TextChoices):

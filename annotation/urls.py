@@ -1,1 +1,35 @@
-urlpatterns: list = []
+from django.urls import include, path
+
+from annotation.views import exports, review, review_media, stats
+
+urlpatterns: list = [
+    # review screens (MDs, senior MDs)
+    path("review/", review.queue, name="review_queue"),
+    path("review/s/<int:stage_id>/next", review.next_task, name="review_next"),
+    path(
+        "review/s/<int:stage_id>/adjudicate",
+        review.next_adjudication,
+        name="review_adjudicate_next",
+    ),
+    path("review/s/<int:stage_id>/undo", review.undo_submit, name="review_undo"),
+    path("review/t/<str:token>/", review.task_view, name="review_task"),
+    path("review/t/<str:token>/round", review.round_submit, name="review_round"),
+    path("review/t/<str:token>/pick", review.pick_submit, name="review_pick"),
+    path("review/t/<str:token>/draw", review.draw_view, name="review_draw"),
+    path("review/t/<str:token>/submit", review.draw_submit, name="review_draw_submit"),
+    path("review/t/<str:token>/draft", review_media.draft, name="review_draft"),
+    path("review/t/<str:token>/ahead", review.ahead, name="review_ahead"),
+    path("review/t/<str:token>/progress", review.progress, name="review_progress"),
+    # images by opaque, access-checked names
+    path("review/m/<str:opaque>.png", review_media.mask_png, name="review_mask"),
+    path("review/i/<str:token>.png", review_media.image_png, name="review_image"),
+    # stage statistics (admins, researchers)
+    path("stats/", stats.index, name="stats_index"),
+    path("stats/s/<int:stage_id>/", stats.stage, name="stats_stage"),
+    # exports (researchers, admins)
+    path("exports/", exports.exports_page, name="exports"),
+    path("exports/<int:pk>/row", exports.export_row, name="export_row"),
+    path("exports/<int:pk>/download", exports.export_download, name="export_download"),
+    # admin dashboard: datasets, stages, jobs, workers
+    path("", include("annotation.urls_dashboard")),
+]

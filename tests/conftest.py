@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -140,42 +141,60 @@ def test_database_url() -> str:
 
 
 @pytest.fixture
-def worker_process(celery_broker, transactional_db, _isolated_media, tmp_path):
-    """A real Celery worker in its own process, sharing only database, broker and media settings."""
+def start_worker(celery_broker, transactional_db, _isolated_media, tmp_path):
+    """Start real Celery workers, each in its own process group, sharing only the database,
+    broker and media settings with the test. `start_worker(name=...)` reuses a node name (a
+    worker restarting on the same host); `proc.kill_hard()` kills it like a power cut."""
+    import signal
     import subprocess
     import sys
     import time
 
-    name = f"test-{os.getpid()}-{free_port()}@%h"
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
-        "DATABASE_URL": test_database_url(),
-        "REDIS_URL": celery_broker.conf.broker_url,
-        "MEDIA_ROOT": str(_isolated_media),
-        "COLLABMASK_VAR_DIR": str(tmp_path / "worker-var"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", "default,gpu",
-             "--concurrency", "1", "--hostname", name, "--loglevel", "INFO"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    hostname = name.replace("%h", __import__("socket").gethostname())
-    proc.hostname = hostname
-    proc.log_path = log_path
-    try:
-        deadline = time.monotonic() + 90
-        while not celery_broker.control.ping(destination=[hostname], timeout=0.5):
+    started = []
+
+    def start(name: str | None = None, *, queues: str = "default,gpu"):
+        name = name or f"test-{os.getpid()}-{free_port()}@%h"
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+            "DATABASE_URL": test_database_url(),
+            "REDIS_URL": celery_broker.conf.broker_url,
+            "MEDIA_ROOT": str(_isolated_media),
+            "COLLABMASK_VAR_DIR": str(tmp_path / "worker-var"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", queues,
+                 "--concurrency", "1", "--hostname", name, "--loglevel", "INFO"],
+                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        proc.node_name = name
+        proc.hostname = name.replace("%h", __import__("socket").gethostname())
+        proc.log_path = log_path
+        proc.kill_hard = lambda: (os.killpg(proc.pid, signal.SIGKILL), proc.wait())
+        started.append(proc)
+        deadline = time.monotonic() + 120
+        while not celery_broker.control.ping(destination=[proc.hostname], timeout=0.5):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("the Celery worker did not start:\n" + log_path.read_text())
-        yield proc
+        return proc
+
+    try:
+        yield start
     finally:
-        _stop_process(proc)
+        for proc in started:
+            _stop_process(proc)
+
+
+@pytest.fixture
+def worker_process(start_worker):
+    """One real Celery worker process serving every queue."""
+    return start_worker()
 
 
 def _stop_process(proc) -> None:
+    import signal
     import subprocess
 
     if proc.poll() is None:
@@ -185,6 +204,9 @@ def _stop_process(proc) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    # The pool's children, if the main process left any behind.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture

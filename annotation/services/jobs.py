@@ -27,6 +27,10 @@ TASKS: dict[str, tuple[str, str]] = {
     Job.Kind.TRAIN: ("mlworker.tasks.train_job", "gpu"),
     Job.Kind.PREDICT: ("mlworker.tasks.predict_job", "gpu"),
     Job.Kind.DETECTOR: ("mlworker.tasks.detector_job", "gpu"),
+    Job.Kind.CLASSIFIER: ("mlworker.tasks.classifier_job", "gpu"),
+    # One CXR through a trained network takes well under a second on a CPU, and a GPU worker
+    # may be busy training for hours: live inference goes to the CPU workers' queue.
+    Job.Kind.INFER: ("mlworker.tasks.infer_job", "default"),
     Job.Kind.IMPORT: ("annotation.tasks.import_job", "default"),
     Job.Kind.EXPORT: ("annotation.tasks.export_job", "default"),
 }

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import QuerySet
 from django.utils import timezone
 
-from annotation.models import Job, WorkerNode
+from annotation.models import WorkerNode
 
 # Heartbeats come every few seconds; a row is written at most this often.
 SEEN_EVERY = timedelta(seconds=15)
-GONE_AFTER = timedelta(minutes=2)
 
 
 def worker_started(*, name: str, queues: list[str], gpus: list[dict], pid: int) -> WorkerNode:
@@ -39,21 +37,3 @@ def worker_seen(*, name: str) -> None:
 
 def worker_stopped(*, name: str) -> None:
     WorkerNode.objects.filter(name=name).update(stopped_at=timezone.now())
-
-
-def worker_board() -> list[dict]:
-    """Workers seen lately, with the job each is running."""
-    now = timezone.now()
-    nodes: QuerySet[WorkerNode] = WorkerNode.objects.filter(last_seen_at__gte=now - GONE_AFTER * 30)
-    running = {
-        job.worker.rpartition(":")[0]: job
-        for job in Job.objects.filter(state=Job.State.RUNNING).exclude(worker="")
-    }
-    return [
-        {
-            "node": node,
-            "online": node.stopped_at is None and node.last_seen_at >= now - GONE_AFTER,
-            "job": running.get(node.name),
-        }
-        for node in nodes
-    ]

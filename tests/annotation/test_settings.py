@@ -89,7 +89,7 @@ def test_media_goes_to_s3_compatible_storage_when_configured(tmp_path):
         }
     )
     code = (
-        "import django; django.setup(); from django.core.files.storage import storages; s = storages[\"default\"]; "
+        'import django; django.setup(); from django.core.files.storage import storages; s = storages["default"]; '
         "print(type(s).__name__, s.bucket_name, s.endpoint_url)"
     )
     done = subprocess.run(

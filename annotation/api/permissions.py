@@ -1,0 +1,28 @@
+"""Who may call which API endpoint: by role (annotation.roles), checked on every request.
+
+MDs and senior MDs see nothing here but the review API (which exposes no provenance); data,
+ground truths, stages, jobs and exports are for admins and researchers.
+"""
+
+from __future__ import annotations
+
+from rest_framework.permissions import BasePermission
+
+from annotation.roles import ADMIN, RESEARCHER, has_role
+
+
+class _RolePermission(BasePermission):
+    roles: tuple[str, ...] = ()
+    message = "Your role does not allow this."
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, *self.roles)
+
+
+def roles_required(*roles: str) -> type[BasePermission]:
+    """A permission class that admits users with any of these roles."""
+    return type(f"Roles_{'_'.join(roles)}", (_RolePermission,), {"roles": roles})
+
+
+IsResearchReader = roles_required(ADMIN, RESEARCHER)
+IsAdmin = roles_required(ADMIN)

@@ -1,0 +1,161 @@
+"""Read-only queries behind the review screens. Nothing here names a candidate's source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from annotation import blinding
+from annotation.models import Candidate, Decision, ReviewTask, Stage
+from annotation.services.consensus import adjudication_options
+from annotation.services.review import Knockout, knockout_state
+
+PAIR_LABELS = ("A", "B")
+
+
+@dataclass
+class QueueRow:
+    stage: Stage
+    done: int
+    remaining: int
+
+    @property
+    def total(self) -> int:
+        return self.done + self.remaining
+
+
+def reader_progress(
+    *, stage: Stage, reader: AbstractBaseUser, kind: str = ReviewTask.Kind.REVIEW
+) -> QueueRow:
+    """What this reader has done in the stage and what is still theirs to do."""
+    now = timezone.now()
+    tasks = ReviewTask.objects.filter(stage=stage, kind=kind)
+    done = Decision.objects.filter(task__in=tasks, reader=reader, revoked_at__isnull=True).count()
+    mine = tasks.filter(reader=reader)
+    held = mine.filter(status=ReviewTask.Status.LEASED).count()
+    available = tasks.filter(
+        Q(status=ReviewTask.Status.OPEN)
+        | Q(status=ReviewTask.Status.LEASED, lease_expires_at__lt=now)
+    ).exclude(radiograph_id__in=mine.values("radiograph_id"))
+    if kind == ReviewTask.Kind.ADJUDICATION:
+        read = ReviewTask.objects.filter(
+            stage=stage, kind=ReviewTask.Kind.REVIEW, reader=reader
+        ).values("radiograph_id")
+        available = available.exclude(radiograph_id__in=read)
+    remaining = held + available.values("radiograph_id").distinct().count()
+    return QueueRow(stage=stage, done=done, remaining=remaining)
+
+
+def reader_queue(*, reader: AbstractBaseUser, kind: str = ReviewTask.Kind.REVIEW) -> list[QueueRow]:
+    """Per stage open for review: the reader's progress, for stages where they have work."""
+    rows = []
+    for stage in Stage.objects.filter(status=Stage.Status.REVIEWING).select_related("dataset"):
+        row = reader_progress(stage=stage, reader=reader, kind=kind)
+        if row.done or row.remaining:
+            rows.append(row)
+    return rows
+
+
+@dataclass
+class Pane:
+    position: int
+    label: str
+    mask_url: str
+    token: str
+    votes: int | None = None  # adjudication: how many readers chose this
+
+
+@dataclass
+class Screen:
+    """Everything a review screen shows, in the reader's terms (positions and labels only)."""
+
+    task: ReviewTask
+    kind: str  # pairwise | nway | adjudication | draw
+    image_url: str
+    width: int
+    height: int
+    panes: list[Pane] = field(default_factory=list)
+    knockout: Knockout | None = None
+    done: int = 0
+    total: int = 0
+
+
+def _mask_url(opaque: str) -> str:
+    return reverse("review_mask", kwargs={"opaque": opaque})
+
+
+def task_screen(*, task: ReviewTask, reader: AbstractBaseUser, progress: bool = True) -> Screen:
+    """The panes of the screen the reader should see now for this task."""
+    radiograph = task.radiograph
+    tokens = blinding.option_tokens(task)
+    screen = Screen(
+        task=task,
+        kind="nway",
+        image_url=reverse("review_image", kwargs={"token": task.token}),
+        width=radiograph.width,
+        height=radiograph.height,
+    )
+    if progress:
+        row = reader_progress(stage=task.stage, reader=reader, kind=task.kind)
+        screen.done, screen.total = row.done, row.total
+    if task.kind == ReviewTask.Kind.ADJUDICATION:
+        screen.kind = "adjudication"
+        for position, (decision, votes) in enumerate(adjudication_options(task=task), 1):
+            opaque = tokens[decision.pk]
+            screen.panes.append(
+                Pane(position, str(position), _mask_url(opaque), opaque, votes=votes)
+            )
+        return screen
+    order = list(task.candidate_order)
+    if task.stage.mode == Stage.Mode.PAIRWISE and len(order) > 1:
+        state = knockout_state(task=task)
+        screen.knockout = state
+        if state.neither:
+            screen.kind = "draw"
+        elif state.number is not None:
+            screen.kind = "pairwise"
+            for position, candidate_id in enumerate((state.left, state.right), 1):
+                opaque = tokens[candidate_id]
+                screen.panes.append(
+                    Pane(position, PAIR_LABELS[position - 1], _mask_url(opaque), opaque)
+                )
+            return screen
+    # N-way (and the "start from" choices of the drawing screen): every candidate by position.
+    for position, candidate_id in enumerate(order, 1):
+        opaque = tokens[candidate_id]
+        screen.panes.append(Pane(position, str(position), _mask_url(opaque), opaque))
+    return screen
+
+
+def option_mask(*, task: ReviewTask, option_id: int):
+    """The stored mask behind an option of the task (candidate, or a reader's decision)."""
+    if task.kind == ReviewTask.Kind.ADJUDICATION:
+        return Decision.objects.select_related("mask").get(pk=option_id).mask
+    return Candidate.objects.select_related("mask").get(pk=option_id).mask
+
+
+def candidate_by_token(*, task: ReviewTask, opaque: str) -> Candidate | None:
+    """The candidate an opaque token names within this task (for 'refine')."""
+    task_token, signature = blinding.split_token(opaque)
+    if task_token != task.token or task.kind != ReviewTask.Kind.REVIEW:
+        return None
+    option_id = blinding.resolve_option(task, signature)
+    return Candidate.objects.filter(pk=option_id).first() if option_id else None
+
+
+def task_mask_urls(*, task: ReviewTask) -> list[str]:
+    """Every option's overlay URL, in the task's stored order."""
+    return [_mask_url(opaque) for opaque in blinding.option_tokens(task).values()]
+
+
+def task_overlays_warm(*, task: ReviewTask) -> None:
+    """Render (and cache) every overlay of the task, so that serving any of them takes the
+    same path and the same time whichever mask it is."""
+    for option_id in blinding.option_tokens(task):
+        blinding.mask_overlay(
+            option_mask(task=task, option_id=option_id), radiograph=task.radiograph
+        )

@@ -1,0 +1,194 @@
+"""Who reads which case: task creation and leases.
+
+A task is leased to one reader at a time. A lease that runs out returns the task to the pool,
+and the next reader who claims it gets a fresh task token and candidate order, so nothing the
+first reader saw (URLs, order, rounds, drafts) carries over. A reader never holds two tasks of
+the same case in a stage: the query excludes them and a database constraint backs it up.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from annotation.models import (
+    Candidate,
+    DrawingDraft,
+    PairwiseRound,
+    ReviewTask,
+    Stage,
+    _opaque_token,
+)
+from annotation.services.review_errors import NotYourTask, ReviewError
+
+# More candidates than this do not fit one N-way screen.
+NWAY_MAX_CHOICES = 6
+
+_rng = random.SystemRandom()
+
+
+def _shuffled(ids: list[int]) -> list[int]:
+    return _rng.sample(ids, len(ids))
+
+
+def _available(now: datetime) -> Q:
+    return Q(status=ReviewTask.Status.OPEN) | Q(
+        status=ReviewTask.Status.LEASED, lease_expires_at__lt=now
+    )
+
+
+@transaction.atomic
+def review_tasks_create(*, stage: Stage) -> int:
+    """One open task per case with candidates and per reader slot. Running it again adds only
+    what is missing (new cases, more readers). Returns how many tasks were created."""
+    if stage.status in (Stage.Status.CLOSED, Stage.Status.CANCELLED, Stage.Status.FAILED):
+        raise ReviewError(f"stage {stage.number} is {stage.get_status_display().lower()}")
+    by_case: dict[int, list[int]] = {}
+    for radiograph_id, candidate_id in (
+        Candidate.objects.filter(stage=stage)
+        .order_by("radiograph_id", "id")
+        .values_list("radiograph_id", "id")
+    ):
+        by_case.setdefault(radiograph_id, []).append(candidate_id)
+    if stage.mode == Stage.Mode.NWAY:
+        crowded = [r for r, ids in by_case.items() if len(ids) > NWAY_MAX_CHOICES]
+        if crowded:
+            raise ReviewError(
+                f"{len(crowded)} case(s) have more than {NWAY_MAX_CHOICES} candidates, "
+                "too many for one N-way screen"
+            )
+    existing = set(
+        ReviewTask.objects.filter(stage=stage, kind=ReviewTask.Kind.REVIEW).values_list(
+            "radiograph_id", "slot"
+        )
+    )
+    new = [
+        ReviewTask(
+            stage=stage,
+            radiograph_id=radiograph_id,
+            kind=ReviewTask.Kind.REVIEW,
+            slot=slot,
+            candidate_order=_shuffled(ids),
+        )
+        for radiograph_id, ids in by_case.items()
+        for slot in range(stage.readers_per_case)
+        if (radiograph_id, slot) not in existing
+    ]
+    ReviewTask.objects.bulk_create(new)
+    return len(new)
+
+
+def task_lease_next(
+    *,
+    stage: Stage,
+    reader: AbstractBaseUser,
+    kind: str = ReviewTask.Kind.REVIEW,
+    skip: int | None = None,
+    now: datetime | None = None,
+) -> ReviewTask | None:
+    """The reader's current task in the stage, or a newly claimed one; None when the queue is
+    empty. `skip` is a task id the caller already has (to lease the next one ahead)."""
+    if stage.status != Stage.Status.REVIEWING:
+        raise ReviewError(f"stage {stage.number} is not open for review")
+    now = now or timezone.now()
+    lease_until = now + timedelta(seconds=stage.lease_seconds)
+    held = (
+        ReviewTask.objects.filter(
+            stage=stage, kind=kind, reader=reader, status=ReviewTask.Status.LEASED
+        )
+        .exclude(pk=skip)
+        .order_by("id")
+        .first()
+    )
+    if held is not None and task_lease_renew(task=held, reader=reader, until=lease_until):
+        held.lease_expires_at = lease_until
+        return held
+    for attempt in range(50):
+        claimed, exhausted = _claim_one(
+            stage=stage, reader=reader, kind=kind, now=now, lease_until=lease_until
+        )
+        if claimed is not None or exhausted:
+            return claimed
+        time.sleep(0.002 * attempt)  # others are claiming the same rows; let them finish
+    return None
+
+
+def _claim_one(
+    *, stage: Stage, reader: AbstractBaseUser, kind: str, now: datetime, lease_until: datetime
+) -> tuple[ReviewTask | None, bool]:
+    seen = ReviewTask.objects.filter(stage=stage, kind=kind, reader=reader).values("radiograph_id")
+    pool = ReviewTask.objects.filter(stage=stage, kind=kind).filter(_available(now))
+    pool = pool.exclude(radiograph_id__in=seen)
+    if kind == ReviewTask.Kind.ADJUDICATION:
+        # A senior MD never settles a case they read themselves.
+        read = ReviewTask.objects.filter(
+            stage=stage, kind=ReviewTask.Kind.REVIEW, reader=reader
+        ).values("radiograph_id")
+        pool = pool.exclude(radiograph_id__in=read)
+    with transaction.atomic():
+        # One row at a time: with skip_locked, concurrent readers on PostgreSQL each lock a
+        # different row instead of queueing behind one. SQLite serialises writers (IMMEDIATE
+        # transactions); there the conditional update below is the guard.
+        row = pool.select_for_update(skip_locked=True).order_by("slot", "id").first()
+        if row is None:
+            # Empty, or every available row is being claimed right now by someone else.
+            return None, not pool.exists()
+        changes: dict = {"status": ReviewTask.Status.LEASED, "lease_expires_at": lease_until}
+        handed_over = row.reader_id is not None and row.reader_id != reader.pk
+        if handed_over:
+            # Nothing the previous reader saw may identify or continue into this lease.
+            changes.update(token=_opaque_token(), candidate_order=_reshuffled(row))
+        try:
+            with transaction.atomic():
+                updated = (
+                    ReviewTask.objects.filter(pk=row.pk)
+                    .filter(_available(now))
+                    .update(reader=reader, **changes)
+                )
+        except IntegrityError:
+            # The same reader claimed another slot of this case a moment ago (second tab).
+            return None, False
+        if updated != 1:
+            return None, False
+        if handed_over:
+            PairwiseRound.objects.filter(task_id=row.pk).delete()
+            DrawingDraft.objects.filter(task_id=row.pk).delete()
+        return ReviewTask.objects.get(pk=row.pk), False
+
+
+def _reshuffled(task: ReviewTask) -> list:
+    return _shuffled(list(task.candidate_order))
+
+
+def task_held(*, token: str, reader: AbstractBaseUser) -> ReviewTask:
+    """The task behind a token, only if this reader holds it (or decided it)."""
+    task = (
+        ReviewTask.objects.select_related("stage", "radiograph")
+        .filter(token=token, reader=reader)
+        .exclude(status=ReviewTask.Status.CANCELLED)
+        .first()
+    )
+    if task is None:
+        raise NotYourTask(
+            "this case is not in your queue (it may have been handed to another reader)"
+        )
+    return task
+
+
+def task_lease_renew(
+    *, task: ReviewTask, reader: AbstractBaseUser, until: datetime | None = None
+) -> bool:
+    """Extend the reader's lease while they work on the screen; False if it is gone."""
+    until = until or timezone.now() + timedelta(seconds=task.stage.lease_seconds)
+    return (
+        ReviewTask.objects.filter(
+            pk=task.pk, reader=reader, status=ReviewTask.Status.LEASED
+        ).update(lease_expires_at=until)
+        == 1
+    )

@@ -1,0 +1,71 @@
+"""Masks and the candidates offered for review.
+
+Identical masks (same pixels) are offered once per case and stage: the candidate lists every
+mask that produced those pixels in `sources`, so a reader never compares a mask with itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from annotation import masks as maskio
+from annotation.models import Candidate, Mask, ModelVersion, Radiograph, Stage
+from annotation.services.review_errors import InvalidMask
+from annotation.storage import MASKS, blob_write, content_path
+
+
+def mask_create(
+    *,
+    radiograph: Radiograph,
+    pixels: np.ndarray,
+    kind: str,
+    author: AbstractBaseUser | None = None,
+    model_version: ModelVersion | None = None,
+    stage: Stage | None = None,
+    source_name: str = "",
+) -> Mask:
+    """Store a boolean mask at the case's working resolution as a content-addressed 1-bit PNG."""
+    pixels = np.asarray(pixels, dtype=bool)
+    if pixels.shape != (radiograph.work_height, radiograph.work_width):
+        raise InvalidMask(
+            f"mask is {pixels.shape[1]}×{pixels.shape[0]} but the case's working resolution "
+            f"is {radiograph.work_width}×{radiograph.work_height}"
+        )
+    data = maskio.mask_to_png(pixels)
+    path = content_path(MASKS, hashlib.sha256(data).hexdigest(), "png")
+    # Content-addressed: a rolled-back transaction leaves a blob the same pixels would write
+    # again, so it is left in place rather than deleted under a concurrent writer.
+    blob_write(path, data)
+    return Mask.objects.create(
+        radiograph=radiograph,
+        kind=kind,
+        png=path,
+        pixel_sha256=maskio.pixel_sha256(pixels),
+        width=radiograph.work_width,
+        height=radiograph.work_height,
+        area=int(pixels.sum()),
+        author=author,
+        model_version=model_version,
+        stage=stage,
+        source_name=source_name,
+    )
+
+
+@transaction.atomic
+def candidates_offer(*, stage: Stage, radiograph: Radiograph, masks: list[Mask]) -> list[Candidate]:
+    """The case's candidates in the stage after adding these masks (deduplicated by pixels)."""
+    for mask in masks:
+        if mask.radiograph_id != radiograph.pk:
+            raise InvalidMask(f"mask #{mask.pk} belongs to another case")
+        candidate, _ = Candidate.objects.get_or_create(
+            stage=stage,
+            radiograph=radiograph,
+            pixel_sha256=mask.pixel_sha256,
+            defaults={"mask": mask},
+        )
+        candidate.sources.add(mask)
+    return list(Candidate.objects.filter(stage=stage, radiograph=radiograph).order_by("id"))

@@ -1,0 +1,42 @@
+"""Celery tasks of the web side (CPU queue "default"). Thin: take ids, call one service.
+
+The Job row is the truth about the work: `run_job` claims it with a conditional update (so a
+redelivered message finds nothing to do), reports progress, honours cancellation and records
+success or failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from annotation.jobrunner import JobContext, run_job
+from annotation.models import Export
+from annotation.services.exports import export_build
+
+
+# Named as annotation.services.jobs.TASKS sends it (job retry and stale-job requeue use it).
+@shared_task(
+    bind=True,
+    name="annotation.tasks.export_job",
+    ignore_result=True,
+    soft_time_limit=6 * 3600,
+    time_limit=6 * 3600 + 300,
+)
+def export_build_task(self, job_id: int) -> str:
+    """Build the zip of the export whose job this is."""
+
+    def body(ctx: JobContext) -> dict[str, Any]:
+        export = Export.objects.select_related("dataset", "created_by").get(job_id=job_id)
+
+        def progress(done: int, total: int) -> bool:
+            # Throttled, except the last case; raises JobCancelled when an admin cancelled.
+            ctx.progress(
+                0.98 * done / total, force=done == total, cases_done=done, cases_total=total
+            )
+            return False
+
+        return export_build(export=export, progress=progress)
+
+    return run_job(self, job_id, body)

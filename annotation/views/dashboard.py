@@ -1,0 +1,217 @@
+"""The admin dashboard: datasets, stages, the job board and the worker board (htmx)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from annotation.models import Dataset, Job, Stage
+from annotation.presets import ARCHS, ENCODERS, MODES, PRESETS
+from annotation.roles import ADMIN
+from annotation.selectors.dashboard import (
+    datasets_for_dashboard,
+    job_board,
+    job_row,
+    stage_job_summary,
+    worker_board,
+)
+from annotation.services.jobs import JobStateError, job_cancel, job_retry
+from annotation.services.stages import (
+    StageError,
+    network_label,
+    stage_cancel,
+    stage_create,
+    stage_launch,
+    stage_plan,
+)
+from annotation.views.access import role_required
+
+ARCH_LABELS = {"unet": "U-Net", "unetpp": "UNet++", "dla": "DLA"}
+ENCODER_LABELS = {
+    "densenet121": "DenseNet-121",
+    "chexnet": "CheXNet",
+    "inceptionv3": "Inception-v3",
+    "resnet50": "ResNet-50",
+    "tiny": "tiny (tests, demos)",
+}
+MODE_LABELS = {"pairwise": "Pairwise knockout (Stage I)", "nway": "N-way pick (Stage II and later)"}
+
+
+class StageForm(forms.Form):
+    preset = forms.ChoiceField(choices=[(p, p) for p in PRESETS], required=False)
+    name = forms.CharField(required=False, max_length=200)
+    mode = forms.ChoiceField(choices=[(m, MODE_LABELS[m]) for m in MODES])
+    networks = forms.MultipleChoiceField(
+        choices=[
+            (f"{a}/{e}", f"{ARCH_LABELS[a]} · {ENCODER_LABELS[e]}") for a in ARCHS for e in ENCODERS
+        ],
+        widget=forms.CheckboxSelectMultiple,
+    )
+    frozen = forms.BooleanField(required=False, label="Frozen encoder")
+    epochs = forms.IntegerField(min_value=1, max_value=1000)
+    batch_size = forms.IntegerField(min_value=1, max_value=512)
+    image_size = forms.IntegerField(
+        min_value=32, max_value=2048, help_text="pixels, a multiple of 32"
+    )
+    folds = forms.IntegerField(
+        min_value=1, max_value=20, help_text="k-fold cross-validation (Stage I)"
+    )
+    readers_per_case = forms.IntegerField(min_value=1, max_value=10)
+    learning_rate = forms.FloatField(min_value=1e-7, max_value=0.5)
+
+    @classmethod
+    def initial_for(cls, preset: str) -> dict:
+        config = PRESETS.get(preset) or PRESETS["fast-cpu"]
+        return {
+            "preset": preset if preset in PRESETS else "fast-cpu",
+            **{
+                k: config[k]
+                for k in ("mode", "frozen", "epochs", "batch_size", "image_size", "folds")
+            },
+            "readers_per_case": config["readers_per_case"],
+            "learning_rate": config["learning_rate"],
+            "networks": sorted({f"{n['arch']}/{n['encoder']}" for n in config["networks"]}),
+        }
+
+    def config(self) -> dict:
+        data = self.cleaned_data
+        chosen = sorted(set(data["networks"]))
+        preset = PRESETS.get(data.get("preset") or "")
+        if preset and sorted({f"{n['arch']}/{n['encoder']}" for n in preset["networks"]}) == chosen:
+            networks = preset["networks"]  # keeps the preset's seeds for repeated architectures
+        else:
+            networks = [
+                dict(zip(("arch", "encoder"), key.split("/"), strict=True)) for key in chosen
+            ]
+        keys = (
+            "mode",
+            "frozen",
+            "epochs",
+            "batch_size",
+            "image_size",
+            "folds",
+            "readers_per_case",
+            "learning_rate",
+        )
+        return {"networks": networks, **{k: data[k] for k in keys}}
+
+
+@role_required(ADMIN)
+def dashboard(request: HttpRequest) -> HttpResponse:
+    context = {"jobs": job_board(), "workers": worker_board()}
+    if request.htmx and request.GET.get("part") in ("jobs", "workers"):
+        return render(request, f"dashboard/index.html#{request.GET['part']}", context)
+    context["datasets"] = datasets_for_dashboard()
+    return render(request, "dashboard/index.html", context)
+
+
+@role_required(ADMIN)
+def stage_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    dataset = get_object_or_404(Dataset, pk=dataset_id)
+    if request.method == "POST":
+        form = StageForm(request.POST)
+        if form.is_valid():
+            try:
+                stage = stage_create(
+                    dataset=dataset,
+                    preset=form.cleaned_data.get("preset") or None,
+                    config=form.config(),
+                    created_by=request.user,
+                    name=form.cleaned_data.get("name", ""),
+                )
+            except StageError as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(
+                    request, f"Stage {stage.number} created. Check the plan, then launch it."
+                )
+                return redirect("dashboard_stage", stage_id=stage.pk)
+    else:
+        form = StageForm(initial=StageForm.initial_for(request.GET.get("preset", "fast-cpu")))
+    template = "dashboard/stage_new.html#form" if request.htmx else "dashboard/stage_new.html"
+    return render(request, template, {"dataset": dataset, "form": form, "presets": PRESETS})
+
+
+@role_required(ADMIN)
+def stage_detail(request: HttpRequest, stage_id: int) -> HttpResponse:
+    stage = get_object_or_404(Stage.objects.select_related("dataset"), pk=stage_id)
+    context = {
+        "stage": stage,
+        "jobs": job_board(stage=stage, limit=200),
+        "summary": stage_job_summary(stage),
+    }
+    if request.htmx and request.GET.get("part") == "jobs":
+        return render(request, "dashboard/stage.html#jobs", context)
+    if stage.status == Stage.Status.DRAFT:
+        try:
+            plan = stage_plan(stage=stage)
+            context["plan"] = {
+                "training": len(plan["training"]),
+                "targets": len(plan["targets"]),
+                "folds": [len(f) for f in plan["folds"]] if plan["folds"] else None,
+            }
+        except StageError as exc:
+            context["plan_error"] = str(exc)
+    context["networks"] = [network_label(n) for n in stage.config.get("networks", [])]
+    return render(request, "dashboard/stage.html", context)
+
+
+@require_POST
+@role_required(ADMIN)
+def stage_launch_view(request: HttpRequest, stage_id: int) -> HttpResponse:
+    stage = get_object_or_404(Stage, pk=stage_id)
+    try:
+        jobs = stage_launch(stage=stage, by=request.user)
+    except StageError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, f"Stage {stage.number} launched: {len(jobs)} training jobs queued."
+        )
+    return redirect("dashboard_stage", stage_id=stage.pk)
+
+
+@require_POST
+@role_required(ADMIN)
+def stage_cancel_view(request: HttpRequest, stage_id: int) -> HttpResponse:
+    stage = get_object_or_404(Stage, pk=stage_id)
+    try:
+        stage_cancel(stage=stage, by=request.user)
+    except StageError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Stage {stage.number} cancelled.")
+    return redirect("dashboard_stage", stage_id=stage.pk)
+
+
+@role_required(ADMIN)
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(Job.objects.select_related("stage", "dataset"), pk=job_id)
+    context = {"row": job_row(job), "job": job}
+    if request.htmx and request.GET.get("part") in ("progress", "log"):
+        return render(request, f"dashboard/job.html#{request.GET['part']}", context)
+    return render(request, "dashboard/job.html", context)
+
+
+@require_POST
+@role_required(ADMIN)
+def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
+    job = get_object_or_404(Job, pk=job_id)
+    try:
+        if action == "cancel":
+            job_cancel(job=job, by=request.user)
+            messages.success(request, f"Job #{job.pk}: asked to stop.")
+        else:
+            job_retry(job=job, by=request.user)
+            messages.success(
+                request, f"Job #{job.pk} queued again; training resumes from its last checkpoint."
+            )
+    except JobStateError as exc:
+        messages.error(request, str(exc))
+    back = request.POST.get("next", "")
+    if back.startswith("/") and not back.startswith("//"):
+        return redirect(back)
+    return redirect("dashboard_job", job_id=job.pk)

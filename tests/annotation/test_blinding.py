@@ -1,0 +1,270 @@
+"""Blinding: nothing an MD receives tells which candidate is manual or which network made it."""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from django.db import connection
+from django.urls import reverse
+from PIL import Image, PngImagePlugin
+
+from annotation import blinding
+from annotation import masks as maskio
+from annotation.models import Candidate, Decision, Mask, ModelVersion, Radiograph, ReviewTask, Stage
+from annotation.roles import MD
+from annotation.storage import blob_read
+from tests.factories import PASSWORD, UserFactory, review_stage
+
+pytestmark = pytest.mark.django_db
+
+CHUNKS = [b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"]
+
+
+def disc(h=48, w=64, r=10):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return (xx - 30) ** 2 + (yy - 20) ** 2 <= r * r
+
+
+def test_the_same_pixels_give_the_same_overlay_bytes_however_the_mask_was_stored():
+    pixels = disc()
+    # One way: the 1-bit PNG the app writes. Other way: an 8-bit 0/255 file with text and time chunks.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Source", "manual tracing, reader 7")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8) * 255).save(buffer, "PNG", pnginfo=info)
+    from_import = maskio.mask_from_png(buffer.getvalue())
+    from_app = maskio.mask_from_png(maskio.mask_to_png(pixels))
+    assert blinding.overlay_png(from_import) == blinding.overlay_png(from_app)
+    assert blinding.overlay_png(pixels.astype(np.uint8) * 255) == blinding.overlay_png(pixels)
+
+
+def test_an_overlay_is_a_one_bit_palette_png_with_a_fixed_palette_and_no_metadata():
+    data = blinding.overlay_png(disc())
+    chunks = blinding.png_chunks(data)
+    assert [kind for kind, _ in chunks] == CHUNKS
+    ihdr = chunks[0][1]
+    assert ihdr[8:10] == bytes([1, 3])  # bit depth 1, palette
+    assert chunks[1][1] == bytes(blinding.OVERLAY_PALETTE)
+    assert chunks[2][1] == b"\x00"  # background fully transparent
+    image = Image.open(io.BytesIO(data))
+    assert (np.asarray(image) == disc()).all()
+
+
+def test_the_display_image_loses_every_ancillary_chunk():
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "patient Jane Doe")
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64).astype(np.uint8)).save(
+        buffer, "PNG", pnginfo=info, dpi=(300, 300)
+    )
+    stripped = blinding.strip_png(buffer.getvalue())
+    assert [k for k, _ in blinding.png_chunks(stripped)] == [b"IHDR", b"IDAT", b"IEND"]
+    original = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+    assert (np.asarray(Image.open(io.BytesIO(stripped))) == original).all()
+
+
+def test_the_same_candidate_has_unrelated_names_in_two_readers_tasks():
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    first, second = ReviewTask.objects.filter(stage=stage).order_by("slot")
+    a, b = blinding.option_tokens(first), blinding.option_tokens(second)
+    assert set(a) == set(b)
+    for candidate_id in a:
+        assert a[candidate_id] != b[candidate_id]
+        assert a[candidate_id].split(".")[1] != b[candidate_id].split(".")[1]
+        task_token, signature = blinding.split_token(a[candidate_id])
+        assert blinding.resolve_option(first, signature) == candidate_id
+        assert blinding.resolve_option(second, signature) is None
+
+
+# --- the crawl: everything an MD's browser receives for a whole stage ------------------------
+
+FORBIDDEN_WORDS = re.compile(
+    r"\b(manual(ly)?|networks?|models?|arch(itecture)?|encoders?|unet|unetpp|fpn|densenet121|"
+    r"inceptionv3|resnet50|predict(ed|ion)?|ground.?truth|kind)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Received:
+    url: str
+    status: int
+    headers: dict
+    body: bytes
+
+
+def bump_ids(start: int) -> None:
+    """Make row ids distinctive (7 digits) so that a leaked id would be found by the crawl."""
+    with connection.cursor() as cursor:
+        for model in (Radiograph, Mask, ModelVersion, Candidate, Decision):
+            table = model._meta.db_table
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    "SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)", [table, start]
+                )
+            else:
+                cursor.execute("DELETE FROM sqlite_sequence WHERE name = %s", [table])
+                cursor.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, start]
+                )
+
+
+def crawl_stage(client, stage: Stage, received: list[Received]) -> None:
+    def get(url, **kw):
+        response = client.get(url, **kw)
+        received.append(
+            Received(url, response.status_code, dict(response.items()), response.content)
+        )
+        return response
+
+    def post(url, data, **kw):
+        response = client.post(url, data, HTTP_ACCEPT="application/json", **kw)
+        received.append(
+            Received(url, response.status_code, dict(response.items()), response.content)
+        )
+        return response
+
+    get(reverse("review_queue"))
+    get(reverse("review_queue"), HTTP_HX_REQUEST="true")
+    drew = False
+    for _ in range(50):
+        start = get(reverse("review_next", kwargs={"stage_id": stage.pk}))
+        if start.status_code != 302:
+            break
+        page = get(start.url)
+        while page.status_code == 200:
+            html = page.content.decode()
+            for url in re.findall(r'(?:href|src|data-[a-z-]+-url)="(/review/[^"]+\.png)"', html):
+                get(url)
+            key = re.search(r'name="key" value="([^"]+)"', html).group(1)
+            token = page.request["PATH_INFO"].rstrip("/").split("/")[-1]
+            if 'data-review-screen="pairwise"' in html:
+                number = re.search(r'name="number" value="(\d+)"', html).group(1)
+                answer = post(
+                    reverse("review_round", kwargs={"token": token}),
+                    {"number": number, "choice": "B", "key": key},
+                )
+                post(
+                    reverse("review_round", kwargs={"token": token}),
+                    {"number": number, "choice": "A", "key": str(uuid.uuid4())},
+                )
+            elif not drew:
+                drew = True
+                draw = get(reverse("review_draw", kwargs={"token": token}) + "?from=1")
+                for url in re.findall(
+                    r'(?:src|data-[a-z-]+-url)="(/review/[^"]+\.png)"', draw.content.decode()
+                ):
+                    get(url)
+                draft_url = reverse("review_draft", kwargs={"token": token})
+                get(draft_url)
+                pixels = disc()
+                buffer = io.BytesIO()
+                Image.fromarray(pixels.astype(np.uint8) * 255).save(buffer, "PNG")
+                client.put(draft_url, buffer.getvalue(), content_type="image/png")
+                get(draft_url)
+                answer = post(
+                    reverse("review_draw_submit", kwargs={"token": token}),
+                    {"key": key, "mask": io.BytesIO(buffer.getvalue())},
+                )
+            else:
+                answer = post(
+                    reverse("review_pick", kwargs={"token": token}), {"position": "1", "key": key}
+                )
+                post(
+                    reverse("review_pick", kwargs={"token": token}),
+                    {"position": "2", "key": str(uuid.uuid4())},
+                )
+            redirect = answer.json()["redirect"]
+            if token not in redirect:  # decided: on to the next case
+                break
+            page = get(redirect)
+            if page.status_code == 302:
+                page = get(page.url)
+    undo = post(reverse("review_undo", kwargs={"stage_id": stage.pk}), {})
+    get(undo.json()["redirect"])
+
+
+@pytest.mark.parametrize("mode", [Stage.Mode.NWAY, Stage.Mode.PAIRWISE])
+def test_nothing_an_md_receives_for_a_whole_stage_reveals_a_candidates_source(client, mode):
+    bump_ids(7340000)
+    stage = review_stage(
+        n_cases=3, mode=mode, n_networks=5 if mode == Stage.Mode.NWAY else 3, readers_per_case=2
+    )
+    # The manual masks arrive as imported files would: 8-bit, with a text chunk naming them.
+    for mask in Mask.objects.filter(kind="manual", radiograph__candidates__stage=stage).distinct():
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Title", f"manual {mask.source_name}")
+        buffer = io.BytesIO()
+        pixels = maskio.mask_from_png(blob_read(mask.png.name))
+        Image.fromarray(pixels.astype(np.uint8) * 255).save(buffer, "PNG", pnginfo=info)
+        from django.core.files.storage import default_storage
+
+        default_storage.delete(mask.png.name)
+        default_storage.save(mask.png.name, io.BytesIO(buffer.getvalue()))
+    secrets_ = {
+        str(pk)
+        for model in (Mask, ModelVersion, Candidate, Radiograph)
+        for pk in model.objects.values_list("pk", flat=True)
+    }
+    secrets_ |= set(Mask.objects.exclude(source_name="").values_list("source_name", flat=True))
+    secrets_ |= set(Radiograph.objects.values_list("name", flat=True))
+    secrets_ |= set(Candidate.objects.values_list("token", flat=True))
+    secrets_ |= {m.pixel_sha256 for m in Mask.objects.all()} | {
+        m.png.name for m in Mask.objects.all()
+    }
+    assert all(len(s) >= 7 for s in secrets_), (
+        "ids must be distinctive for this test to mean anything"
+    )
+
+    received: list[Received] = []
+    tokens_by_reader = []
+    for _reader in range(2):
+        user = UserFactory(roles=[MD])
+        client.login(username=user.username, password=PASSWORD)
+        before = len(received)
+        crawl_stage(client, stage, received)
+        tokens_by_reader.append(
+            {r.url for r in received[before:] if r.url.startswith("/review/m/")}
+        )
+        client.logout()
+    assert len(received) > 40
+
+    masks, texts = [], []
+    for r in received:
+        if r.headers.get("Content-Type") == "image/png":
+            if r.url.startswith("/review/m/"):
+                masks.append(r)
+        else:
+            texts.append(r)
+    assert masks and texts
+    for r in received:
+        text = r.url + " " + " ".join(f"{k}: {v}" for k, v in r.headers.items())
+        if r in texts:
+            text += " " + r.body.decode()
+        found = FORBIDDEN_WORDS.search(text)
+        assert not found, (
+            f"{r.url} says {found.group(0)!r}: …{text[max(0, found.start() - 80) : found.end() + 80]}…"
+        )
+        for secret in secrets_:
+            assert secret not in text, f"{r.url} contains {secret!r}"
+    # Every mask image: the same chunks, palette and headers; bytes a pure function of the pixels.
+    header_sets = set()
+    for r in masks:
+        chunks = blinding.png_chunks(r.body)
+        assert [k for k, _ in chunks] == CHUNKS, r.url
+        assert chunks[1][1] == bytes(blinding.OVERLAY_PALETTE)
+        pixels = np.asarray(Image.open(io.BytesIO(r.body))) != 0
+        assert blinding.overlay_png(pixels) == r.body
+        for secret in secrets_:
+            assert secret.encode() not in r.body
+        header_sets.add(
+            tuple(sorted((k, v) for k, v in r.headers.items() if k != "Content-Length"))
+        )
+    assert len(header_sets) == 1, header_sets
+    # Two readers of the same cases never receive the same mask URL.
+    assert tokens_by_reader[0] and not tokens_by_reader[0] & tokens_by_reader[1]

@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import io
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotation.models import Candidate, Decision, GroundTruth, Mask, ModelVersion, ReviewTask
+from annotation.roles import MD, SENIOR_MD
+from annotation.services.assignment import task_lease_next
+from annotation.services.candidates import candidates_offer
+from annotation.services.consensus import adjudication_options, adjudication_record
+from annotation.services.decisions import decision_record, decision_record_drawing, decision_undo
+from annotation.services.review_errors import ReviewError
+from tests.factories import UserFactory, mask_of, review_stage
+
+pytestmark = pytest.mark.django_db
+
+
+def key() -> str:
+    return str(uuid.uuid4())
+
+
+def pick(stage, reader, candidate_id):
+    """The reader leases their next task and picks the given candidate, wherever it is shown."""
+    task = task_lease_next(stage=stage, reader=reader)
+    position = task.candidate_order.index(candidate_id) + 1
+    return decision_record(task=task, reader=reader, position=position, idempotency_key=key())
+
+
+def candidates_by_kind(stage):
+    manual = Candidate.objects.get(stage=stage, mask__kind=Mask.Kind.MANUAL)
+    networks = list(
+        Candidate.objects.filter(stage=stage, mask__kind=Mask.Kind.NETWORK).order_by("id")
+    )
+    return manual, networks
+
+
+def test_one_reader_their_choice_is_accepted_with_its_network_as_provenance():
+    stage = review_stage(n_cases=1)
+    _manual, networks = candidates_by_kind(stage)
+    md = UserFactory(roles=[MD])
+    decision = pick(stage, md, networks[1].pk)
+    truth = GroundTruth.objects.get()
+    assert (truth.mask_id, truth.stage_id, truth.source, truth.method) == (
+        decision.mask_id,
+        stage.pk,
+        "network",
+        "single",
+    )
+    assert list(truth.model_versions.all()) == [networks[1].mask.model_version]
+    assert list(truth.readers.all()) == [md] and truth.agreement == 1.0
+
+
+def test_a_majority_on_the_same_candidate_is_accepted():
+    stage = review_stage(n_cases=1, readers_per_case=3)
+    manual, networks = candidates_by_kind(stage)
+    readers = [UserFactory(roles=[MD]) for _ in range(3)]
+    pick(stage, readers[0], manual.pk)
+    assert not GroundTruth.objects.exists()  # waits for every reader
+    pick(stage, readers[1], networks[0].pk)
+    pick(stage, readers[2], manual.pk)
+    truth = GroundTruth.objects.get()
+    assert (truth.mask_id, truth.source, truth.method) == (manual.mask_id, "manual", "majority")
+    assert truth.agreement == pytest.approx(2 / 3)
+    assert set(truth.readers.all()) == set(readers)
+    assert not ReviewTask.objects.filter(kind="adjudication").exists()
+
+
+def test_disagreement_goes_to_a_senior_who_sees_the_choices_and_settles_the_case():
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    manual, networks = candidates_by_kind(stage)
+    first, second = UserFactory(roles=[MD]), UserFactory(roles=[MD])
+    pick(stage, first, manual.pk)
+    pick(stage, second, networks[2].pk)
+    assert not GroundTruth.objects.exists()
+    senior = UserFactory(roles=[SENIOR_MD])
+    task = task_lease_next(stage=stage, reader=senior, kind=ReviewTask.Kind.ADJUDICATION)
+    options = adjudication_options(task=task)
+    assert sorted(d.candidate_id for d, _count in options) == sorted([manual.pk, networks[2].pk])
+    assert [count for _d, count in options] == [1, 1]
+    position = next(i for i, (d, _c) in enumerate(options, 1) if d.candidate_id == networks[2].pk)
+    truth = adjudication_record(task=task, reader=senior, position=position, idempotency_key=key())
+    assert (truth.mask_id, truth.source, truth.method, truth.agreement) == (
+        networks[2].mask_id,
+        "network",
+        "adjudication",
+        0.5,
+    )
+    assert set(truth.readers.all()) == {first, second, senior}
+    # An adjudicated case is final: its readers can no longer undo.
+    with pytest.raises(ReviewError, match="senior MD has settled"):
+        decision_undo(stage=stage, reader=second)
+
+
+def test_two_readers_who_each_drew_are_adjudicated_between_their_drawings():
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    readers = [UserFactory(roles=[MD]), UserFactory(roles=[MD])]
+    for offset, reader in enumerate(readers):
+        task = task_lease_next(stage=stage, reader=reader)
+        pixels = np.zeros((48, 64), np.uint8)
+        pixels[5:20, 5 + offset : 25 + offset] = 255
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        decision_record_drawing(
+            task=task, reader=reader, png=buffer.getvalue(), idempotency_key=key()
+        )
+    task = ReviewTask.objects.get(kind="adjudication")
+    assert len(task.candidate_order) == 2
+    senior = UserFactory(roles=[SENIOR_MD])
+    task = task_lease_next(stage=stage, reader=senior, kind="adjudication")
+    truth = adjudication_record(task=task, reader=senior, position=1, idempotency_key=key())
+    chosen = Decision.objects.get(pk=task.candidate_order[0])
+    assert (truth.mask_id, truth.source) == (chosen.mask_id, "drawn")
+
+
+def test_a_senior_never_adjudicates_a_case_they_read():
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    manual, networks = candidates_by_kind(stage)
+    both = UserFactory(roles=[MD, SENIOR_MD])
+    pick(stage, both, manual.pk)
+    pick(stage, UserFactory(roles=[MD]), networks[0].pk)
+    assert task_lease_next(stage=stage, reader=both, kind="adjudication") is None
+    assert task_lease_next(stage=stage, reader=UserFactory(roles=[SENIOR_MD]), kind="adjudication")
+
+
+def test_undo_before_adjudication_withdraws_the_adjudication_until_the_reader_decides_again():
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    manual, networks = candidates_by_kind(stage)
+    first, second = UserFactory(roles=[MD]), UserFactory(roles=[MD])
+    pick(stage, first, manual.pk)
+    pick(stage, second, networks[0].pk)
+    adjudication = ReviewTask.objects.get(kind="adjudication")
+    assert adjudication.status == "open"
+    decision_undo(stage=stage, reader=second)
+    adjudication.refresh_from_db()
+    assert adjudication.status == "cancelled"
+    assert (
+        task_lease_next(stage=stage, reader=UserFactory(roles=[SENIOR_MD]), kind="adjudication")
+        is None
+    )
+    task = task_lease_next(stage=stage, reader=second)
+    decision_record(
+        task=task,
+        reader=second,
+        position=task.candidate_order.index(manual.pk) + 1,
+        idempotency_key=key(),
+    )
+    truth = GroundTruth.objects.get()
+    assert (truth.mask_id, truth.method, truth.agreement) == (manual.mask_id, "majority", 1.0)
+
+
+def test_a_candidate_equal_to_the_manual_mask_is_credited_to_it_and_lists_the_network():
+    stage = review_stage(n_cases=1, n_networks=1)
+    manual, _networks = candidates_by_kind(stage)
+    version = ModelVersion.objects.create(
+        dataset=stage.dataset, stage=stage, purpose="candidate", arch="fpn", encoder="resnet50"
+    )
+    from annotation.masks import mask_from_png
+    from annotation.storage import blob_read
+
+    same = mask_of(
+        manual.radiograph,
+        mask_from_png(blob_read(manual.mask.png.name)),
+        kind="network",
+        model_version=version,
+        stage=stage,
+    )
+    offered = candidates_offer(stage=stage, radiograph=manual.radiograph, masks=[same])
+    assert len(offered) == 2  # no new candidate: the same pixels are offered once
+    pick(stage, UserFactory(roles=[MD]), manual.pk)
+    truth = GroundTruth.objects.get()
+    assert truth.source == "manual"
+    assert list(truth.model_versions.all()) == [version]

@@ -1,0 +1,107 @@
+"""Real threads, real transactions: retries, double clicks and racing readers.
+
+Run on PostgreSQL (CI) and SQLite; each thread has its own database connection.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+
+from annotation.models import Decision, PairwiseRound, ReviewTask, Stage
+from annotation.roles import MD
+from annotation.services.assignment import task_lease_next
+from annotation.services.decisions import decision_record
+from annotation.services.review import round_record
+from annotation.services.review_errors import RoundAlreadyRecorded, TaskAlreadyDecided
+from tests.factories import UserFactory, review_stage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _roles():
+    """Transactional tests flush the tables, the role groups of the data migration included."""
+    from django.contrib.auth.models import Group
+
+    from annotation.roles import ALL_ROLES
+
+    for name in ALL_ROLES:
+        Group.objects.get_or_create(name=name)
+
+
+def hammer(n_threads: int, work):
+    """Run work(i) in n threads released at once; returns what each returned or raised."""
+    barrier = threading.Barrier(n_threads)
+    results: list = [None] * n_threads
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertions
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_retries_and_racing_tabs_on_one_task_yield_exactly_one_decision():
+    stage = review_stage(n_cases=1)
+    md = UserFactory(roles=[MD])
+    task = task_lease_next(stage=stage, reader=md)
+    shared_key = str(uuid.uuid4())
+    # Half the threads retry one request (same key), half are other tabs (fresh keys).
+    keys = [shared_key if i % 2 == 0 else str(uuid.uuid4()) for i in range(8)]
+
+    results = hammer(
+        8,
+        lambda i: decision_record(
+            task=task, reader=md, position=1 + i % 5, idempotency_key=keys[i]
+        ),
+    )
+    decision = Decision.objects.get()  # exactly one row
+    for key, result in zip(keys, results, strict=True):
+        if isinstance(result, Decision):
+            assert result.pk == decision.pk
+        else:
+            assert isinstance(result, TaskAlreadyDecided), result
+            assert result.decision.pk == decision.pk
+            assert key != shared_key or decision.idempotency_key != shared_key
+    # Every retry of the winning key got the stored row back.
+    winners = [r for r in results if isinstance(r, Decision)]
+    assert winners and all(r.idempotency_key == decision.idempotency_key for r in winners)
+
+
+def test_racing_tabs_record_one_pairwise_round():
+    stage = review_stage(n_cases=1, mode=Stage.Mode.PAIRWISE, n_networks=2)
+    md = UserFactory(roles=[MD])
+    task = task_lease_next(stage=stage, reader=md)
+    results = hammer(
+        6,
+        lambda i: round_record(
+            task=task, reader=md, number=1, choice="AB"[i % 2], idempotency_key=str(uuid.uuid4())
+        ),
+    )
+    assert PairwiseRound.objects.filter(task=task).count() == 1
+    assert sum(not isinstance(r, Exception) for r in results) == 1
+    assert all(isinstance(r, RoundAlreadyRecorded) for r in results if isinstance(r, Exception))
+
+
+def test_readers_leasing_at_once_each_get_a_different_task():
+    stage = review_stage(n_cases=6)
+    readers = [UserFactory(roles=[MD]) for _ in range(6)]
+    results = hammer(6, lambda i: task_lease_next(stage=stage, reader=readers[i]))
+    assert all(isinstance(r, ReviewTask) for r in results), results
+    assert len({r.pk for r in results}) == 6
+    for reader, task in zip(readers, results, strict=True):
+        assert ReviewTask.objects.get(pk=task.pk).reader == reader

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import io
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotation.models import Decision, GroundTruth, PairwiseRound, Stage
+from annotation.roles import MD
+from annotation.services.assignment import task_lease_next
+from annotation.services.decisions import decision_record_drawing, decision_undo
+from annotation.services.review import knockout_state, round_record
+from annotation.services.review_errors import (
+    InvalidChoice,
+    RoundAlreadyRecorded,
+    TaskAlreadyDecided,
+)
+from tests.factories import UserFactory, review_stage
+
+pytestmark = pytest.mark.django_db
+
+
+def key() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def leased():
+    stage = review_stage(n_cases=1, mode=Stage.Mode.PAIRWISE, n_networks=3)
+    md = UserFactory(roles=[MD])
+    return task_lease_next(stage=stage, reader=md), md
+
+
+def play(task, md, choices):
+    results = []
+    for choice in choices:
+        state = knockout_state(task=task)
+        results.append(
+            round_record(
+                task=task, reader=md, number=state.number, choice=choice, idempotency_key=key()
+            )
+        )
+    return results
+
+
+def test_a_knockout_over_m_candidates_takes_m_minus_one_rounds_and_the_winner_is_chosen(leased):
+    task, md = leased
+    order = task.candidate_order
+    assert len(order) == 4
+    first = knockout_state(task=task)
+    assert {first.left, first.right} == {order[0], order[1]}
+    results = play(task, md, ["A", "B", "A"])
+    rounds = list(PairwiseRound.objects.filter(task=task).order_by("number"))
+    assert [r.number for r in rounds] == [1, 2, 3]
+    # The winner of each round meets the next challenger in the stored order.
+    for previous, current, challenger in zip(rounds[:-1], rounds[1:], order[2:], strict=True):
+        assert {current.left_id, current.right_id} == {previous.winner_id, challenger}
+    assert [r.winner_id for r in rounds] == [
+        rounds[0].left_id,
+        rounds[1].right_id,
+        rounds[2].left_id,
+    ]
+    decision = results[-1].decision
+    assert [r.decision for r in results[:-1]] == [None, None]
+    assert (decision.outcome, decision.candidate_id, decision.position) == (
+        "chose",
+        rounds[2].winner_id,
+        1,
+    )
+    assert GroundTruth.objects.get(radiograph=task.radiograph).mask_id == decision.mask_id
+
+
+def test_the_pair_shows_the_same_way_round_after_a_reload(leased):
+    task, md = leased
+    play(task, md, ["A"])
+    assert knockout_state(task=task) == knockout_state(task=task)
+
+
+def test_a_retried_round_returns_the_stored_round_and_a_second_tab_changes_nothing(leased):
+    task, md = leased
+    k = key()
+    first = round_record(task=task, reader=md, number=1, choice="A", idempotency_key=k)
+    again = round_record(task=task, reader=md, number=1, choice="A", idempotency_key=k)
+    assert again.replayed and again.round.pk == first.round.pk
+    with pytest.raises(RoundAlreadyRecorded):
+        round_record(task=task, reader=md, number=1, choice="B", idempotency_key=key())
+    with pytest.raises(InvalidChoice, match="not the current round"):
+        round_record(task=task, reader=md, number=3, choice="B", idempotency_key=key())
+    assert PairwiseRound.objects.count() == 1
+
+
+def test_after_the_last_round_no_more_rounds_or_drawings_are_taken(leased):
+    task, md = leased
+    play(task, md, ["B", "B", "B"])
+    with pytest.raises(TaskAlreadyDecided):
+        round_record(task=task, reader=md, number=4, choice="A", idempotency_key=key())
+    assert Decision.objects.count() == 1
+
+
+def test_neither_ends_the_knockout_and_only_then_a_drawing_is_taken(leased):
+    task, md = leased
+    pixels = np.zeros((task.radiograph.work_height, task.radiograph.work_width), np.uint8)
+    pixels[10:20, 10:30] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    with pytest.raises(InvalidChoice, match="neither"):
+        decision_record_drawing(task=task, reader=md, png=buffer.getvalue(), idempotency_key=key())
+    play(task, md, ["A", "neither"])
+    state = knockout_state(task=task)
+    assert state.neither and state.number is None
+    with pytest.raises(InvalidChoice, match="draw the mask"):
+        round_record(task=task, reader=md, number=3, choice="A", idempotency_key=key())
+    decision = decision_record_drawing(
+        task=task, reader=md, png=buffer.getvalue(), idempotency_key=key(), time_on_screen_ms=500
+    )
+    assert decision.outcome == "drew"
+    rounds = PairwiseRound.objects.filter(task=task).order_by("number")
+    assert [r.winner_id is None for r in rounds] == [False, True]
+
+
+def test_undo_takes_back_the_last_pick_and_shows_the_same_pair(leased):
+    task, md = leased
+    play(task, md, ["A", "A"])
+    before = knockout_state(task=task)
+    play(task, md, ["B"])
+    decision_undo(stage=task.stage, reader=md)
+    assert knockout_state(task=task) == before
+    assert PairwiseRound.objects.filter(task=task).count() == 2
+    results = play(task, md, ["A"])
+    assert results[0].decision.candidate_id == before.left
+
+
+@pytest.mark.parametrize("choice", ["C", "", "left"])
+def test_an_unknown_choice_is_refused(leased, choice):
+    task, md = leased
+    with pytest.raises(InvalidChoice, match="choice must be one of"):
+        round_record(task=task, reader=md, number=1, choice=choice, idempotency_key=key())

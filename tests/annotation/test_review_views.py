@@ -1,0 +1,295 @@
+from __future__ import annotations
+
+import io
+import re
+import uuid
+
+import numpy as np
+import pytest
+from django.urls import reverse
+from PIL import Image
+
+from annotation.models import Decision, DrawingDraft, GroundTruth, ReviewTask, Stage
+from annotation.roles import MD, RESEARCHER, SENIOR_MD
+from tests.factories import PASSWORD, UserFactory, review_stage
+
+pytestmark = pytest.mark.django_db
+
+
+def login(client, *roles):
+    user = UserFactory(roles=list(roles))
+    client.login(username=user.username, password=PASSWORD)
+    return user
+
+
+def png_of(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8) * 255).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def open_next(client, stage) -> tuple[ReviewTask, str]:
+    response = client.get(reverse("review_next", kwargs={"stage_id": stage.pk}))
+    assert response.status_code == 302
+    token = response.url.rstrip("/").split("/")[-1]
+    page = client.get(response.url)
+    assert page.status_code == 200
+    return ReviewTask.objects.get(token=token), page.content.decode()
+
+
+def form_key(html: str) -> str:
+    return re.search(r'name="key" value="([^"]+)"', html).group(1)
+
+
+def test_the_queue_shows_done_and_remaining_per_stage(client):
+    stage = review_stage(n_cases=3)
+    login(client, MD)
+    html = client.get(reverse("review_queue")).content.decode()
+    assert f"Stage {stage.number}" in html and "<td>0</td><td>3</td>" in html
+    task, page = open_next(client, stage)
+    client.post(
+        reverse("review_pick", kwargs={"token": task.token}),
+        {"position": 2, "key": form_key(page), "ms": 10},
+    )
+    html = client.get(reverse("review_queue")).content.decode()
+    assert "<td>1</td><td>2</td>" in html
+
+
+def test_review_pages_are_refused_to_other_roles(client):
+    stage = review_stage(n_cases=1)
+    login(client, RESEARCHER)
+    assert client.get(reverse("review_queue")).status_code == 403
+    assert client.get(reverse("review_next", kwargs={"stage_id": stage.pk})).status_code == 403
+
+
+def test_the_five_way_screen_shows_every_candidate_by_position(client):
+    stage = review_stage(n_cases=1, n_networks=4)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    assert html.count("data-cm-pane data-position=") == 5
+    assert "data-cm-focus" in html
+    for position in range(1, 6):
+        assert f'data-choice-keys="{position}"' in html
+    assert 'data-choice-keys="r"' in html
+
+
+def test_the_pairwise_screen_shows_a_and_b_of_the_current_round(client):
+    stage = review_stage(n_cases=1, mode=Stage.Mode.PAIRWISE, n_networks=2)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    assert re.findall(r'data-label="([AB])"', html) == ["A", "B"]
+    assert "round 1 of 2" in html
+    response = client.post(
+        reverse("review_round", kwargs={"token": task.token}),
+        {"number": 1, "choice": "B", "key": form_key(html), "ms": 300},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 200
+    assert response.json()["redirect"] == reverse("review_task", kwargs={"token": task.token})
+    html = client.get(response.json()["redirect"]).content.decode()
+    assert "round 2 of 2" in html
+
+
+def test_a_pick_posted_twice_and_from_a_second_tab_makes_one_decision(client):
+    stage = review_stage(n_cases=2)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    url = reverse("review_pick", kwargs={"token": task.token})
+    first = client.post(url, {"position": 1, "key": form_key(html)}, HTTP_ACCEPT="application/json")
+    retry = client.post(url, {"position": 1, "key": form_key(html)}, HTTP_ACCEPT="application/json")
+    other_tab = client.post(
+        url, {"position": 3, "key": str(uuid.uuid4())}, HTTP_ACCEPT="application/json"
+    )
+    assert (first.status_code, retry.status_code, other_tab.status_code) == (200, 200, 409)
+    # Straight to the next case's screen (leased ahead while the reader looked at this one).
+    nxt = ReviewTask.objects.exclude(pk=task.pk).get(reader=task.reader)
+    assert first.json()["redirect"] == reverse("review_task", kwargs={"token": nxt.token})
+    assert retry.json()["redirect"] == first.json()["redirect"]
+    assert "already decided" in other_tab.json()["message"]
+    assert Decision.objects.get().position == 1
+
+
+def test_a_bad_position_is_refused_with_a_message(client):
+    stage = review_stage(n_cases=1)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    response = client.post(
+        reverse("review_pick", kwargs={"token": task.token}),
+        {"position": "9", "key": form_key(html)},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "position must be 1 to 5, not 9"
+    assert not Decision.objects.exists()
+
+
+def test_images_are_served_only_to_the_reader_who_holds_the_task(client):
+    stage = review_stage(n_cases=2)
+    login(client, MD)
+    _task, html = open_next(client, stage)
+    urls = re.findall(r'data-mask-url="([^"]+)"', html) + re.findall(
+        r'data-image-url="([^"]+)"', html
+    )
+    assert len(urls) == 6
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200 and response["Content-Type"] == "image/png"
+        assert response["Cache-Control"] == "private, max-age=3600, immutable"
+        assert not response.has_header("ETag") and not response.has_header("Last-Modified")
+    client.logout()
+    login(client, MD)
+    assert all(client.get(url).status_code == 404 for url in urls)
+    # A made-up signature on a real task is as unknown as a made-up task.
+    assert client.get(urls[0].replace(".png", "x.png")).status_code == 404
+
+
+def test_drafts_are_kept_per_reader_validated_and_dropped_on_decision(client):
+    stage = review_stage(n_cases=1)
+    md = login(client, MD)
+    task, _html = open_next(client, stage)
+    url = reverse("review_draft", kwargs={"token": task.token})
+    assert client.get(url).status_code == 204
+    pixels = np.zeros((48, 64), bool)
+    pixels[10:20, 10:20] = True
+    wrong = client.put(url, png_of(np.zeros((10, 10), bool)), content_type="image/png")
+    assert wrong.status_code == 400 and "64×48" in wrong.content.decode()
+    assert client.put(url, b"junk", content_type="image/png").status_code == 400
+    saved = client.put(
+        url,
+        png_of(pixels),
+        content_type="image/png",
+        HTTP_X_DRAFT_UPDATED="2026-01-02T03:04:05.678Z",
+    )
+    assert saved.status_code == 204 and saved["X-Draft-Updated"] == "2026-01-02T03:04:05.678000Z"
+    got = client.get(url)
+    assert got.status_code == 200 and got["X-Draft-Updated"] == saved["X-Draft-Updated"]
+    assert (np.asarray(Image.open(io.BytesIO(got.content))) > 0).sum() == 100
+    # An older save (a late retry from a closed tab) does not overwrite a newer one.
+    client.put(
+        url, png_of(~pixels), content_type="image/png", HTTP_X_DRAFT_UPDATED="2025-01-01T00:00:00Z"
+    )
+    assert (np.asarray(Image.open(io.BytesIO(client.get(url).content))) > 0).sum() == 100
+    other = UserFactory(roles=[MD])
+    client.force_login(other)
+    assert client.get(url).status_code == 404
+    assert client.put(url, png_of(pixels), content_type="image/png").status_code == 404
+    client.force_login(md)
+    assert client.delete(url).status_code == 204
+    assert not DrawingDraft.objects.exists()
+
+
+def test_a_drawing_is_submitted_as_multipart_and_refining_names_the_candidate(client):
+    stage = review_stage(n_cases=2)
+    login(client, MD)
+    task, _html = open_next(client, stage)
+    draw = client.get(
+        reverse("review_draw", kwargs={"token": task.token}) + "?from=2"
+    ).content.decode()
+    candidate_token = re.search(r'name="candidate" value="([^"]+)"', draw).group(1)
+    assert 'data-initial-mask-url="/review/m/' in draw
+    pixels = np.zeros((48, 64), bool)
+    pixels[5:25, 5:30] = True
+    url = reverse("review_draw_submit", kwargs={"token": task.token})
+    bad = client.post(
+        url,
+        {
+            "key": form_key(draw),
+            "outcome": "refined",
+            "candidate": "nope",
+            "mask": io.BytesIO(png_of(pixels)),
+        },
+        HTTP_ACCEPT="application/json",
+    )
+    assert bad.status_code == 400 and "not one of this case's candidates" in bad.json()["error"]
+    ok = client.post(
+        url,
+        {
+            "key": form_key(draw),
+            "outcome": "refined",
+            "candidate": candidate_token,
+            "ms": "4500",
+            "mask": io.BytesIO(png_of(pixels)),
+        },
+        HTTP_ACCEPT="application/json",
+    )
+    assert ok.status_code == 201 and ok.json()["redirect"].startswith("/review/t/")
+    assert task.token not in ok.json()["redirect"]
+    decision = Decision.objects.get()
+    assert (decision.outcome, decision.position, decision.candidate_id) == (
+        "refined",
+        2,
+        task.candidate_order[1],
+    )
+    assert decision.time_on_screen_ms == 4500
+
+
+def test_undo_sends_the_reader_back_to_the_case(client):
+    stage = review_stage(n_cases=2)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    client.post(
+        reverse("review_pick", kwargs={"token": task.token}), {"position": 1, "key": form_key(html)}
+    )
+    response = client.post(reverse("review_undo", kwargs={"stage_id": stage.pk}))
+    assert response.status_code == 302 and response.url == reverse(
+        "review_task", kwargs={"token": task.token}
+    )
+    assert not GroundTruth.objects.exists()
+    assert "Your last decision was undone" in client.get(response.url).content.decode()
+
+
+def test_a_senior_md_adjudicates_in_the_browser_flow(client):
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    for position in (1, 2):
+        login(client, MD)
+        task, html = open_next(client, stage)
+        choose = task.candidate_order.index(sorted(task.candidate_order)[position - 1]) + 1
+        client.post(
+            reverse("review_pick", kwargs={"token": task.token}),
+            {"position": choose, "key": form_key(html)},
+        )
+    login(client, SENIOR_MD)
+    response = client.get(reverse("review_adjudicate_next", kwargs={"stage_id": stage.pk}))
+    page = client.get(response.url).content.decode()
+    assert page.count("data-cm-pane data-position=") == 2 and "1 reader" in page
+    token = response.url.rstrip("/").split("/")[-1]
+    done = client.post(
+        reverse("review_pick", kwargs={"token": token}), {"position": 2, "key": form_key(page)}
+    )
+    assert done.status_code == 302
+    assert GroundTruth.objects.get().method == "adjudication"
+
+
+def test_the_next_case_is_leased_ahead_and_the_choice_lands_on_it(client):
+    stage = review_stage(n_cases=3)
+    md = login(client, MD)
+    task, html = open_next(client, stage)
+    ahead = client.get(reverse("review_ahead", kwargs={"token": task.token})).json()
+    nxt = ReviewTask.objects.exclude(pk=task.pk).get(reader=md)
+    assert ahead["url"] == reverse("review_task", kwargs={"token": nxt.token})
+    assert len(ahead["prefetch"]) == 6 and all(u.endswith(".png") for u in ahead["prefetch"])
+    # Asking again holds no third case.
+    client.get(reverse("review_ahead", kwargs={"token": task.token}))
+    assert ReviewTask.objects.filter(reader=md, status="leased").count() == 2
+    answer = client.post(
+        reverse("review_pick", kwargs={"token": task.token}),
+        {"position": 1, "key": form_key(html)},
+        HTTP_ACCEPT="application/json",
+    )
+    assert answer.json()["redirect"] == ahead["url"]
+
+
+def test_the_progress_strip_is_an_htmx_fragment(client):
+    stage = review_stage(n_cases=3)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    assert "case 1 of 3" in html
+    client.post(
+        reverse("review_pick", kwargs={"token": task.token}), {"position": 1, "key": form_key(html)}
+    )
+    nxt = ReviewTask.objects.filter(status="leased").get()
+    fragment = client.get(
+        reverse("review_progress", kwargs={"token": nxt.token}), HTTP_HX_REQUEST="true"
+    )
+    text = fragment.content.decode()
+    assert text.startswith('<span class="review-progress"') and "case 2 of 3" in text

@@ -1,0 +1,116 @@
+"""A stage run by real Celery workers: training, out-of-fold predictions, candidates, review
+tasks — and a worker killed mid-training whose job resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import transaction
+
+from annotation.models import Candidate, Job, Mask, ModelVersion, ReviewTask, Stage
+from annotation.services.stages import stage_create, stage_launch
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.keras]
+
+ONE_NET = {"networks": [{"arch": "unet", "encoder": "tiny"}], "image_size": 64, "batch_size": 4}
+
+
+def _wait(predicate, *, timeout, what, logs=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    tails = "\n".join(path.read_text()[-4000:] for path in logs)
+    jobs = "\n".join(
+        f"{j.pk} {j.kind} {j.state} {j.progress:.2f} {j.error[-500:]}" for j in Job.objects.all()
+    )
+    pytest.fail(f"timed out waiting for {what}\njobs:\n{jobs}\nworker logs:\n{tails}")
+
+
+def _launch(dataset, **config):
+    stage = stage_create(dataset=dataset, preset="fast-cpu", config={**ONE_NET, **config})
+    with transaction.atomic():
+        stage_launch(stage=stage)
+    return Stage.objects.get(pk=stage.pk)
+
+
+def _status(stage):
+    stage.refresh_from_db()
+    return stage.status == Stage.Status.REVIEWING
+
+
+def test_a_worker_turns_a_launched_stage_into_review_tasks(phantom_dataset, worker_process):
+    dataset, _ = phantom_dataset(n_covid=8, n_control=2, manual_fraction=1.0)
+    stage = _launch(dataset, epochs=1)
+    _wait(
+        lambda: _status(stage),
+        timeout=300,
+        what="the stage to reach review",
+        logs=[worker_process.log_path],
+    )
+
+    models = list(ModelVersion.objects.filter(stage=stage))
+    assert len(models) == 2  # one network, two folds
+    for mv in models:
+        assert mv.weights.name and len(mv.weights_sha256) == 64 and mv.params_trainable > 0
+        trained_on = set(mv.training_set)
+        predicted = set(
+            Mask.objects.filter(model_version=mv).values_list("radiograph_id", flat=True)
+        )
+        assert predicted and not trained_on & predicted, (
+            "a network proposed a mask for a case it trained on"
+        )
+    targets = stage.config["targets"]
+    for radiograph_id in targets:
+        kinds = sorted(
+            m.kind
+            for c in Candidate.objects.filter(stage=stage, radiograph_id=radiograph_id)
+            for m in c.sources.all()
+        )
+        assert kinds == ["manual", "network"]
+    assert ReviewTask.objects.filter(stage=stage).count() == len(targets)
+    train = Job.objects.get(stage=stage, kind="train", params__fold=0)
+    assert train.progress == 1.0 and train.progress_detail["curve"][0]["epoch"] == 1
+
+
+def test_a_training_job_whose_worker_dies_resumes_and_the_stage_completes(
+    phantom_dataset, start_worker
+):
+    dataset, _ = phantom_dataset(n_covid=8, n_control=2, manual_fraction=1.0)
+    first = start_worker()
+    stage = _launch(dataset, epochs=4, folds=2)
+
+    def a_job_past_epoch_two():
+        return Job.objects.filter(
+            stage=stage, kind="train", state="running", progress_detail__curve__1__epoch=2
+        ).first()
+
+    job = _wait(
+        a_job_past_epoch_two, timeout=300, what="a job to checkpoint epoch 2", logs=[first.log_path]
+    )
+    first.kill_hard()  # the whole worker, mid-training
+
+    second = start_worker(first.node_name)  # the machine comes back
+    _wait(
+        lambda: _status(stage),
+        timeout=400,
+        what="the stage to complete",
+        logs=[first.log_path, second.log_path],
+    )
+
+    job.refresh_from_db()
+    assert job.state == "succeeded" and job.attempts == 2
+    epochs_seen = [row["epoch"] for row in job.progress_detail["curve"]]
+    assert epochs_seen == [1, 2, 3, 4]
+    assert job.progress_detail["resumed_from_epoch"] >= 2, (
+        "the rerun started over instead of resuming"
+    )
+    assert "resuming from the checkpoint of epoch" in job.log
+    assert ModelVersion.objects.filter(job=job).count() == 1
+    # No duplicate candidates or predictions anywhere.
+    for radiograph_id in stage.config["targets"]:
+        assert Mask.objects.filter(radiograph_id=radiograph_id, kind="network").count() == 1
+        assert Candidate.objects.filter(stage=stage, radiograph_id=radiograph_id).count() <= 2

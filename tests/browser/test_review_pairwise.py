@@ -1,0 +1,69 @@
+"""Stage I in Chromium: a full pairwise knockout done with the keyboard only."""
+
+from __future__ import annotations
+
+import pytest
+
+from annotation.models import Decision, GroundTruth, PairwiseRound, ReviewTask, Stage
+from annotation.roles import MD
+from tests.browser.conftest import login, press_and_follow, wait_ready
+from tests.factories import UserFactory, review_stage
+
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("roles_present")]
+
+
+def test_a_full_knockout_by_keyboard_only(live_server, page, artifacts_dir):
+    stage = review_stage(n_cases=2, mode=Stage.Mode.PAIRWISE, n_networks=3, width=320, height=384)
+    md = UserFactory(roles=[MD])
+    login(page, live_server, md)
+    page.goto(f"{live_server.url}/review/")
+    page.screenshot(path=artifacts_dir / "queue.png")
+    # Keyboard only: Tab to the stage's Start link and press Enter.
+    start = page.get_by_role("link", name="Start")
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if start.evaluate("el => el === document.activeElement"):
+            break
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    wait_ready(page)
+    task = ReviewTask.objects.get(token=page.url.rstrip("/").split("/")[-1])
+    assert task.reader == md and task.stage == stage
+    assert page.locator("[data-cm-pane]").count() == 2
+    assert page.get_by_text("round 1 of 3").is_visible()
+    page.screenshot(path=artifacts_dir / "pairwise-round-1.png")
+    # The help overlay lists the choice keys beside the viewer's display keys.
+    page.keyboard.press("?")
+    help_dialog = page.locator("dialog.cm-help[open]")
+    assert "Neither is acceptable" in help_dialog.inner_text()
+    assert "Undo your last decision" in help_dialog.inner_text()
+    page.screenshot(path=artifacts_dir / "pairwise-help.png")
+    page.keyboard.press("Escape")
+    assert page.locator("dialog.cm-help[open]").count() == 0
+
+    for number, key in enumerate(["ArrowLeft", "b", "a"], start=1):
+        assert page.get_by_text(f"round {number} of 3").is_visible()
+        if number > 1:
+            page.screenshot(path=artifacts_dir / f"pairwise-round-{number}.png")
+        press_and_follow(page, key)
+
+    rounds = list(PairwiseRound.objects.filter(task=task).order_by("number"))
+    assert [r.winner_id for r in rounds] == [
+        rounds[0].left_id,
+        rounds[1].right_id,
+        rounds[2].left_id,
+    ]
+    assert all(r.time_on_screen_ms > 0 for r in rounds)
+    decision = Decision.objects.get(task=task)
+    assert (decision.outcome, decision.candidate_id, decision.position) == (
+        "chose",
+        rounds[2].winner_id,
+        1,
+    )
+    assert GroundTruth.objects.get(radiograph=task.radiograph).mask_id == decision.mask_id
+    # The next case is on screen, and review.js measured how long that took.
+    assert task.token not in page.url and "/review/t/" in page.url
+    ms = page.evaluate("window.cmReview.transitionMs")
+    (artifacts_dir / "transition-ms.txt").write_text(f"{ms}\n")
+    print(f"\npairwise: decision -> next screen usable in {ms} ms")
+    page.screenshot(path=artifacts_dir / "pairwise-next-case.png")
