@@ -32,4 +32,6 @@ urlpatterns: list = [
     path("exports/<int:pk>/download", exports.export_download, name="export_download"),
     # admin dashboard: datasets, stages, jobs, workers
     path("", include("annotation.urls_dashboard")),
+    # final detector (runs, reports, deploy) and infection-map viewer
+    path("", include("annotation.urls_detector")),
 ]

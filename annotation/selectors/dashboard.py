@@ -72,6 +72,10 @@ def job_title(job: Job) -> str:
         return f"Train {net.get('arch', '?')}/{net.get('encoder', '?')}{fold}"
     if job.kind == Job.Kind.PREDICT:
         return f"Predict {len(params.get('radiographs', []))} cases with model #{params.get('model_version')}"
+    if job.kind in (Job.Kind.DETECTOR, Job.Kind.CLASSIFIER):
+        net = params.get("network") or {"arch": "classifier", "encoder": params.get("encoder", "?")}
+        fold = f", fold {params['fold'] + 1}" if params.get("fold") is not None else ""
+        return f"{job.get_kind_display()} {net.get('arch')}/{net.get('encoder')}{fold}"
     if job.kind == Job.Kind.IMPORT:
         return f"Import {params.get('file_name', '')}".strip()
     return job.get_kind_display()
@@ -92,7 +96,8 @@ def job_row(job: Job) -> JobRow:
 
 def job_board(*, stage: Stage | None = None, limit: int = 40) -> list[JobRow]:
     """Active jobs first, then the most recent finished ones."""
-    jobs = Job.objects.select_related("stage", "dataset")
+    # Live inference runs on every first view of a case: not worth a row on the board.
+    jobs = Job.objects.select_related("stage", "dataset").exclude(kind=Job.Kind.INFER)
     if stage is not None:
         jobs = jobs.filter(stage=stage)
     active = list(jobs.filter(state__in=ACTIVE).order_by("created_at")[:limit])

@@ -4,4 +4,4 @@ Thin wrappers: they take a Job id, load rows and files, call the pure ML code in
 write results through annotation's services. Celery finds them through this package.
 """
 
-from mlworker.tasks import segmentation  # noqa: F401 - registers the tasks
+from mlworker.tasks import detector, segmentation  # noqa: F401 - registers the tasks

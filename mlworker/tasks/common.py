@@ -8,6 +8,8 @@ import io
 import logging
 import shutil
 import tempfile
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import transaction
 from PIL import Image
 
 from annotation import masks as maskio
@@ -57,20 +60,23 @@ def load_mask(mask: Mask, size: tuple[int, int] | None = None) -> np.ndarray:
     return pixels
 
 
-def load_training_set(
-    pairs: list[list[int]], size: int, ctx: JobContext
-) -> tuple[np.ndarray, np.ndarray]:
+def load_cases(
+    pairs: list[list[int | None]], size: int, ctx: JobContext, *, span: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images, masks (empty for controls) and COVID-19 labels at size × size, in order."""
     radiographs = Radiograph.objects.in_bulk([r for r, _ in pairs])
-    masks = Mask.objects.in_bulk([m for _, m in pairs])
+    masks = Mask.objects.in_bulk([m for _, m in pairs if m is not None])
     images = np.zeros((len(pairs), size, size), np.uint8)
     labels = np.zeros((len(pairs), size, size), bool)
+    covid = np.zeros(len(pairs), bool)
     for i, (r, m) in enumerate(pairs):
         images[i] = load_image(radiographs[r], (size, size))
-        labels[i] = load_mask(masks[m], (size, size))
-        ctx.progress(
-            0.02 * (i + 1) / len(pairs), phase="loading data", done=i + 1, total=len(pairs)
-        )
-    return images, labels
+        if m is not None:
+            labels[i] = load_mask(masks[m], (size, size))
+            covid[i] = True
+        low, high = span
+        ctx.progress(low + (high - low) * (i + 1) / len(pairs), phase="loading data")
+    return images, labels, covid
 
 
 # --- checkpoints that outlive the worker -------------------------------------------------
@@ -128,20 +134,124 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-_MODELS: dict[int, Any] = {}
+# --- progress, registration and loading of trained networks -------------------------------
+def number(value: Any) -> Any:
+    """JSON-ready numbers for progress details (numpy floats, rounded)."""
+    return round(float(value), 5) if isinstance(value, np.floating | float) else value
+
+
+def training_reporter(ctx: JobContext, *, span: tuple[float, float], on_epoch=None):
+    """A `progress` callback for mlworker.train: job progress within `span`, epoch/batch/loss,
+    ETA, and the per-epoch curve. `on_epoch` runs before the epoch is reported (to put its
+    checkpoint in storage first)."""
+    low, high = span
+    curve = [row for row in ctx.job.progress_detail.get("curve", []) if isinstance(row, dict)]
+    started, start_fraction = time.monotonic(), None
+
+    def report(info: dict[str, Any]) -> None:
+        nonlocal start_fraction
+        batches = max(1, info.get("batches") or 1)
+        fraction = min(1.0, (info["epoch"] - 1 + info["batch"] / batches) / info["epochs"])
+        start_fraction = fraction if start_fraction is None else start_fraction
+        detail = {
+            "phase": "training",
+            "epoch": info["epoch"],
+            "epochs": info["epochs"],
+            "batch": info["batch"],
+            "batches": batches,
+            "loss": number(info.get("loss")),
+        }
+        if fraction > start_fraction:
+            rate = (time.monotonic() - started) / (fraction - start_fraction)
+            detail["eta_s"] = round(rate * (1.0 - fraction))
+        if info["event"] == "epoch":
+            if on_epoch is not None:
+                on_epoch()
+            row = {
+                k: number(v)
+                for k, v in info.items()
+                if k not in ("event", "batch", "batches", "epochs")
+            }
+            curve[:] = [r for r in curve if r.get("epoch") != info["epoch"]] + [row]
+            ctx.progress(low + (high - low) * fraction, force=True, curve=curve, **detail)
+        else:
+            ctx.progress(low + (high - low) * fraction, **detail)
+
+    return report
+
+
+def register_model(
+    ctx: JobContext,
+    model,
+    *,
+    purpose: str,
+    arch: str,
+    encoder: str,
+    training: list[list[int]],
+    metrics: dict[str, Any],
+) -> ModelVersion:
+    """Save the trained network to storage and register it, in one transaction; the job's
+    model (ModelVersion.job is unique) so a rerun finds it instead of registering twice."""
+    from mlworker.nets import count_params
+
+    job, p = ctx.job, ctx.params
+    folder = work_dir(job)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "final.keras"
+    model.save(path)
+    trainable, frozen = count_params(model)
+    digest = sha256_file(path)
+    case_lists = ("training", "predict", "train", "test")
+    with transaction.atomic():
+        mv = ModelVersion.objects.create(
+            dataset=job.dataset,
+            stage=job.stage,
+            purpose=purpose,
+            arch=arch,
+            encoder=encoder,
+            frozen=bool(p.get("frozen")),
+            fold=p.get("fold"),
+            config={k: v for k, v in p.items() if k not in case_lists},
+            training_set=[r for r, _ in training],
+            training_set_sha256=hashlib.sha256(
+                repr(sorted(map(tuple, training))).encode()
+            ).hexdigest(),
+            metrics=metrics,
+            weights_sha256=digest,
+            params_trainable=trainable,
+            params_non_trainable=frozen,
+            job=job,
+        )
+        with open(path, "rb") as handle:
+            mv.weights.save(
+                f"models/{mv.pk}-{digest[:12]}.keras", ContentFile(handle.read()), save=True
+            )
+    shutil.rmtree(folder, ignore_errors=True)
+    return mv
+
+
+MODELS_KEPT = 2  # e.g. the deployed detector and its classifier stay loaded between requests
+_LOADED: OrderedDict[int, Any] = OrderedDict()
 
 
 def load_model_version(mv: ModelVersion):
-    """The trained network, cached per worker process (a shard after a shard reuses it)."""
+    """A registered network, checked against its sha256 and kept loaded in this worker process
+    (the last few used)."""
     import keras
 
-    if mv.pk not in _MODELS:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.keras"
-            with default_storage.open(mv.weights.name, "rb") as src, open(path, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            if mv.weights_sha256 and sha256_file(path) != mv.weights_sha256:
-                raise ValueError(f"weights of model #{mv.pk} do not match their sha256")
-            _MODELS.clear()
-            _MODELS[mv.pk] = keras.saving.load_model(path)
-    return _MODELS[mv.pk]
+    import mlworker.nets  # noqa: F401 - registers the custom layers the saved models use
+
+    if mv.pk in _LOADED:
+        _LOADED.move_to_end(mv.pk)
+        return _LOADED[mv.pk]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        with default_storage.open(mv.weights.name, "rb") as src, open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        if mv.weights_sha256 and sha256_file(path) != mv.weights_sha256:
+            raise ValueError(f"weights of model #{mv.pk} do not match their sha256")
+        model = keras.saving.load_model(path)
+    _LOADED[mv.pk] = model
+    while len(_LOADED) > MODELS_KEPT:
+        _LOADED.popitem(last=False)
+    return model

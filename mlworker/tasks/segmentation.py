@@ -3,14 +3,10 @@ cases it did not see. Each task takes a Job id (see annotation.jobrunner)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
-import time
 from typing import Any
 
-import numpy as np
 from celery import shared_task
 from django.core.files.base import ContentFile
 from django.db import transaction
@@ -25,10 +21,11 @@ from mlworker.tasks.common import (
     TRAIN_LIMITS,
     checkpoint_download,
     checkpoint_upload,
+    load_cases,
     load_image,
     load_model_version,
-    load_training_set,
-    sha256_file,
+    register_model,
+    training_reporter,
     work_dir,
 )
 
@@ -37,7 +34,6 @@ log = logging.getLogger(__name__)
 
 # --- training ---------------------------------------------------------------------------
 def _train(ctx: JobContext) -> dict[str, Any]:
-    from mlworker.nets import count_params
     from mlworker.train import train_segmenter
 
     job, p = ctx.job, ctx.params
@@ -45,48 +41,14 @@ def _train(ctx: JobContext) -> dict[str, Any]:
     if existing is not None:  # registered just before a crash: nothing left to train
         return {"model_version": existing.pk}
     size = p["image_size"]
-    images, masks = load_training_set(p["training"], size, ctx)
+    images, masks, _covid = load_cases(p["training"], size, ctx, span=(0.0, 0.02))
     local = work_dir(job) / "checkpoint"
     checkpoint_download(job, local)
     resumed = _checkpoint_epoch(local)
     if resumed:
         ctx.log(f"resuming from the checkpoint of epoch {resumed}")
     ctx.progress(0.02, force=True, resumed_from_epoch=resumed)
-    epochs = p["epochs"]
     net = p["network"]
-
-    curve = [row for row in job.progress_detail.get("curve", []) if isinstance(row, dict)]
-    started, start_fraction = time.monotonic(), None
-
-    def report(info: dict[str, Any]) -> None:
-        nonlocal start_fraction
-        batches = max(1, info.get("batches") or 1)
-        fraction = min(1.0, (info["epoch"] - 1 + info["batch"] / batches) / epochs)
-        start_fraction = fraction if start_fraction is None else start_fraction
-        detail = {
-            "phase": "training",
-            "epoch": info["epoch"],
-            "epochs": epochs,
-            "batch": info["batch"],
-            "batches": batches,
-            "loss": _number(info.get("loss")),
-        }
-        if fraction > start_fraction:
-            rate = (time.monotonic() - started) / (fraction - start_fraction)
-            detail["eta_s"] = round(rate * (1.0 - fraction))
-        if info["event"] == "epoch":
-            # The checkpoint of this epoch goes to storage before anyone hears it is done.
-            checkpoint_upload(job, local)
-            row = {
-                k: _number(v)
-                for k, v in info.items()
-                if k not in ("event", "batch", "batches", "epochs")
-            }
-            curve[:] = [r for r in curve if r.get("epoch") != info["epoch"]] + [row]
-            detail["curve"] = curve
-            ctx.progress(0.02 + 0.96 * fraction, force=True, **detail)
-        else:
-            ctx.progress(0.02 + 0.96 * fraction, **detail)
 
     result = train_segmenter(
         model_or_config={
@@ -96,47 +58,30 @@ def _train(ctx: JobContext) -> dict[str, Any]:
             "frozen": p["frozen"],
         },
         train_data=(images, masks),
-        epochs=epochs,
+        epochs=p["epochs"],
         batch_size=p["batch_size"],
         lr=p["learning_rate"],
         seed=p["seed"],
         checkpoint_dir=local,
-        progress=report,
+        # The checkpoint of each epoch goes to storage before anyone hears it is done.
+        progress=training_reporter(
+            ctx, span=(0.02, 0.98), on_epoch=lambda: checkpoint_upload(job, local)
+        ),
         should_cancel=ctx.should_cancel,
         augment=p["augment"],
     )
     if result.cancelled:
         checkpoint_upload(job, local)
         raise JobCancelled
-    model_path = local / "final.keras"
-    result.model.save(model_path)
-    trainable, frozen = count_params(result.model)
-    digest = sha256_file(model_path)
-    with transaction.atomic():
-        mv = ModelVersion.objects.create(
-            dataset=job.dataset,
-            stage=job.stage,
-            purpose=p.get("purpose", ModelVersion.Purpose.CANDIDATE),
-            arch=net["arch"],
-            encoder=net["encoder"],
-            frozen=p["frozen"],
-            fold=p.get("fold"),
-            config={k: v for k, v in p.items() if k not in ("training", "predict")},
-            training_set=[r for r, _ in p["training"]],
-            training_set_sha256=hashlib.sha256(
-                repr(sorted(map(tuple, p["training"]))).encode()
-            ).hexdigest(),
-            metrics={"history": result.history, "epochs": result.epochs_done},
-            weights_sha256=digest,
-            params_trainable=trainable,
-            params_non_trainable=frozen,
-            job=job,
-        )
-        with open(model_path, "rb") as handle:
-            mv.weights.save(
-                f"models/{mv.pk}-{digest[:12]}.keras", ContentFile(handle.read()), save=True
-            )
-    shutil.rmtree(work_dir(job), ignore_errors=True)
+    mv = register_model(
+        ctx,
+        result.model,
+        purpose=p.get("purpose", ModelVersion.Purpose.CANDIDATE),
+        arch=net["arch"],
+        encoder=net["encoder"],
+        training=p["training"],
+        metrics={"history": result.history, "epochs": result.epochs_done},
+    )
     return {"model_version": mv.pk, "epochs": result.epochs_done}
 
 
@@ -145,10 +90,6 @@ def _checkpoint_epoch(local) -> int:
 
     state = local / STATE_FILE
     return int(json.loads(state.read_text()).get("epoch", 0)) if state.exists() else 0
-
-
-def _number(value: Any) -> Any:
-    return round(float(value), 5) if isinstance(value, np.floating | float) else value
 
 
 def _advance(job_id: int) -> None:

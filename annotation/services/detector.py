@@ -1,0 +1,344 @@
+"""The final detector: plan and launch its training runs, deploy one version, ask for maps.
+
+A run is one launch: per network and fold one DETECTOR job, and (with Grad-CAM) per encoder
+and fold one CLASSIFIER job, all carrying the same `run` name in their params; each job
+registers one ModelVersion whose config carries it too. Cases are every COVID-19 case with an
+accepted mask and every control (normal or other finding), whose mask is empty by definition.
+
+Protocols (Degerli et al. 2021): "kfold" is the Group-I protocol, stratified k-fold
+cross-validation with a patient's images in one fold; "split" is the Group-II protocol, the
+dataset's fixed train/test split (Radiograph.split).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from annotation.models import Dataset, GroundTruth, Job, Label, ModelVersion, Radiograph, Split
+from annotation.presets import ARCHS, ENCODERS
+from annotation.services.jobs import job_enqueue
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("kfold", "split")
+CONTROL_LABELS = (Label.NORMAL, Label.OTHER)
+PAPER_NETWORKS = [
+    {"arch": arch, "encoder": encoder}
+    for encoder in ("densenet121", "chexnet", "inceptionv3", "resnet50")
+    for arch in ARCHS
+]
+DETECTOR_PRESETS: dict[str, dict[str, Any]] = {
+    # Group I: 5-fold cross-validation, the twelve networks of Tables 2-3 and 8.
+    "paper-group-1": {
+        "networks": PAPER_NETWORKS,
+        "protocol": "kfold",
+        "folds": 5,
+        "epochs": 50,
+        "batch_size": 32,
+        "image_size": 224,
+        "lr": 1e-4,
+        "frozen": False,
+        "with_classifier": True,
+        "classifier_epochs": 10,
+        "classifier_lr": 1e-5,
+    },
+    # Group II: the fixed train/test split.
+    "paper-group-2": {
+        "networks": PAPER_NETWORKS,
+        "protocol": "split",
+        "folds": 1,
+        "epochs": 50,
+        "batch_size": 32,
+        "image_size": 224,
+        "lr": 1e-4,
+        "frozen": False,
+        "with_classifier": True,
+        "classifier_epochs": 10,
+        "classifier_lr": 1e-5,
+    },
+    # Tiny networks on small images: a whole run in minutes on a laptop CPU.
+    "fast-cpu": {
+        "networks": [{"arch": "unet", "encoder": "tiny"}, {"arch": "dla", "encoder": "tiny"}],
+        "protocol": "kfold",
+        "folds": 2,
+        "epochs": 3,
+        "batch_size": 8,
+        "image_size": 64,
+        "lr": 1e-3,
+        "frozen": False,
+        "with_classifier": True,
+        "classifier_epochs": 3,
+        "classifier_lr": 1e-3,
+    },
+}
+
+
+class DetectorError(Exception):
+    """The detector cannot do what was asked; the message says why."""
+
+
+@dataclass
+class DetectorRun:
+    run: str
+    jobs: list[Job]
+
+
+def _number(config: dict, key: str, low: float, high: float, *, whole: bool = True):
+    value = config.get(key)
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        kind = "a whole number" if whole else "a number"
+        raise DetectorError(f"{key} must be {kind} from {low:g} to {high:g}, not {value!r}")
+    return value
+
+
+def detector_config_validate(config: dict[str, Any]) -> dict[str, Any]:
+    """A complete, checked copy of detector settings (fast-cpu defaults where missing)."""
+    merged = {**DETECTOR_PRESETS["fast-cpu"], **config}
+    networks = merged["networks"]
+    if not isinstance(networks, list) or not networks:
+        raise DetectorError("choose at least one network")
+    for net in networks:
+        if (
+            not isinstance(net, dict)
+            or net.get("arch") not in ARCHS
+            or net.get("encoder") not in ENCODERS
+        ):
+            raise DetectorError(
+                f"a network is an architecture ({', '.join(ARCHS)}) with an encoder "
+                f"({', '.join(ENCODERS)}), not {net!r}"
+            )
+    networks = [{"arch": n["arch"], "encoder": n["encoder"]} for n in networks]
+    if len({(n["arch"], n["encoder"]) for n in networks}) != len(networks):
+        raise DetectorError("each network may be chosen once")
+    if merged["protocol"] not in PROTOCOLS:
+        raise DetectorError(f"protocol must be kfold or split, not {merged['protocol']!r}")
+    folds = _number(merged, "folds", 1, 20)
+    if merged["protocol"] == "kfold" and folds < 2:
+        raise DetectorError("k-fold cross-validation needs at least 2 folds")
+    _number(merged, "epochs", 1, 1000)
+    _number(merged, "batch_size", 1, 512)
+    size = _number(merged, "image_size", 32, 2048)
+    if size % 32:
+        raise DetectorError(
+            f"image_size must be a multiple of 32 (the encoders downsample 32×), not {size}"
+        )
+    if any(n["encoder"] == "inceptionv3" for n in networks) and size < 96:
+        raise DetectorError("Inception-v3 needs image_size of at least 96")
+    _number(merged, "lr", 1e-7, 0.5, whole=False)
+    _number(merged, "classifier_epochs", 1, 1000)
+    _number(merged, "classifier_lr", 1e-7, 0.5, whole=False)
+    return {
+        **{k: merged[k] for k in DETECTOR_PRESETS["fast-cpu"]},
+        "networks": networks,
+        "frozen": bool(merged["frozen"]),
+        "with_classifier": bool(merged["with_classifier"]),
+        "seed": int(merged.get("seed") or 0),
+    }
+
+
+def detector_plan(*, dataset: Dataset, protocol: str, folds: int, seed: int = 0) -> dict[str, Any]:
+    """Which cases each fold trains and tests on, without changing anything.
+
+    Returns {"folds": [{"train": [[radiograph, mask or None]], "test": [...]}], "covid",
+    "controls", "covid_without_truth"}; raises DetectorError when it cannot work.
+    """
+    truths = dict(
+        GroundTruth.objects.filter(
+            radiograph__dataset=dataset, radiograph__label=Label.COVID
+        ).values_list("radiograph_id", "mask_id")
+    )
+    rows = list(
+        Radiograph.objects.filter(dataset=dataset)
+        .filter(Q(label=Label.COVID, ground_truth__isnull=False) | Q(label__in=CONTROL_LABELS))
+        .only("id", "label", "split", "patient_key")
+        .order_by("id")
+    )
+    cases = [[r.pk, truths[r.pk] if r.label == Label.COVID else None] for r in rows]
+    n_covid = sum(1 for _r, m in cases if m is not None)
+    n_control = len(cases) - n_covid
+    missing = Radiograph.objects.filter(dataset=dataset, label=Label.COVID).count() - n_covid
+    if n_covid == 0 or n_control == 0:
+        raise DetectorError(
+            f"the detector needs COVID-19 cases with accepted masks and control cases; "
+            f"this dataset has {n_covid} and {n_control}"
+        )
+    if protocol == "split":
+        by_split = {Split.TRAIN: [], Split.TEST: []}
+        for row, case in zip(rows, cases, strict=True):
+            if row.split in by_split:
+                by_split[row.split].append(case)
+        unassigned = len(cases) - len(by_split[Split.TRAIN]) - len(by_split[Split.TEST])
+        if unassigned:
+            raise DetectorError(
+                f"{unassigned} case(s) have no train/test assignment: the fixed-split protocol "
+                "needs every case in the train or the test set (use k-fold instead)"
+            )
+        splits = [{"train": by_split[Split.TRAIN], "test": by_split[Split.TEST]}]
+    elif protocol == "kfold":
+        from mlworker.data import kfold_splits  # numpy + scikit-learn, no Keras
+
+        labels = [int(m is not None) for _r, m in cases]
+        groups = [r.patient_key or f"case-{r.pk}" for r in rows]
+        try:
+            indices = kfold_splits(labels, groups, k=folds, seed=seed)
+        except ValueError as exc:  # DataError, or scikit-learn on too few cases of a class
+            raise DetectorError(f"cannot make {folds} folds: {exc}") from exc
+        splits = [
+            {"train": [cases[i] for i in train], "test": [cases[i] for i in test]}
+            for train, test in indices
+        ]
+    else:
+        raise DetectorError(f"protocol must be kfold or split, not {protocol!r}")
+    for number, split in enumerate(splits, start=1):
+        train_covid = sum(1 for _r, m in split["train"] if m is not None)
+        if not split["test"] or train_covid in (0, len(split["train"])):
+            where = f"fold {number}" if protocol == "kfold" else "the fixed split"
+            raise DetectorError(
+                f"{where} needs test cases and both COVID-19 and control cases to train on"
+            )
+    return {
+        "folds": splits,
+        "covid": n_covid,
+        "controls": n_control,
+        "covid_without_truth": missing,
+    }
+
+
+def _new_run_name() -> str:
+    return f"{timezone.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def detector_launch(
+    *, dataset: Dataset, config: dict[str, Any], by: AbstractBaseUser | None = None
+) -> DetectorRun:
+    """Queue one training job per network × fold (and per encoder × fold for Grad-CAM)."""
+    settings = detector_config_validate(config)
+    plan = detector_plan(
+        dataset=dataset,
+        protocol=settings["protocol"],
+        folds=settings["folds"],
+        seed=settings["seed"],
+    )
+    run = _new_run_name()
+    common = {
+        "run": run,
+        "protocol": settings["protocol"],
+        "folds": len(plan["folds"]),
+        "batch_size": settings["batch_size"],
+        "image_size": settings["image_size"],
+        "seed": settings["seed"],
+    }
+    jobs = []
+    with transaction.atomic():
+        for net in settings["networks"]:
+            for fold, split in enumerate(plan["folds"]):
+                params = {
+                    **common,
+                    "network": net,
+                    "fold": fold if settings["protocol"] == "kfold" else None,
+                    "train": split["train"],
+                    "test": split["test"],
+                    "epochs": settings["epochs"],
+                    "lr": settings["lr"],
+                    "frozen": settings["frozen"],
+                    "with_classifier": settings["with_classifier"],
+                }
+                jobs.append(_enqueue(Job.Kind.DETECTOR, params, dataset, by))
+        encoders = (
+            dict.fromkeys(n["encoder"] for n in settings["networks"])
+            if settings["with_classifier"]
+            else {}
+        )
+        for encoder in encoders:
+            for fold, split in enumerate(plan["folds"]):
+                params = {
+                    **common,
+                    "encoder": encoder,
+                    "fold": fold if settings["protocol"] == "kfold" else None,
+                    "train": split["train"],
+                    "test": split["test"],
+                    "epochs": settings["classifier_epochs"],
+                    "lr": settings["classifier_lr"],
+                }
+                jobs.append(_enqueue(Job.Kind.CLASSIFIER, params, dataset, by))
+    log.info("detector run %s on dataset %s: %d jobs", run, dataset.pk, len(jobs))
+    return DetectorRun(run=run, jobs=jobs)
+
+
+def _enqueue(kind: str, params: dict, dataset: Dataset, by) -> Job:
+    return job_enqueue(kind=kind, params=params, dataset=dataset, created_by=by)
+
+
+def matching_classifier(detector: ModelVersion) -> ModelVersion | None:
+    """The Grad-CAM classifier trained beside a detector: same run, encoder and fold."""
+    return (
+        ModelVersion.objects.filter(
+            dataset_id=detector.dataset_id,
+            purpose=ModelVersion.Purpose.CLASSIFIER,
+            encoder=detector.encoder,
+            fold=detector.fold,
+            config__run=detector.config.get("run"),
+        )
+        .exclude(weights="")
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def detector_deploy(
+    *, model_version: ModelVersion, by: AbstractBaseUser | None = None
+) -> ModelVersion:
+    """Make this detector (and its matching classifier) the dataset's deployed ones, atomically."""
+    with transaction.atomic():
+        # One deploy per dataset at a time: the dataset row is the lock.
+        Dataset.objects.select_for_update().get(pk=model_version.dataset_id)
+        mv = ModelVersion.objects.get(pk=model_version.pk)
+        if mv.purpose != ModelVersion.Purpose.DETECTOR:
+            raise DetectorError(
+                f"model #{mv.pk} is a {mv.get_purpose_display().lower()}, not a detector"
+            )
+        if not mv.weights:
+            raise DetectorError(f"model #{mv.pk} has no weights file")
+        classifier = matching_classifier(mv)
+        ModelVersion.objects.filter(
+            dataset_id=mv.dataset_id,
+            purpose__in=(ModelVersion.Purpose.DETECTOR, ModelVersion.Purpose.CLASSIFIER),
+            deployed=True,
+        ).update(deployed=False)
+        # Without a classifier of the same encoder none stays deployed: a Grad-CAM map of
+        # another encoder would explain a different network.
+        ids = [mv.pk] + ([classifier.pk] if classifier else [])
+        ModelVersion.objects.filter(pk__in=ids).update(deployed=True)
+    log.info("detector #%s deployed by %s", mv.pk, getattr(by, "username", "system"))
+    mv.refresh_from_db()
+    return mv
+
+
+def deployed_detector(*, dataset: Dataset | None = None) -> ModelVersion:
+    """The deployed detector of `dataset`; without one given, the newest deployed detector."""
+    found = ModelVersion.objects.filter(purpose=ModelVersion.Purpose.DETECTOR, deployed=True)
+    if dataset is not None:
+        found = found.filter(dataset=dataset)
+    mv = found.select_related("dataset").order_by("-created_at").first()
+    if mv is None:
+        where = f" for {dataset.name}" if dataset is not None else ""
+        raise DetectorError(f"no detector is deployed{where}: train one and deploy it first")
+    return mv
+
+
+def deployed_classifier(*, detector: ModelVersion) -> ModelVersion | None:
+    return ModelVersion.objects.filter(
+        dataset_id=detector.dataset_id,
+        purpose=ModelVersion.Purpose.CLASSIFIER,
+        encoder=detector.encoder,
+        deployed=True,
+    ).first()

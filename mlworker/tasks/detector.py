@@ -1,0 +1,244 @@
+"""The final detector's tasks: train and evaluate one network on one fold, train its Grad-CAM
+classifier, and analyse one CXR with the deployed models (live inference and the viewer).
+Each task takes a Job id (see annotation.jobrunner); Keras loads inside the job bodies only,
+so a worker that never runs them never imports it."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from celery import shared_task
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image
+
+from annotation import masks as maskio
+from annotation.jobrunner import JobCancelled, JobContext, run_job
+from annotation.models import ModelVersion, Radiograph
+from mlworker.tasks.common import (
+    TASK_OPTIONS,
+    TRAIN_LIMITS,
+    checkpoint_download,
+    checkpoint_upload,
+    load_cases,
+    load_image,
+    load_model_version,
+    register_model,
+    training_reporter,
+    work_dir,
+)
+
+log = logging.getLogger(__name__)
+
+# One CXR through a loaded network takes well under a second on a CPU; the limit only stops
+# a worker that hangs.
+INFER_LIMITS = {"soft_time_limit": 300, "time_limit": 330}
+
+
+# --- loading cases ------------------------------------------------------------------------
+# --- the detector -------------------------------------------------------------------------
+def _detector(ctx: JobContext) -> dict[str, Any]:
+    from mlworker.detector import evaluate_detector, train_detector
+
+    job, p = ctx.job, ctx.params
+    existing = ModelVersion.objects.filter(job=job).first()
+    if existing is not None:  # registered just before a crash: nothing left to do
+        return {"model_version": existing.pk}
+    size, net = p["image_size"], p["network"]
+    images, masks, covid = load_cases(p["train"], size, ctx, span=(0.0, 0.03))
+    local = work_dir(job) / "checkpoint"
+    checkpoint_download(job, local)
+    result = train_detector(
+        config={
+            "arch": net["arch"],
+            "encoder": net["encoder"],
+            "input_shape": (size, size, 3),
+            "frozen": bool(p.get("frozen")),
+        },
+        images=images,
+        masks=masks,
+        covid=covid,
+        epochs=p["epochs"],
+        batch_size=p["batch_size"],
+        lr=p["lr"],
+        seed=p.get("seed", 0),
+        checkpoint_dir=local,
+        # The checkpoint of each epoch goes to storage before anyone hears it is done.
+        progress=training_reporter(
+            ctx, span=(0.05, 0.9), on_epoch=lambda: checkpoint_upload(job, local)
+        ),
+        should_cancel=ctx.should_cancel,
+    )
+    if result.cancelled:
+        checkpoint_upload(job, local)
+        raise JobCancelled
+    del images, masks
+    ctx.log(f"trained {result.epochs_done} epochs; evaluating on {len(p['test'])} test cases")
+    test_images, test_masks, test_covid = load_cases(p["test"], size, ctx, span=(0.9, 0.92))
+    evaluation = evaluate_detector(
+        result.model, test_images, test_masks, test_covid, batch_size=p["batch_size"],
+        progress=lambda done, total: ctx.progress(0.92 + 0.06 * done / total, phase="evaluating"),
+    )  # fmt: skip
+    mv = register_model(
+        ctx,
+        result.model,
+        training=p["train"],
+        purpose=ModelVersion.Purpose.DETECTOR,
+        arch=net["arch"],
+        encoder=net["encoder"],
+        metrics={
+            "history": result.history,
+            "epochs": result.epochs_done,
+            "evaluation": evaluation.to_json(),
+            "test_cases": [r for r, _ in p["test"]],
+        },
+    )
+    case = evaluation.case
+    return {
+        "model_version": mv.pk,
+        "case_tp": case.tp,
+        "case_fp": case.fp,
+        "case_tn": case.tn,
+        "case_fn": case.fn,
+    }
+
+
+@shared_task(name="mlworker.tasks.detector_job", **TASK_OPTIONS, **TRAIN_LIMITS)
+def detector_job(self, job_id: int) -> str:
+    return run_job(self, job_id, _detector)
+
+
+# --- the Grad-CAM classifier ------------------------------------------------------------------
+def _classifier(ctx: JobContext) -> dict[str, Any]:
+    from mlworker.detector import evaluate_classifier, train_classifier
+
+    job, p = ctx.job, ctx.params
+    existing = ModelVersion.objects.filter(job=job).first()
+    if existing is not None:
+        return {"model_version": existing.pk}
+    size = p["image_size"]
+    images, _masks, covid = load_cases(p["train"], size, ctx, span=(0.0, 0.03))
+    result = train_classifier(
+        encoder=p["encoder"],
+        images=images,
+        covid=covid,
+        epochs=p["epochs"],
+        batch_size=p["batch_size"],
+        lr=p["lr"],
+        seed=p.get("seed", 0),
+        progress=training_reporter(ctx, span=(0.05, 0.9)),
+        should_cancel=ctx.should_cancel,
+    )
+    if result.cancelled:
+        raise JobCancelled
+    test_images, _masks, test_covid = load_cases(p["test"], size, ctx, span=(0.9, 0.95))
+    evaluation = evaluate_classifier(result.model, test_images, test_covid)
+    mv = register_model(
+        ctx,
+        result.model,
+        training=p["train"],
+        purpose=ModelVersion.Purpose.CLASSIFIER,
+        arch="classifier",
+        encoder=p["encoder"],
+        metrics={
+            "history": result.history,
+            "evaluation": evaluation,
+            "test_cases": [r for r, _ in p["test"]],
+        },
+    )
+    return {"model_version": mv.pk}
+
+
+@shared_task(name="mlworker.tasks.classifier_job", **TASK_OPTIONS, **TRAIN_LIMITS)
+def classifier_job(self, job_id: int) -> str:
+    return run_job(self, job_id, _classifier)
+
+
+# --- one CXR: infection map, verdict, severity, Grad-CAM ----------------------------------------
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def _xray_of(ctx: JobContext, detector: ModelVersion) -> np.ndarray:
+    """The CXR at its working resolution, greyscale uint8."""
+    p = ctx.params
+    if p["source"] == "radiograph":
+        radiograph = Radiograph.objects.get(pk=p["radiograph"])
+        return load_image(radiograph, (radiograph.work_height, radiograph.work_width))
+    with default_storage.open(p["image"], "rb") as handle:
+        image = Image.open(io.BytesIO(handle.read()))
+        image.load()
+    image = image.convert("L")
+    width, height = maskio.working_size(*image.size, max_side=detector.dataset.mask_max_side)
+    if (width, height) != image.size:
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image)
+
+
+def _infer(ctx: JobContext) -> dict[str, Any]:
+    from mlworker.detector import analyse_case, gradcam_overlay
+    from mlworker.predict import encode_probability_png
+
+    job, p = ctx.job, ctx.params
+    started = time.perf_counter()
+    detector = ModelVersion.objects.select_related("dataset").get(pk=p["model_version"])
+    classifier = ModelVersion.objects.get(pk=p["classifier"]) if p.get("classifier") else None
+    xray = _xray_of(ctx, detector)
+    ctx.progress(0.1, phase="loading models")
+    loading = time.perf_counter()
+    detector_model = load_model_version(detector)
+    classifier_model = load_model_version(classifier) if classifier is not None else None
+    load_ms = 1000.0 * (time.perf_counter() - loading)
+    ctx.progress(0.5, phase="analysing")
+    analysis = analyse_case(
+        detector_model,
+        xray,
+        classifier=classifier_model,
+        encoder=classifier.encoder if classifier is not None else None,
+    )
+    images = {
+        "xray": _png(xray),
+        "map": _png(analysis.infection_map),
+        "probability": encode_probability_png(analysis.prob),
+    }
+    if analysis.gradcam is not None:
+        images["gradcam"] = _png(gradcam_overlay(xray, analysis.gradcam))
+    files = {}
+    for name, data in images.items():
+        path = f"inference/{job.pk}/{name}.png"
+        if default_storage.exists(path):  # a rerun after a crash replaces its own files
+            default_storage.delete(path)
+        files[name] = default_storage.save(path, ContentFile(data))
+    found = analysis.detection
+    return {
+        "covid": found.covid,
+        "max_prob": round(found.max_prob, 6),
+        "severity": round(found.severity, 6),
+        "severity_basis": found.severity_basis,
+        "classifier_prob": None
+        if analysis.classifier_prob is None
+        else round(analysis.classifier_prob, 6),
+        "width": int(xray.shape[1]),
+        "height": int(xray.shape[0]),
+        "files": files,
+        "model_version": detector.pk,
+        "classifier": classifier.pk if classifier is not None else None,
+        "ms": {
+            **{k: round(v, 1) for k, v in analysis.ms.items()},
+            "load_models": round(load_ms, 1),
+            "total": round(1000.0 * (time.perf_counter() - started), 1),
+        },
+    }
+
+
+@shared_task(name="mlworker.tasks.infer_job", **TASK_OPTIONS, **INFER_LIMITS)
+def infer_job(self, job_id: int) -> str:
+    return run_job(self, job_id, _infer)

@@ -1,0 +1,95 @@
+"""A detector run, its report, deployment and live inference through a real Celery worker."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from django.core.files.storage import default_storage
+from django.urls import reverse
+from PIL import Image
+
+from annotation.imaging import encode_png
+from annotation.models import Job, ModelVersion, Radiograph
+from annotation.selectors.inference import inference_result
+from annotation.selectors.report import run_report
+from annotation.services.detector import detector_deploy, detector_launch
+from annotation.services.inference import case_inference_request, inference_request
+from tests.annotation.detecting import detector_dataset
+from tests.factories import UserFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _wait(jobs: list[Job], worker, timeout: float = 150) -> None:
+    deadline = time.monotonic() + timeout
+    for job in jobs:
+        job.refresh_from_db()
+        while job.state in (Job.State.QUEUED, Job.State.RUNNING) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job.refresh_from_db()
+        assert job.state == Job.State.SUCCEEDED, job.error or worker.log_path.read_text()[-4000:]
+
+
+def _png(path: str) -> Image.Image:
+    with default_storage.open(path, "rb") as handle:
+        return Image.open(io.BytesIO(handle.read()))
+
+
+def test_a_worker_trains_evaluates_and_then_maps_cases_and_uploads(
+    worker_process, phantom_dataset, client
+):
+    dataset, _ = detector_dataset(phantom_dataset, n_covid=6, n_control=6, size=64)
+    launched = detector_launch(
+        dataset=dataset,
+        config={
+            "networks": [{"arch": "unet", "encoder": "tiny"}],
+            "protocol": "split",
+            "folds": 1,
+            "epochs": 1,
+            "batch_size": 4,
+            "image_size": 32,
+            "classifier_epochs": 1,
+        },
+    )
+    assert [j.kind for j in launched.jobs] == ["detector", "classifier"]
+    _wait(launched.jobs, worker_process)
+    assert all(j.worker.startswith(worker_process.hostname) for j in launched.jobs)
+
+    report = run_report(run=launched.run)
+    [network] = report.networks
+    n_test = len(launched.jobs[0].params["test"])
+    assert report.complete and network.case.cumulative_counts.n == n_test
+    assert network.pixel.cumulative_counts.n == n_test * 32 * 32
+    assert network.params_trainable > 0 and network.ms_per_sample > 0
+    assert report.classifiers[0].case.cumulative_counts.n == n_test
+
+    client.force_login(UserFactory(roles=["admin"]))
+    page = client.get(reverse("detector_report", args=[launched.run]))
+    assert page.status_code == 200 and 'data-network="unet/tiny"' in page.content.decode()
+
+    detector = ModelVersion.objects.get(purpose="detector")
+    detector_deploy(model_version=detector)
+    radiograph = Radiograph.objects.filter(dataset=dataset, label="covid").first()
+    case_job = case_inference_request(radiograph=radiograph, user=None)
+    xray = np.random.default_rng(0).integers(0, 255, (1024, 1024), dtype=np.uint8)
+    started = time.monotonic()
+    upload_job = inference_request(upload_bytes=encode_png(xray), filename="big.png", user=None)
+    _wait([upload_job], worker_process, timeout=60)
+    seconds = time.monotonic() - started
+    _wait([case_job], worker_process, timeout=60)
+
+    upload = inference_result(job=upload_job)
+    assert upload["images"] == ["xray", "map", "gradcam", "probability"]
+    assert _png(upload_job.result["files"]["map"]).size == (1024, 1024)
+    assert _png(upload_job.result["files"]["map"]).mode == "RGB"
+    assert isinstance(upload["covid"], bool) and 0 <= upload["severity"] <= 1
+    assert upload["classifier"] == ModelVersion.objects.get(purpose="classifier").pk
+    case = inference_result(job=case_job)
+    assert case["radiograph"] == radiograph.pk and case["model_version"] == detector.pk
+    size = (radiograph.work_width, radiograph.work_height)
+    assert _png(case_job.result["files"]["gradcam"]).size == size
+    assert seconds < 30, f"an upload took {seconds:.1f} s through the worker"
+    print(f"\nupload 1024x1024 tiny/32: {seconds:.2f} s end to end, worker ms {upload['ms']}")
