@@ -14,6 +14,7 @@ from celery import shared_task
 from annotation.jobrunner import JobContext, run_job
 from annotation.models import Export
 from annotation.services.exports import export_build
+from annotation.services.uploads import import_upload_run
 
 
 # Named as annotation.services.jobs.TASKS sends it (job retry and stale-job requeue use it).
@@ -38,5 +39,26 @@ def export_build_task(self, job_id: int) -> str:
             return False
 
         return export_build(export=export, progress=progress)
+
+    return run_job(self, job_id, body)
+
+
+@shared_task(
+    bind=True,
+    name="annotation.tasks.import_job",
+    ignore_result=True,
+    soft_time_limit=6 * 3600,
+    time_limit=6 * 3600 + 300,
+)
+def import_upload_task(self, job_id: int) -> str:
+    """Import the CXRs an admin uploaded in the browser."""
+
+    def body(ctx: JobContext) -> dict[str, Any]:
+        def progress(done: int, total: int, where: str) -> None:
+            ctx.progress(
+                done / max(total, 1), force=done == total, phase="importing", done=done, total=total
+            )
+
+        return import_upload_run(job=ctx.job, progress=progress).as_dict()
 
     return run_job(self, job_id, body)

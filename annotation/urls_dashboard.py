@@ -4,6 +4,7 @@ from annotation.views import dashboard
 
 urlpatterns = [
     path("dashboard/", dashboard.dashboard, name="dashboard"),
+    path("dashboard/upload", dashboard.upload, name="dashboard_upload"),
     path(
         "dashboard/datasets/<int:dataset_id>/stages/new",
         dashboard.stage_new,

@@ -143,7 +143,15 @@ def ground_truth_accept(
     )
     truth.model_versions.set(versions)
     truth.readers.set(readers)
+    # The last accepted case closes the stage, and the next one can be launched.
+    transaction.on_commit(lambda: _close_if_done(stage))
     return truth
+
+
+def _close_if_done(stage: Stage) -> None:
+    from annotation.services.stages import stage_maybe_close
+
+    stage_maybe_close(stage=stage)
 
 
 def adjudication_options(*, task: ReviewTask) -> list[tuple[Decision, int]]:

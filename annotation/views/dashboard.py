@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib import messages
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from annotation.models import Dataset, Job, Stage
+from annotation.models import Dataset, Job, Label, Stage
 from annotation.presets import ARCHS, ENCODERS, MODES, PRESETS
 from annotation.roles import ADMIN
 from annotation.selectors.dashboard import (
@@ -27,6 +30,7 @@ from annotation.services.stages import (
     stage_launch,
     stage_plan,
 )
+from annotation.services.uploads import UploadError, import_upload_request
 from annotation.views.access import role_required
 
 ARCH_LABELS = {"unet": "U-Net", "unetpp": "UNet++", "dla": "DLA"}
@@ -215,3 +219,51 @@ def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
     if back.startswith("/") and not back.startswith("//"):
         return redirect(back)
     return redirect("dashboard_job", job_id=job.pk)
+
+
+class UploadForm(forms.Form):
+    dataset = forms.ModelChoiceField(queryset=Dataset.objects.order_by("name"), required=False)
+    new_dataset = forms.CharField(required=False, max_length=200, label="or a new dataset named")
+    label = forms.ChoiceField(
+        choices=Label.choices, initial=Label.COVID, help_text="for files not named in a labels.csv"
+    )
+
+    def clean(self):
+        data = super().clean()
+        if bool(data.get("dataset")) == bool(data.get("new_dataset", "").strip()):
+            raise forms.ValidationError("choose a dataset, or name a new one (not both)")
+        return data
+
+
+@role_required(ADMIN)
+def upload(request: HttpRequest) -> HttpResponse:
+    """Upload a zip, some images or a whole folder (its layout kept) and import it as a job."""
+    form = UploadForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        uploads = request.FILES.getlist("files")
+        try:
+            # A folder upload sends each file's path inside the folder beside it.
+            paths = json.loads(request.POST.get("paths") or "[]")
+        except ValueError:
+            paths = []
+        names = paths if len(paths) == len(uploads) else [u.name for u in uploads]
+        try:
+            with transaction.atomic():
+                dataset = form.cleaned_data["dataset"] or Dataset.objects.create(
+                    name=form.cleaned_data["new_dataset"].strip(), created_by=request.user
+                )
+                job = import_upload_request(
+                    dataset=dataset, files=list(zip(names, uploads, strict=True)),
+                    label=form.cleaned_data["label"], user=request.user,
+                )  # fmt: skip
+        except (UploadError, IntegrityError) as exc:
+            form.add_error(
+                None,
+                "a dataset with that name exists" if isinstance(exc, IntegrityError) else str(exc),
+            )
+        else:
+            messages.success(
+                request, f"Upload stored: importing {job.params['file_name']} into {dataset.name}."
+            )
+            return redirect("dashboard_job", job_id=job.pk)
+    return render(request, "dashboard/upload.html", {"form": form})

@@ -115,3 +115,61 @@ def test_the_worker_board_shows_gpus_and_current_jobs(admin_client):
     job = Job.objects.create(kind="train", state="running", worker="gpu0@node1:77")
     html = admin_client.get("/dashboard/?part=workers", HTTP_HX_REQUEST="true").content.decode()
     assert "NVIDIA H100 (81559 MB)" in html and f"#{job.pk}" in html and "online" in html
+
+
+def _phantom_folder(tmp_path, n_covid=3, n_control=1):
+    from mlworker.phantoms import generate_cohort, write_qata_layout
+
+    folder = tmp_path / "upload"
+    write_qata_layout(
+        generate_cohort(seed=3, n_covid=n_covid, n_control=n_control, size=64, manual_fraction=1.0),
+        folder,
+    )
+    return folder
+
+
+def test_a_folder_upload_keeps_its_layout(admin_client, tmp_path, sent):
+    from django.core.files.storage import default_storage
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    folder = _phantom_folder(tmp_path, n_covid=1, n_control=0)
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    paths = [f"upload/{p.relative_to(folder).as_posix()}" for p in files]
+    uploads = [SimpleUploadedFile(p.name, p.read_bytes()) for p in files]
+    admin_client.post(
+        "/dashboard/upload",
+        {
+            "new_dataset": "folder",
+            "label": "covid",
+            "files": uploads,
+            "paths": __import__("json").dumps(paths),
+        },
+    )
+    job = Job.objects.get(kind="import")
+    stored = sorted(p.removeprefix(job.params["prefix"] + "/") for p in job.params["files"])
+    assert stored == sorted(paths)
+    assert any("Ground-truths/mask_" in p for p in stored)
+    assert all(default_storage.exists(p) for p in job.params["files"])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"new_dataset": "x", "label": "covid", "paths": '["../../etc/passwd"]'},
+            "not a plain relative file name",
+        ),
+        ({"new_dataset": "x", "label": "covid"}, "choose a zip file, some images or a folder"),
+        ({"label": "covid"}, "choose a dataset, or name a new one"),
+    ],
+)
+def test_a_bad_upload_is_refused_and_stores_nothing(admin_client, data, message, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from annotation.models import Dataset
+
+    if "paths" in data:
+        data = {**data, "files": [SimpleUploadedFile("passwd", b"root:x:0:0")]}
+    response = admin_client.post("/dashboard/upload", data)
+    assert response.status_code == 200 and message in response.content.decode()
+    assert not Job.objects.exists() and not Dataset.objects.filter(name="x").exists()
