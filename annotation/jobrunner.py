@@ -89,7 +89,17 @@ def _dead_here(worker: str, node_name: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _is_zombie(int(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process whose parent died too may linger unreaped: it runs nothing."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            # "pid (comm) state ...": comm may hold spaces, the state follows the last ')'.
+            return handle.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _claim(job_id: int, node_name: str) -> Job | None:

@@ -29,11 +29,14 @@ _last_seen_write = [0.0]
 def _on_heartbeat(sender, **kwargs):
     import time
 
+    from annotation.jobrunner import requeue_jobs_of_dead_processes
     from annotation.services.workers import SEEN_EVERY, worker_seen
 
     if time.monotonic() - _last_seen_write[0] >= SEEN_EVERY.total_seconds():
         _last_seen_write[0] = time.monotonic()
         worker_seen(name=sender.eventer.hostname)
+        # A pool process killed mid-job (out of memory, say) leaves its job running.
+        requeue_jobs_of_dead_processes(sender.eventer.hostname)
 
 
 @signals.worker_shutdown.connect

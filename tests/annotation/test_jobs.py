@@ -226,3 +226,16 @@ def test_a_transient_error_hands_the_job_back_for_a_retry():
     )
     job.refresh_from_db()
     assert job.state == "failed" and "server closed the connection" in job.error
+
+
+def test_an_unreaped_dead_process_counts_as_dead():
+    # A child that exits while its parent does not wait for it stays a zombie.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = __import__("time").monotonic() + 10
+    while not jobrunner._is_zombie(child.pid) and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.05)
+    try:
+        assert jobrunner._dead_here(f"gpu0@host:{child.pid}", "gpu0@host")
+        assert not jobrunner._dead_here(f"gpu0@host:{os.getpid()}", "gpu0@host")
+    finally:
+        child.wait()
