@@ -256,10 +256,13 @@ def stage_maybe_close(*, stage: Stage) -> bool:
         stage = Stage.objects.select_for_update().get(pk=stage.pk)
         if stage.status != Stage.Status.REVIEWING:
             return False
-        targets = stage.config.get("targets", [])
-        accepted = GroundTruth.objects.filter(radiograph_id__in=targets).count()
-        if accepted < len(targets):
+        # The stage's cases are those offered candidates (every target of a launched stage is).
+        cases = Candidate.objects.filter(stage=stage).values("radiograph_id").distinct()
+        if not cases.exists():
             return False
+        if Radiograph.objects.filter(id__in=cases, ground_truth__isnull=True).exists():
+            return False
+        targets = list(cases)
         stage.status = Stage.Status.CLOSED
         stage.closed_at = timezone.now()
         stage.save(update_fields=["status", "closed_at"])
