@@ -1,14 +1,15 @@
 """Who may call which API endpoint: by role (annotation.roles), checked on every request.
 
 MDs and senior MDs see nothing here but the review API (which exposes no provenance); data,
-ground truths, stages, jobs and exports are for admins and researchers.
+ground truths, stages, jobs, exports and inference are for admins and researchers, who in
+turn never reach the review API, so they can never decide.
 """
 
 from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
-from annotation.roles import ADMIN, RESEARCHER, has_role
+from annotation.roles import ADMIN, MD, RESEARCHER, SENIOR_MD, has_role
 
 
 class _RolePermission(BasePermission):
@@ -26,3 +27,5 @@ def roles_required(*roles: str) -> type[BasePermission]:
 
 IsResearchReader = roles_required(ADMIN, RESEARCHER)
 IsAdmin = roles_required(ADMIN)
+IsReader = roles_required(MD, SENIOR_MD)  # the review API
+IsMD = roles_required(MD)  # pairwise rounds, drawings and undo are readers' own actions

@@ -6,9 +6,11 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from annotation.api import views_review as review
 from annotation.api.base import TokenView, not_found
 from annotation.api.views_data import DatasetViewSet, GroundTruthViewSet, RadiographViewSet
 from annotation.api.views_exports import ExportViewSet
+from annotation.api.views_inference import InferenceViewSet
 from annotation.api.views_jobs import JobViewSet, StageViewSet
 
 app_name = "api"
@@ -21,16 +23,27 @@ router.register("ground-truths", GroundTruthViewSet, basename="groundtruth")
 router.register("stages", StageViewSet, basename="stage")
 router.register("jobs", JobViewSet, basename="job")
 router.register("exports", ExportViewSet, basename="export")
+router.register("inference", InferenceViewSet, basename="inference")
+
+# The review API for MDs and senior MDs: no provenance, decisions with idempotency keys.
+review_urls = [
+    path("stages/", review.QueueView.as_view(), name="review-queue"),
+    path("stages/<int:stage_id>/next/", review.NextView.as_view(), name="review-next"),
+    path("stages/<int:stage_id>/undo/", review.UndoView.as_view(), name="review-undo"),
+    path("tasks/<str:token>/", review.TaskView.as_view(), name="review-task"),
+    path("tasks/<str:token>/round/", review.RoundView.as_view(), name="review-round"),
+    path("tasks/<str:token>/pick/", review.PickView.as_view(), name="review-pick"),
+    path("tasks/<str:token>/drawing/", review.DrawingView.as_view(), name="review-drawing"),
+    path("images/<str:token>.png", review.ImageView.as_view(), name="review-image"),
+    path("masks/<str:opaque>.png", review.MaskView.as_view(), name="review-mask"),
+]
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("docs/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
-    # Review API for MDs (next task, decide with an idempotency key; no provenance) and the
-    # inference endpoint (CXR upload -> infection map, verdict, severity) are mounted here:
-    #   path("review/", include("annotation.api.review_urls")),
-    #   path("inference/", include("annotation.api.inference_urls")),
+    path("review/", include(review_urls)),
     path("", include(router.urls)),
     re_path(r"^(?P<path>[\s\S]*)$", not_found),  # keep last
 ]

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from annotation import blinding
 from annotation.models import Candidate, Decision, ReviewTask, Stage
+from annotation.roles import SENIOR_MD, has_role
 from annotation.services.consensus import adjudication_options
 from annotation.services.review import Knockout, knockout_state
 
@@ -145,6 +146,49 @@ def candidate_by_token(*, task: ReviewTask, opaque: str) -> Candidate | None:
         return None
     option_id = blinding.resolve_option(task, signature)
     return Candidate.objects.filter(pk=option_id).first() if option_id else None
+
+
+def candidate_at_position(*, task: ReviewTask, position: int) -> Candidate | None:
+    """The candidate a review task shows at `position` (1-based, the panes of its N-way or
+    drawing screen), for 'refine' by position; None when there is no such pane."""
+    order = list(task.candidate_order)
+    if task.kind != ReviewTask.Kind.REVIEW or not 1 <= position <= len(order):
+        return None
+    return Candidate.objects.filter(pk=order[position - 1]).first()
+
+
+def media_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
+    """The task whose images a reader may fetch: theirs (leased or decided), and adjudication
+    tasks only for senior MDs. None otherwise, so every refusal looks like a missing image."""
+    task = (
+        ReviewTask.objects.select_related("radiograph", "stage")
+        .filter(token=token, reader=reader)
+        .exclude(status=ReviewTask.Status.CANCELLED)
+        .first()
+    )
+    if task is None:
+        return None
+    if task.kind == ReviewTask.Kind.ADJUDICATION and not has_role(reader, SENIOR_MD):
+        return None
+    return task
+
+
+def media_overlay_png(*, opaque: str, reader: AbstractBaseUser) -> bytes | None:
+    """The overlay PNG an opaque option name stands for, if this reader may see it."""
+    task_token, signature = blinding.split_token(opaque)
+    task = media_task(token=task_token, reader=reader)
+    option_id = blinding.resolve_option(task, signature) if task is not None else None
+    if option_id is None:
+        return None
+    return blinding.mask_overlay(
+        option_mask(task=task, option_id=option_id), radiograph=task.radiograph
+    )
+
+
+def media_image_png(*, token: str, reader: AbstractBaseUser) -> bytes | None:
+    """The CXR of a task as a reader receives it, if this reader may see it."""
+    task = media_task(token=token, reader=reader)
+    return blinding.display_png(task.radiograph) if task is not None else None
 
 
 def task_mask_urls(*, task: ReviewTask) -> list[str]:

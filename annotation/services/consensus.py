@@ -23,8 +23,14 @@ from annotation.models import (
     ReviewTask,
     Stage,
 )
-from annotation.services.decisions import check_key, decision_write, lock_held_task
-from annotation.services.review_errors import ConsensusError, InvalidChoice
+from annotation.roles import SENIOR_MD, has_role
+from annotation.services.decisions import (
+    check_key,
+    decision_record,
+    decision_write,
+    lock_held_task,
+)
+from annotation.services.review_errors import ConsensusError, InvalidChoice, NotYourTask
 
 _rng = random.SystemRandom()
 
@@ -207,3 +213,28 @@ def adjudication_record(
             method=GroundTruth.Method.ADJUDICATION,
             agreement=count / len(decisions),
         )
+
+
+def pick_record(
+    *,
+    task: ReviewTask,
+    reader: AbstractBaseUser,
+    position: int,
+    idempotency_key: str,
+    time_on_screen_ms: int = 0,
+) -> Decision:
+    """The reader picks the option shown at `position`: a candidate of a review task, or (senior
+    MDs only) one of the readers' choices of an adjudication task. Returns the Decision."""
+    fields = {
+        "task": task,
+        "reader": reader,
+        "position": position,
+        "idempotency_key": idempotency_key,
+        "time_on_screen_ms": time_on_screen_ms,
+    }
+    if task.kind != ReviewTask.Kind.ADJUDICATION:
+        return decision_record(**fields)
+    if not has_role(reader, SENIOR_MD):
+        raise NotYourTask("adjudication is for senior MDs")
+    adjudication_record(**fields)
+    return Decision.objects.get(idempotency_key=idempotency_key)

@@ -255,10 +255,29 @@ def decision_record_drawing(
         )
 
 
-def decision_undo(*, stage: Stage, reader: AbstractBaseUser) -> ReviewTask:
+def decision_undo(
+    *, stage: Stage, reader: AbstractBaseUser, idempotency_key: str | None = None
+) -> ReviewTask:
     """Revoke the reader's most recent decision in the stage and give the case back to them,
-    as long as the case is not final (stage closed, or adjudicated)."""
+    as long as the case is not final (stage closed, or adjudicated).
+
+    With `idempotency_key` (the key that decision was made with) only that decision is taken
+    back: a retry finds it revoked already and returns its case again instead of undoing the
+    decision before it, and a decision that is no longer the last one is refused."""
     with transaction.atomic():
+        named = None
+        if idempotency_key is not None:
+            check_key(idempotency_key)
+            named = Decision.objects.filter(
+                idempotency_key=idempotency_key,
+                reader=reader,
+                task__stage=stage,
+                task__kind=ReviewTask.Kind.REVIEW,
+            ).first()
+            if named is None:
+                raise ReviewError("no decision of yours in this stage was made with this key")
+            if named.revoked_at is not None:
+                return lock_held_task(task_id=named.task_id, reader=reader)
         last = (
             Decision.objects.filter(
                 reader=reader,
@@ -271,6 +290,8 @@ def decision_undo(*, stage: Stage, reader: AbstractBaseUser) -> ReviewTask:
         )
         if last is None:
             raise ReviewError("there is no decision of yours to undo in this stage")
+        if named is not None and named.pk != last.pk:
+            raise ReviewError("only your last decision in this stage can be undone")
         task = lock_held_task(task_id=last.task_id, reader=reader)
         if stage.status == Stage.Status.CLOSED:
             raise CaseFinal("the stage is closed; its decisions are final")

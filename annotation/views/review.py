@@ -27,12 +27,8 @@ from annotation.selectors.review import (
     task_screen,
 )
 from annotation.services.assignment import task_held, task_lease_next, task_lease_renew
-from annotation.services.consensus import adjudication_record
-from annotation.services.decisions import (
-    decision_record,
-    decision_record_drawing,
-    decision_undo,
-)
+from annotation.services.consensus import pick_record
+from annotation.services.decisions import decision_record_drawing, decision_undo
 from annotation.services.review import round_record
 from annotation.services.review_errors import (
     InvalidChoice,
@@ -110,6 +106,9 @@ def queue(request: HttpRequest) -> HttpResponse:
 
 def _lease_and_go(request: HttpRequest, stage_id: int, kind: str) -> HttpResponse:
     stage = get_object_or_404(Stage, pk=stage_id)
+    if stage.status == Stage.Status.CLOSED:
+        # The last accepted case closed it: the reader ends here, not on an error.
+        return render(request, "review/empty.html", {"stage": stage, "kind": kind, "closed": True})
     try:
         task = task_lease_next(stage=stage, reader=request.user, kind=kind)
     except ReviewError as exc:
@@ -233,19 +232,13 @@ def pick_submit(request: HttpRequest, token: str) -> HttpResponse:
     task = None
     try:
         task = task_held(token=token, reader=request.user)
-        fields = {
-            "task": task,
-            "reader": request.user,
-            "position": _int(request.POST.get("position"), "position"),
-            "idempotency_key": request.POST.get("key", ""),
-            "time_on_screen_ms": _int(request.POST.get("ms", 0), "ms"),
-        }
-        if task.kind == ReviewTask.Kind.ADJUDICATION:
-            if not has_role(request.user, SENIOR_MD):
-                raise NotYourTask("adjudication is for senior MDs")
-            adjudication_record(**fields)
-        else:
-            decision_record(**fields)
+        pick_record(
+            task=task,
+            reader=request.user,
+            position=_int(request.POST.get("position"), "position"),
+            idempotency_key=request.POST.get("key", ""),
+            time_on_screen_ms=_int(request.POST.get("ms", 0), "ms"),
+        )
     except NotYourTask as exc:
         return _go(request, reverse("review_queue"), status=409, message=str(exc))
     except TaskAlreadyDecided as exc:

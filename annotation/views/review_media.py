@@ -14,8 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation import blinding
 from annotation.models import DrawingDraft, ReviewTask
-from annotation.roles import SENIOR_MD, has_role
-from annotation.selectors.review import option_mask
+from annotation.selectors.review import media_image_png, media_overlay_png, media_task
 from annotation.services.drafts import draft_delete, draft_save
 from annotation.services.review_errors import ReviewError
 from annotation.views.access import role_required
@@ -23,15 +22,8 @@ from annotation.views.review import READER_ROLES
 
 
 def _task_of(request: HttpRequest, token: str) -> ReviewTask:
-    task = (
-        ReviewTask.objects.select_related("radiograph", "stage")
-        .filter(token=token, reader=request.user)
-        .exclude(status=ReviewTask.Status.CANCELLED)
-        .first()
-    )
+    task = media_task(token=token, reader=request.user)
     if task is None:
-        raise Http404("no such image")
-    if task.kind == ReviewTask.Kind.ADJUDICATION and not has_role(request.user, SENIOR_MD):
         raise Http404("no such image")
     return task
 
@@ -46,20 +38,19 @@ def _png(data: bytes) -> HttpResponse:
 @require_GET
 @role_required(*READER_ROLES)
 def mask_png(request: HttpRequest, opaque: str) -> HttpResponse:
-    task_token, signature = blinding.split_token(opaque)
-    task = _task_of(request, task_token)
-    option_id = blinding.resolve_option(task, signature)
-    if option_id is None:
+    data = media_overlay_png(opaque=opaque, reader=request.user)
+    if data is None:
         raise Http404("no such image")
-    mask = option_mask(task=task, option_id=option_id)
-    return _png(blinding.mask_overlay(mask, radiograph=task.radiograph))
+    return _png(data)
 
 
 @require_GET
 @role_required(*READER_ROLES)
 def image_png(request: HttpRequest, token: str) -> HttpResponse:
-    task = _task_of(request, token)
-    return _png(blinding.display_png(task.radiograph))
+    data = media_image_png(token=token, reader=request.user)
+    if data is None:
+        raise Http404("no such image")
+    return _png(data)
 
 
 def _client_time(value: str):

@@ -1,0 +1,382 @@
+"""The review API for MDs and senior MDs: their queue, the next case, its screen, decisions.
+
+The same services as the browser screens (annotation/views/review.py) and the same blinding:
+a screen names panes by position and label, with opaque, access-checked image URLs; no
+candidate, mask, network or source appears. Every write carries the client's idempotency_key:
+a retry with the same key answers 200 with the stored result; another key (a second tab) on a
+case already decided answers 409 with the decision that stands.
+
+Status codes: 400 the request is malformed (or the drawing unusable); 404 the case is not in
+your queue (never had it, or it went to another reader: the two look the same); 409 the
+request is well formed but does not fit the case as it stands (another round is current, no
+such position, stage closed, already decided, nothing to undo).
+"""
+
+from __future__ import annotations
+
+from django.core.validators import RegexValidator
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import blinding
+from annotation.api.base import MAX_ID, ApiView
+from annotation.api.fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictChoiceField,
+    StrictIntegerField,
+    UploadField,
+)
+from annotation.api.permissions import IsMD, IsReader
+from annotation.api.schema import ErrorDetail
+from annotation.api.serializers_review import (
+    ConflictOut,
+    QueueRowOut,
+    ResultOut,
+    ScreenOut,
+    decision_data,
+    next_url,
+    round_data,
+    screen_data,
+)
+from annotation.api.views_data import PNG
+from annotation.models import Decision, ReviewTask, Stage
+from annotation.roles import MD, SENIOR_MD, has_role
+from annotation.selectors.review import (
+    candidate_at_position,
+    media_image_png,
+    media_overlay_png,
+    reader_queue,
+)
+from annotation.services.assignment import task_held, task_lease_next, task_lease_renew
+from annotation.services.consensus import pick_record
+from annotation.services.decisions import decision_record_drawing, decision_undo
+from annotation.services.review import round_record
+from annotation.services.review_errors import (
+    InvalidChoice,
+    InvalidMask,
+    NoTaskAvailable,
+    NotYourTask,
+    ReviewError,
+    RoundAlreadyRecorded,
+    TaskAlreadyDecided,
+)
+
+KINDS = [(k, k) for k in ReviewTask.Kind.values]
+CONFLICT = OpenApiResponse(
+    response=ConflictOut,
+    description="does not fit the case as it stands; a decided case comes with its decision",
+)
+NOT_YOURS = OpenApiResponse(response=ErrorDetail, description="this case is not in your queue")
+
+
+def key_field(help_text: str) -> StrictCharField:
+    return StrictCharField(
+        validators=[RegexValidator(r"^[A-Za-z0-9_.:-]{8,64}$")],
+        min_length=8,
+        max_length=64,
+        help_text=help_text,
+    )
+
+
+def ms_field() -> StrictIntegerField:
+    return StrictIntegerField(
+        min_value=0, max_value=2**31 - 1, default=0, help_text="time spent on the screen"
+    )
+
+
+DECISION_KEY = "a fresh key per decision (8-64 of A-Z a-z 0-9 _ . : -); resend it on retry"
+
+
+def review_error(exc: ReviewError) -> Response:
+    """A service refusal as the API answers it; nothing was changed."""
+    body: dict = {"detail": str(exc)}
+    if isinstance(exc, TaskAlreadyDecided):
+        body["decision"] = decision_data(exc.decision)
+    elif isinstance(exc, RoundAlreadyRecorded):
+        body["round"] = round_data(exc.round)
+    if isinstance(exc, NotYourTask | NoTaskAvailable):
+        code = status.HTTP_404_NOT_FOUND
+    elif isinstance(exc, InvalidMask):
+        code = status.HTTP_400_BAD_REQUEST
+    else:
+        code = status.HTTP_409_CONFLICT
+    return Response(body, status=code)
+
+
+def _stage(stage_id: int) -> Stage:
+    stage = Stage.objects.filter(pk=stage_id).first() if stage_id <= MAX_ID else None
+    if stage is None:
+        raise NotFound(f"stage {stage_id} does not exist")
+    return stage
+
+
+def _held(request, token: str) -> ReviewTask:
+    try:
+        return task_held(token=token, reader=request.user)
+    except NotYourTask as exc:
+        raise NotFound(str(exc)) from None
+
+
+def _screen(request, task: ReviewTask) -> dict:
+    return screen_data(task=task, reader=request.user, request=request)
+
+
+class ReviewView(ApiView, APIView):
+    permission_classes = [IsReader]
+    parser_classes = [JSONParser]
+    pagination_class = None  # a reader's queue is a few stages
+
+
+class QueueView(ReviewView):
+    """The stages open for review where you have work: done and remaining, per kind of task
+    (review for MDs, adjudication for senior MDs)."""
+
+    @extend_schema(responses={200: QueueRowOut(many=True)})
+    def get(self, request):
+        rows = []
+        for role, kind in ((MD, ReviewTask.Kind.REVIEW), (SENIOR_MD, ReviewTask.Kind.ADJUDICATION)):
+            if not has_role(request.user, role):
+                continue
+            for row in reader_queue(reader=request.user, kind=kind):
+                rows.append(
+                    {
+                        "stage": row.stage.pk,
+                        "number": row.stage.number,
+                        "name": row.stage.name,
+                        "mode": row.stage.mode,
+                        "kind": kind,
+                        "done": row.done,
+                        "remaining": row.remaining,
+                        "total": row.total,
+                        "next_url": next_url(row.stage, request),
+                    }
+                )
+        return Response(rows)
+
+
+class LeaseIn(serializers.Serializer):
+    kind = StrictChoiceField(
+        choices=KINDS,
+        required=False,
+        help_text="review (MDs) or adjudication (senior MDs); default: review for MDs",
+    )
+
+
+class NextView(ReviewView):
+    """Your next case of the stage: the one you hold, else a newly leased one. 204: none left."""
+
+    @extend_schema(
+        request=LeaseIn,
+        responses={
+            200: ScreenOut,
+            204: OpenApiResponse(description="nothing left for you in this stage (or closed)"),
+            409: OpenApiResponse(response=ErrorDetail, description="not open for review yet"),
+        },
+    )
+    def post(self, request, stage_id: int):
+        given = LeaseIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        default = ReviewTask.Kind.REVIEW if has_role(request.user, MD) else "adjudication"
+        kind = given.validated_data.get("kind", default)
+        needed = SENIOR_MD if kind == ReviewTask.Kind.ADJUDICATION else MD
+        if not has_role(request.user, needed):
+            raise PermissionDenied(f"{kind} tasks are not for your role")
+        stage = _stage(stage_id)
+        if stage.status == Stage.Status.CLOSED:
+            # Its last case was accepted: nothing left, as for the browser screens.
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        try:
+            task = task_lease_next(stage=stage, reader=request.user, kind=kind)
+        except ReviewError as exc:
+            return review_error(exc)
+        if task is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(_screen(request, task))
+
+
+class TaskView(ReviewView):
+    """The screen of a case you hold (looking at it renews your lease), or its decision."""
+
+    @extend_schema(responses={200: ScreenOut, 404: NOT_YOURS, 409: CONFLICT})
+    def get(self, request, token: str):
+        task = _held(request, token)
+        if task.status == ReviewTask.Status.LEASED:
+            task_lease_renew(task=task, reader=request.user)
+            task.refresh_from_db(fields=["lease_expires_at"])
+        try:
+            return Response(_screen(request, task))
+        except ReviewError as exc:
+            return review_error(exc)
+
+
+def _result(request, task: ReviewTask, *, decision, replayed: bool, round=None) -> Response:
+    screen = None
+    if decision is None:
+        screen = _screen(request, _held(request, task.token))
+    body = {
+        "decision": decision_data(decision) if decision is not None else None,
+        "round": round_data(round) if round is not None else None,
+        "screen": screen,
+        "replayed": replayed,
+        "next_url": next_url(task.stage, request),
+    }
+    return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_201_CREATED)
+
+
+RESULT = {200: ResultOut, 201: ResultOut, 404: NOT_YOURS, 409: CONFLICT}
+
+
+class RoundIn(serializers.Serializer):
+    number = StrictIntegerField(min_value=1, max_value=32767, help_text="knockout.round")
+    choice = StrictChoiceField(choices=[(c, c) for c in ("A", "B", "neither")])
+    idempotency_key = key_field(DECISION_KEY)
+    time_on_screen_ms = ms_field()
+
+
+class RoundView(ReviewView):
+    """One pairwise round: A, B, or neither (then draw). The last round's winner is your
+    decision; the answer carries the next round's screen until then."""
+
+    permission_classes = [IsMD]
+
+    @extend_schema(request=RoundIn, responses=RESULT)
+    def post(self, request, token: str):
+        task = _held(request, token)  # someone else's case: 404 whatever the body says
+        given = RoundIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        try:
+            result = round_record(task=task, reader=request.user, **given.validated_data)
+        except ReviewError as exc:
+            return review_error(exc)
+        return _result(
+            request, task, decision=result.decision, replayed=result.replayed, round=result.round
+        )
+
+
+class PickIn(serializers.Serializer):
+    position = StrictIntegerField(min_value=1, max_value=32767, help_text="a pane's position")
+    idempotency_key = key_field(DECISION_KEY)
+    time_on_screen_ms = ms_field()
+
+
+def _replayed(request, key: str) -> bool:
+    return Decision.objects.filter(idempotency_key=key, reader=request.user).exists()
+
+
+class PickView(ReviewView):
+    """Pick the pane at a position: an N-way case, or (senior MDs) an adjudication."""
+
+    @extend_schema(request=PickIn, responses=RESULT)
+    def post(self, request, token: str):
+        task = _held(request, token)
+        given = PickIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        replayed = _replayed(request, given.validated_data["idempotency_key"])
+        try:
+            decision = pick_record(task=task, reader=request.user, **given.validated_data)
+        except ReviewError as exc:
+            return review_error(exc)
+        return _result(request, task, decision=decision, replayed=replayed)
+
+
+class DrawingIn(serializers.Serializer):
+    mask = UploadField(help_text="PNG at mask_width × mask_height; nonzero pixels are infection")
+    idempotency_key = key_field(DECISION_KEY)
+    base = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=32767,
+        help_text="the position of the pane this drawing refines; absent: drawn from blank",
+    )
+    no_infection = StrictBooleanField(
+        default=False, help_text="true to submit an empty drawing: no infection visible"
+    )
+    time_on_screen_ms = ms_field()
+
+
+class DrawingView(ReviewView):
+    """Reject the candidates and send your own mask: drawn from blank, or refining a pane."""
+
+    permission_classes = [IsMD]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request={"multipart/form-data": DrawingIn}, responses=RESULT)
+    def post(self, request, token: str):
+        task = _held(request, token)
+        given = DrawingIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        replayed = _replayed(request, data["idempotency_key"])
+        try:
+            base = None
+            if "base" in data:
+                base = candidate_at_position(task=task, position=data["base"])
+                if base is None:
+                    raise InvalidChoice(f"this case shows no pane at position {data['base']}")
+            decision = decision_record_drawing(
+                task=task,
+                reader=request.user,
+                png=data["mask"].read(),
+                base=base,
+                no_infection=data["no_infection"],
+                idempotency_key=data["idempotency_key"],
+                time_on_screen_ms=data["time_on_screen_ms"],
+            )
+        except ReviewError as exc:
+            return review_error(exc)
+        return _result(request, task, decision=decision, replayed=replayed)
+
+
+class UndoIn(serializers.Serializer):
+    idempotency_key = key_field(
+        "the key your last decision in this stage was made with: only that decision is "
+        "taken back, so a retried undo never takes back the one before it"
+    )
+
+
+class UndoView(ReviewView):
+    """Take back your last decision in the stage; the case is yours again, as it was shown."""
+
+    permission_classes = [IsMD]
+
+    @extend_schema(request=UndoIn, responses={200: ScreenOut, 404: NOT_YOURS, 409: CONFLICT})
+    def post(self, request, stage_id: int):
+        given = UndoIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        stage = _stage(stage_id)
+        try:
+            task = decision_undo(stage=stage, reader=request.user, **given.validated_data)
+            return Response(_screen(request, task))
+        except ReviewError as exc:
+            return review_error(exc)
+
+
+def _png(data: bytes | None) -> HttpResponse:
+    if data is None:
+        raise NotFound("no such image")
+    response = HttpResponse(data, content_type="image/png")
+    for name, value in blinding.IMAGE_HEADERS.items():
+        response[name] = value
+    return response
+
+
+class ImageView(ReviewView):
+    """The CXR of a case you hold or decided."""
+
+    @extend_schema(responses={(200, "image/png"): PNG})
+    def get(self, request, token: str):
+        return _png(media_image_png(token=token, reader=request.user))
+
+
+class MaskView(ReviewView):
+    """A pane's overlay: 1-bit PNG, index 1 = infection, the same encoding for every mask."""
+
+    @extend_schema(responses={(200, "image/png"): PNG})
+    def get(self, request, opaque: str):
+        return _png(media_overlay_png(opaque=opaque, reader=request.user))
