@@ -54,5 +54,12 @@ test-python: install-test
 test-torch: install-test
 	KERAS_BACKEND=torch $(BIN)/pytest -m keras tests/mlworker $(PYTEST_ARGS)
 
+## bench: the quick mode of every benchmark (full runs: see bench/README.md)
+bench: install-test
+	mkdir -p bench/out
+	$(BIN)/python bench/phantom_segmentation.py --quick
+	$(BIN)/python bench/qata_benchmark.py --profile cpu --quick
+	$(BIN)/python bench/throughput.py --quick
+
 clean-var:
 	rm -rf var/
