@@ -39,7 +39,7 @@ def demo_accounts_ensure(
         if role == roles.ADMIN:
             user.is_staff = user.is_superuser = True
         user.save()
-        user.groups.add(Group.objects.get(name=role))
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
         accounts[username] = {"password": known, "role": role}
     return accounts
 

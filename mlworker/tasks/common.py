@@ -180,6 +180,16 @@ def training_reporter(ctx: JobContext, *, span: tuple[float, float], on_epoch=No
     return report
 
 
+def history_curve(history: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The per-epoch curve (epoch, loss, metrics) from a Keras-style history of lists."""
+    epochs = max((len(values) for values in history.values()), default=0)
+    return [
+        {"epoch": i + 1}
+        | {key: number(values[i]) for key, values in history.items() if i < len(values)}
+        for i in range(epochs)
+    ]
+
+
 def register_model(
     ctx: JobContext,
     model,

@@ -21,6 +21,7 @@ from mlworker.tasks.common import (
     TRAIN_LIMITS,
     checkpoint_download,
     checkpoint_upload,
+    history_curve,
     load_cases,
     load_image,
     load_model_version,
@@ -73,6 +74,9 @@ def _train(ctx: JobContext) -> dict[str, Any]:
     if result.cancelled:
         checkpoint_upload(job, local)
         raise JobCancelled
+    # A worker that died between an epoch's checkpoint and its report left a gap in the
+    # curve: the checkpoint's history is complete, so the curve is rebuilt from it.
+    ctx.progress(0.98, force=True, curve=history_curve(result.history))
     mv = register_model(
         ctx,
         result.model,

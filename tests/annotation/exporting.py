@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from django.contrib.auth.models import Group
 
 from annotation.masks import mask_from_png, mask_to_png, pixel_sha256, resize_nearest
 from annotation.models import (
@@ -91,9 +90,7 @@ def stored_mask(radiograph: Radiograph, pixels: np.ndarray, *, kind: str, **fiel
 
 
 def user(username: str, role: str):
-    account = UserFactory(username=username)
-    account.groups.add(Group.objects.get(name=role))
-    return account
+    return UserFactory(username=username, roles=[role])
 
 
 def _decide(stage, radiograph, reader, *, slot, outcome, mask, candidate=None, kind="review"):

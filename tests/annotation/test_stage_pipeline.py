@@ -9,6 +9,7 @@ import pytest
 from django.db import transaction
 
 from annotation.models import Candidate, Job, Mask, ModelVersion, ReviewTask, Stage
+from annotation.services.jobs import job_claim
 from annotation.services.stages import stage_create, stage_launch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.keras]
@@ -114,3 +115,39 @@ def test_a_training_job_whose_worker_dies_resumes_and_the_stage_completes(
     for radiograph_id in stage.config["targets"]:
         assert Mask.objects.filter(radiograph_id=radiograph_id, kind="network").count() == 1
         assert Candidate.objects.filter(stage=stage, radiograph_id=radiograph_id).count() <= 2
+
+
+class _Died(BaseException):
+    """The worker process dying (not an error the job runner would record)."""
+
+
+@pytest.mark.django_db
+def test_a_worker_dying_between_a_checkpoint_and_its_report_leaves_no_gap_in_the_curve(
+    phantom_dataset,
+):
+    from annotation.jobrunner import JobContext
+    from mlworker.tasks.segmentation import _train
+
+    dataset, _ = phantom_dataset(n_covid=6, n_control=0, manual_fraction=1.0)
+    stage = _launch(dataset, epochs=2, folds=2)
+    job = Job.objects.filter(stage=stage, kind="train").first()
+    assert job_claim(job_id=job.pk, worker="node:1") is not None
+
+    class DiesBeforeReportingEpochTwo(JobContext):
+        def progress(self, fraction=None, *, force=False, **detail):
+            if any(row["epoch"] == 2 for row in detail.get("curve", [])):
+                raise _Died  # epoch 2's checkpoint is in storage, its report never lands
+            super().progress(fraction, force=force, **detail)
+
+    with pytest.raises(_Died):
+        _train(DiesBeforeReportingEpochTwo(Job.objects.get(pk=job.pk)))
+    job.refresh_from_db()
+    assert [row["epoch"] for row in job.progress_detail["curve"]] == [1]
+
+    result = _train(JobContext(Job.objects.get(pk=job.pk)))  # the rerun, same claim
+    job.refresh_from_db()
+    assert job.progress_detail["resumed_from_epoch"] == 2
+    curve = job.progress_detail["curve"]
+    assert [row["epoch"] for row in curve] == [1, 2]
+    assert all(isinstance(row["loss"], float) for row in curve)
+    assert ModelVersion.objects.get(pk=result["model_version"]).job_id == job.pk
