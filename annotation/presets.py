@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 ARCHS = ("unet", "unetpp", "dla")
-ENCODERS = ("densenet121", "chexnet", "inceptionv3", "resnet50", "tiny")
+# slim and tiny train from scratch (no pretrained weights): slim for CPU-only sites, tiny for
+# tests and demos.
+ENCODERS = ("densenet121", "chexnet", "inceptionv3", "resnet50", "slim", "tiny")
 MODES = ("pairwise", "nway")
 
 PRESETS: dict[str, dict[str, Any]] = {

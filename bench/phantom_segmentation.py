@@ -40,13 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--covid", type=int, default=500)
-    p.add_argument("--control", type=int, default=500)
+    p.add_argument("--covid", type=int, default=750)
+    p.add_argument("--control", type=int, default=750)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--test-fraction", type=float, default=0.25)
     p.add_argument("--arch", default="unet")
-    p.add_argument("--encoder", default="tiny")
-    p.add_argument("--decoder-widths", default="256,128,64,32,16")
+    p.add_argument("--encoder", default="slim")
+    p.add_argument("--decoder-widths", default="128,64,32,16,16")
+    p.add_argument("--encoder-widths", help="the slim encoder's five widths, e.g. 16,32,64,128,256")
     p.add_argument("--epochs", type=int, default=40, help="at most; as many as fit")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3, help="peak of the warm-up + cosine schedule")
@@ -66,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.covid, args.control, args.epochs = 40, 20, 2
         args.out = args.out.with_name(args.out.name + "-quick")
     args.decoder_widths = tuple(int(w) for w in args.decoder_widths.split(","))
+    if args.encoder_widths:
+        args.encoder_widths = tuple(int(w) for w in args.encoder_widths.split(","))
     return args
 
 
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoder": args.encoder,
         "input_shape": (args.size, args.size, 3),
         "decoder_widths": args.decoder_widths,
+        "encoder_widths": args.encoder_widths,
     }
     keras.utils.set_random_seed(args.seed)
     model = build_model(config)

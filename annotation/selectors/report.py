@@ -40,6 +40,7 @@ ENCODER_LABELS = {
     "chexnet": "CheXNet",
     "inceptionv3": "Inception-v3",
     "resnet50": "ResNet-50",
+    "slim": "Slim",
     "tiny": "Tiny",
 }
 PROTOCOL_LABELS = {

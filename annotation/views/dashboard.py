@@ -39,6 +39,7 @@ ENCODER_LABELS = {
     "chexnet": "CheXNet",
     "inceptionv3": "Inception-v3",
     "resnet50": "ResNet-50",
+    "slim": "slim (from scratch, CPU)",
     "tiny": "tiny (tests, demos)",
 }
 MODE_LABELS = {"pairwise": "Pairwise knockout (Stage I)", "nway": "N-way pick (Stage II and later)"}

@@ -1,7 +1,9 @@
 """Segmentation and classification network builders (Keras 3, backend-agnostic).
 
 - build_segmenter(arch, encoder, ...): U-Net, UNet++ or DLA on DenseNet-121, CheXNet,
-  Inception-v3, ResNet-50 (or a tiny test encoder); one float32 sigmoid channel at input size.
+  Inception-v3, ResNet-50, a slim from-scratch encoder for CPU training (two conv-BN-ReLU per
+  stage, widths set by encoder_widths) or a tiny test encoder; one float32 sigmoid channel
+  at input size.
 - build_classifier(encoder, ...): encoder + global average pooling + 2-unit softmax.
 - Both take RGB pixels in [0, 255]: the encoder's preprocessing is a layer inside the model
   (EncoderPreprocess), so a saved model is self-contained. Do not normalise inputs beforehand.
@@ -18,7 +20,14 @@ import numpy as np
 
 from mlworker.nets.blocks import DECODER_WIDTHS
 from mlworker.nets.classifier import LOGITS_LAYER, build_classifier
-from mlworker.nets.encoders import ENCODERS, PAPER_ENCODERS, SPECS, feature_layer_name, resolve_name
+from mlworker.nets.encoders import (
+    ENCODERS,
+    PAPER_ENCODERS,
+    SLIM_WIDTHS,
+    SPECS,
+    feature_layer_name,
+    resolve_name,
+)
 from mlworker.nets.layers import EncoderPreprocess, ResizeTo, preprocess_numpy
 from mlworker.nets.params import count_params, param_table
 from mlworker.nets.segmenter import ARCH_LABELS, ARCHS, build_segmenter
@@ -42,6 +51,7 @@ __all__ = [
     "ENCODERS",
     "LOGITS_LAYER",
     "PAPER_ENCODERS",
+    "SLIM_WIDTHS",
     "EncoderPreprocess",
     "ResizeTo",
     "build_classifier",

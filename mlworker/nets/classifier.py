@@ -16,6 +16,7 @@ from mlworker.nets.encoders import (
     ENCODERS,
     SPECS,
     build_encoder,
+    check_encoder_widths,
     check_input_shape,
     freeze,
     resolve_name,
@@ -32,10 +33,11 @@ def build_classifier(
     encoder_weights: str | os.PathLike | None = None,
     frozen: bool = False,
     classes: int = 2,
+    encoder_widths: Sequence[int] | None = None,
 ) -> keras.Model:
     """A classifier taking RGB pixels in [0, 255]; output (batch, classes) softmax, float32.
 
-    Same `encoder`, `encoder_weights` and `frozen` semantics as build_segmenter. The paper
+    Same `encoder`, `encoder_weights`, `frozen` and `encoder_widths` semantics as build_segmenter. The paper
     trains it with categorical cross-entropy, Adam at lr 1e-5, for 10 epochs.
     """
     encoder = resolve_name(encoder, ENCODERS, "encoder")
@@ -43,10 +45,11 @@ def build_classifier(
     shape = check_input_shape(input_shape, spec)
     if not isinstance(classes, int) or classes < 2:
         raise ValueError(f"classes must be an integer >= 2, got {classes!r}")
+    stage_widths = check_encoder_widths(encoder, encoder_widths)
     weights_path = resolve_weights(encoder, encoder_weights)
 
     inputs = keras.Input(shape, name="image")
-    backbone = build_encoder(encoder, inputs, shape)
+    backbone = build_encoder(encoder, inputs, shape, widths=stage_widths)
     if weights_path is not None:
         load_encoder_weights(backbone, weights_path, shape)
     if frozen:

@@ -1,4 +1,5 @@
-"""Encoders: the paper's four backbones (keras.applications, no top) plus a tiny one for tests.
+"""Encoders: the paper's four backbones (keras.applications, no top), a slim from-scratch one
+for CPU training, and a tiny one for tests.
 
 Every encoder hands the decoders five feature maps, at strides 2, 4, 8, 16 and 32, picked by
 layer name. Each is the *last* layer at its stride (the most processed features there), the same
@@ -84,6 +85,19 @@ SPECS: dict[str, EncoderSpec] = {
             imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         ),
         EncoderSpec(
+            # A textbook U-Net contracting path for training from scratch on a CPU: per stage a
+            # stride-2 3x3 conv-BN-ReLU then a 3x3 conv-BN-ReLU (strided convolutions instead of
+            # max-pooling, as nnU-Net does), widths SLIM_WIDTHS unless encoder_widths says
+            # otherwise; about 1.2 M parameters and 0.14 GFLOP per 128x128 image by default.
+            name="slim",
+            label="Slim",
+            preprocess="tf",
+            min_size=32,
+            skips=tuple(f"slim_block{i}b_relu" for i in range(1, 6)),
+            feature_layer="slim_block5b_relu",
+            imagenet_file=None,
+        ),
+        EncoderSpec(
             # Five stride-2 conv-BN-ReLU blocks, about 4.6k parameters: for fast tests only.
             name="tiny",
             label="Tiny",
@@ -99,6 +113,8 @@ SPECS: dict[str, EncoderSpec] = {
 ENCODERS: tuple[str, ...] = tuple(SPECS)
 PAPER_ENCODERS: tuple[str, ...] = ("densenet121", "chexnet", "inceptionv3", "resnet50")
 TINY_WIDTHS = (4, 8, 8, 16, 16)
+SLIM_WIDTHS = (16, 32, 64, 128, 256)
+FROM_SCRATCH: tuple[str, ...] = ("slim", "tiny")  # no pretrained weights exist for these
 
 _APPLICATIONS = {
     "densenet121": "DenseNet121",
@@ -149,6 +165,28 @@ def check_input_shape(input_shape, spec: EncoderSpec) -> tuple[int, int, int]:
     return shape
 
 
+def check_encoder_widths(encoder: str, widths) -> tuple[int, ...] | None:
+    """Five positive widths for the slim encoder (strides 2..32), None for its default;
+    any other encoder has fixed widths and takes None only."""
+    if widths is None:
+        return None
+    if encoder != "slim":
+        raise ValueError(
+            f"encoder_widths configures the slim encoder; {SPECS[encoder].label} has fixed widths"
+        )
+    try:
+        widths = tuple(widths)
+    except TypeError:
+        widths = ()
+    if len(widths) != 5 or any(
+        not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths
+    ):
+        raise ValueError(
+            f"encoder_widths needs five positive integers (strides 2, 4, 8, 16, 32), got {widths!r}"
+        )
+    return widths
+
+
 @dataclass
 class Encoder:
     spec: EncoderSpec
@@ -158,12 +196,21 @@ class Encoder:
     application: keras.Model | None = None  # the keras.applications model, to load weights into
 
 
-def build_encoder(name: str, inputs, input_shape: tuple[int, int, int]) -> Encoder:
-    """Preprocessing + backbone on `inputs` (raw RGB in [0, 255]); layers end up in the caller's graph."""
+def build_encoder(
+    name: str,
+    inputs,
+    input_shape: tuple[int, int, int],
+    *,
+    widths: tuple[int, ...] | None = None,
+) -> Encoder:
+    """Preprocessing + backbone on `inputs` (raw RGB in [0, 255]); layers end up in the caller's
+    graph. `widths` (checked by check_encoder_widths) sets the slim encoder's stage widths."""
     spec = SPECS[name]
     x = EncoderPreprocess(spec.preprocess, name="preprocess")(inputs)
     if name == "tiny":
         return _build_tiny(spec, x)
+    if name == "slim":
+        return _build_slim(spec, x, widths or SLIM_WIDTHS)
     factory = getattr(keras.applications, _APPLICATIONS[name])
     # Passing our tensor as input_tensor puts the backbone's layers straight into the
     # segmenter/classifier graph (no nested model), so every layer, including the Grad-CAM one,
@@ -193,6 +240,26 @@ def _build_tiny(spec: EncoderSpec, x) -> Encoder:
             keras.layers.BatchNormalization(name=f"tiny_block{i}_bn"),
             keras.layers.Activation("relu", name=f"tiny_block{i}_relu"),
         ]
+        for layer in block:
+            x = layer(x)
+        layers += block
+        features.append(x)
+    return Encoder(spec, features, x, layers, None)
+
+
+def _build_slim(spec: EncoderSpec, x, widths: tuple[int, ...]) -> Encoder:
+    layers, features = [], []
+    for i, width in enumerate(widths, start=1):
+        block = []
+        for part, strides in (("a", 2), ("b", 1)):
+            name = f"slim_block{i}{part}"
+            block += [
+                keras.layers.Conv2D(
+                    width, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+                ),
+                keras.layers.BatchNormalization(name=f"{name}_bn"),
+                keras.layers.Activation("relu", name=f"{name}_relu"),
+            ]
         for layer in block:
             x = layer(x)
         layers += block

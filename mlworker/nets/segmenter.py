@@ -19,6 +19,7 @@ from mlworker.nets.encoders import (
     ENCODERS,
     SPECS,
     build_encoder,
+    check_encoder_widths,
     check_input_shape,
     freeze,
     resolve_name,
@@ -40,15 +41,17 @@ def build_segmenter(
     frozen: bool = False,
     decoder_widths: Sequence[int] = DECODER_WIDTHS,
     deep_supervision: bool = False,
+    encoder_widths: Sequence[int] | None = None,
 ) -> keras.Model:
     """A segmentation network taking RGB pixels in [0, 255] and giving a [0, 1] infection map.
 
     arch: "unet", "unetpp" or "dla"; encoder: "densenet121", "chexnet", "inceptionv3",
-    "resnet50" or "tiny" (common spellings such as "UNet++" or "DenseNet-121" work too).
+    "resnet50", "slim" or "tiny" (common spellings such as "UNet++" or "DenseNet-121" work too).
     encoder_weights: None (random), "imagenet", "chexnet" (encoder="chexnet" only),
     "pretrained" (whichever of the two the encoder has) or a file path; see nets/weights.py.
     frozen: encoder layers non-trainable (BatchNorm in inference mode), decoder trainable.
     deep_supervision (UNet++ only): four outputs, from X(0,1)...X(0,4); the last is "mask".
+    encoder_widths (slim only): its five stage widths, strides 2..32 (default 16 ... 256).
     The output, named "mask", has shape (batch, height, width, 1) and is always float32.
     """
     arch = resolve_name(arch, ARCHS, "arch")
@@ -56,13 +59,14 @@ def build_segmenter(
     spec = SPECS[encoder]
     shape = check_input_shape(input_shape, spec)
     widths = check_widths(decoder_widths)
+    stage_widths = check_encoder_widths(encoder, encoder_widths)
     if deep_supervision and arch != "unetpp":
         raise ValueError(f"deep_supervision is a UNet++ option; arch {arch!r} has one output")
     # Resolve the weights file before building anything, so a wrong name fails fast.
     weights_path = resolve_weights(encoder, encoder_weights)
 
     inputs = keras.Input(shape, name="image")
-    backbone = build_encoder(encoder, inputs, shape)
+    backbone = build_encoder(encoder, inputs, shape, widths=stage_widths)
     if weights_path is not None:
         load_encoder_weights(backbone, weights_path, shape)
     if frozen:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from mlworker.nets.encoders import SPECS, Encoder
+from mlworker.nets.encoders import FROM_SCRATCH, SPECS, Encoder
 
 CHEXNET_FILE = "brucechou1983_CheXNet_Keras_0.3.0_weights.h5"
 CHEXNET_CLASSES = 14  # ChestX-ray14 findings: the head the CheXNet file was saved with
@@ -52,8 +52,10 @@ def resolve_weights(encoder_name: str, encoder_weights: str | os.PathLike | None
     """Checks `encoder_weights` for this encoder and returns the file to load (None: random init)."""
     if encoder_weights is None:
         return None
-    if encoder_name == "tiny":
-        raise ValueError("the tiny encoder has no pretrained weights; use encoder_weights=None")
+    if encoder_name in FROM_SCRATCH:
+        raise ValueError(
+            f"the {encoder_name} encoder has no pretrained weights; use encoder_weights=None"
+        )
     keyword = encoder_weights.lower() if isinstance(encoder_weights, str) else None
     if keyword == "pretrained":
         keyword = "chexnet" if encoder_name == "chexnet" else "imagenet"

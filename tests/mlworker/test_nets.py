@@ -29,7 +29,14 @@ pytestmark = [
 
 SMALL = (16, 16, 8, 8, 8)  # decoder widths that keep tiny-encoder tests fast
 # The smallest input each encoder takes sensibly (Inception-v3 refuses anything under 75).
-MIN_SIDE = {"densenet121": 64, "chexnet": 64, "resnet50": 64, "inceptionv3": 75, "tiny": 64}
+MIN_SIDE = {
+    "densenet121": 64,
+    "chexnet": 64,
+    "resnet50": 64,
+    "inceptionv3": 75,
+    "slim": 64,
+    "tiny": 64,
+}
 APPLICATION_PREPROCESS = {
     "densenet121": keras.applications.densenet.preprocess_input,
     "chexnet": keras.applications.densenet.preprocess_input,
@@ -105,6 +112,7 @@ def test_it_accepts_common_arch_spellings(arch, name):
         ("InceptionV3", "inceptionv3"),
         ("ResNet-50", "resnet50"),
         ("resnet_50", "resnet50"),
+        ("Slim", "slim"),
     ],
 )
 def test_it_accepts_common_encoder_spellings(spelling, encoder):
@@ -136,6 +144,11 @@ def test_it_accepts_common_encoder_spellings(spelling, encoder):
             "fit encoder 'chexnet'",
         ),
         ({"encoder": "resnet50", "encoder_weights": 3}, TypeError, "or a file path"),
+        ({"encoder": "slim", "encoder_weights": "imagenet"}, ValueError, "slim encoder has no"),
+        ({"encoder_widths": (8, 16, 32, 64, 128)}, ValueError, "Tiny has fixed widths"),
+        ({"encoder": "slim", "encoder_widths": (8, 16)}, ValueError, "five positive integers"),
+        ({"encoder": "slim", "encoder_widths": (8, 0, 8, 8, 8)}, ValueError, "five positive"),
+        ({"encoder": "slim", "encoder_widths": 8}, ValueError, "five positive integers"),
     ],
 )
 def test_it_rejects_bad_arguments_clearly(kwargs, error, message):
@@ -284,7 +297,7 @@ def test_paper_encoders_give_input_resolution_at_several_sizes(encoder, sizes):
 # -- classifiers and their Grad-CAM layer --------------------------------------------------------
 
 
-@pytest.mark.parametrize("encoder", [*PAPER_ENCODERS, "tiny"])
+@pytest.mark.parametrize("encoder", [*PAPER_ENCODERS, "slim", "tiny"])
 def test_classifier_pools_the_named_feature_layer(encoder, tmp_path):
     side = MIN_SIDE[encoder]
     model = build_classifier(encoder, input_shape=(side, side, 3))
@@ -301,7 +314,7 @@ def test_classifier_pools_the_named_feature_layer(encoder, tmp_path):
     probabilities = keras.ops.convert_to_numpy(model(x))
     assert probabilities.shape == (1, 2) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(), 1.0, atol=1e-6)
-    if encoder == "tiny":
+    if encoder in ("slim", "tiny"):
         _train_save_reload(model, x, np.array([[0.0, 1.0]]), tmp_path, "categorical_crossentropy")
 
 
