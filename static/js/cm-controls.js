@@ -80,15 +80,28 @@
         `<form method="dialog"><button type="submit" class="cm-btn" autofocus>Close <kbd>Esc</kbd></button></form>`;
     };
     // Keys typed inside the dialog belong to it: the page's choice keys must not fire behind it.
+    // Once it is closed they are the page's again, also a key pressed so soon after Escape that
+    // the browser has not yet moved focus out of the hidden dialog.
+    let before = null;
     dlg.addEventListener("keydown", (e) => {
+      if (!dlg.open) return;
       e.stopPropagation();
       if (e.key === "?") dlg.close();
+    });
+    dlg.addEventListener("close", () => {
+      const active = document.activeElement;
+      if (active && dlg.contains(active)) {
+        if (before && before.isConnected && before !== document.body) before.focus();
+        else active.blur();
+      }
+      before = null;
     });
     root.append(dlg);
     return {
       el: dlg,
       toggle() {
         if (dlg.open) return dlg.close();
+        before = document.activeElement;
         build();
         dlg.showModal();
       },

@@ -67,3 +67,28 @@ def test_a_full_knockout_by_keyboard_only(live_server, page, artifacts_dir):
     (artifacts_dir / "transition-ms.txt").write_text(f"{ms}\n")
     print(f"\npairwise: decision -> next screen usable in {ms} ms")
     page.screenshot(path=artifacts_dir / "pairwise-next-case.png")
+
+
+def test_a_choice_key_right_after_closing_the_help_is_not_lost(live_server, page):
+    review_stage(n_cases=1, mode=Stage.Mode.PAIRWISE, n_networks=2, width=320, height=384)
+    md = UserFactory(roles=[MD])
+    login(page, live_server, md)
+    page.goto(f"{live_server.url}/review/")
+    with page.expect_navigation():
+        page.get_by_role("link", name="Start").click()
+    wait_ready(page)
+    page.keyboard.press("?")
+    assert page.locator("dialog.cm-help[open]").count() == 1
+    page.keyboard.press("Escape")
+    # Closing hands focus back to the page at once, not at the browser's next focus fix-up.
+    assert page.evaluate("() => !document.activeElement.closest('dialog')")
+    # A key pressed before the browser has moved focus out of the closed dialog reaches the
+    # dialog's Close button first: the dialog must hand it on to the page's choice keys.
+    with page.expect_navigation():
+        page.evaluate(
+            """() => document.querySelector("dialog.cm-help button").dispatchEvent(
+                new KeyboardEvent("keydown", {key: "a", bubbles: true, cancelable: true}))"""
+        )
+    wait_ready(page)
+    assert PairwiseRound.objects.filter(task__reader=md).count() == 1
+    assert page.get_by_text("round 2 of 2").is_visible()
