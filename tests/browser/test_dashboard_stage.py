@@ -28,12 +28,13 @@ def test_a_stage_launched_from_the_dashboard_shows_live_progress(
     page.get_by_label("Preset").select_option("fast-cpu")
     page.wait_for_load_state("networkidle")  # the preset re-renders the form (htmx)
     expect(page.get_by_label("Epochs")).to_have_value("3")
-    # One small network, enough epochs that progress is visible between polls.
+    # One small network, enough epochs that progress is visible between polls (every 2 s)
+    # also on a fast machine.
     checked = page.locator("input[name=networks]:checked")
     while checked.count():
         checked.first.uncheck()
     page.locator("input[name=networks][value='unet/tiny']").check()
-    page.get_by_label("Epochs").fill("6")
+    page.get_by_label("Epochs").fill("40")
     page.screenshot(path=artifacts_dir / "stage-form.png", full_page=True)
     page.get_by_role("button", name="Create stage").click()
     expect(page.locator("#plan")).to_contain_text("Launching trains on 8 cases")
