@@ -18,13 +18,13 @@ from DIR/mask_<name> instead (e.g. a phantom cohort's hidden-truth/).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from mlworker.data import COVID_LABELS, DataError, load_qata_folder, read_mask
+from mlworker.cli._shared import fail, load_trained_model, read_folder
+from mlworker.data import COVID_LABELS, DataError, read_mask
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,11 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gallery", type=int, default=3, help="cases per gallery row: best, median, worst (3)"
     )
-
-
-def fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def read_names(path: Path) -> list[str]:
@@ -122,23 +117,12 @@ def run(args: argparse.Namespace) -> int:
     import keras
     from tqdm import tqdm
 
-    import mlworker.losses  # noqa: F401  (registers the loss a saved model refers to)
-    import mlworker.nets  # noqa: F401  (registers the custom layers)
     from mlworker.evaluate import evaluate_probabilities, predict_cases, summary_lines, write_report
     from mlworker.predict import model_input_size
 
     try:
-        model = keras.saving.load_model(args.model, compile=False)
-    except Exception as exc:  # Keras raises many kinds for a bad file; all mean the same
-        return fail(f"cannot load {args.model}: {exc}")
-    size = args.size or (model_input_size(model) or (None,))[0]
-    if size is None:
-        return fail("the model accepts any size: give --size")
-    try:
-        with tqdm(desc="reading", unit="img", disable=None, leave=False) as bar:
-            cases = load_qata_folder(
-                args.data, size=size, names=names, progress=lambda done, total: bar.update(1)
-            )
+        model, size = load_trained_model(args.model, args.size)
+        cases = read_folder(args.data, size, names)
         cases, is_covid, has_mask, left_out = select_cases(cases, args.truth)
         if not has_mask.any():
             raise DataError(

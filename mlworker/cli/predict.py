@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from mlworker.data import DataError, load_qata_folder
+from mlworker.cli._shared import fail, load_trained_model, read_folder
+from mlworker.data import DataError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     parser.add_argument("--threshold", type=float, default=0.5, help="mask threshold (0.5)")
-
-
-def fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,29 +42,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 1:
         return fail(f"--threshold must lie in (0, 1), got {args.threshold}")
 
-    import keras
-
-    import mlworker.losses  # noqa: F401  (registers the loss a saved model refers to)
-    import mlworker.nets  # noqa: F401  (registers the custom layers)
-    from mlworker.predict import (
-        binarize,
-        encode_probability_png,
-        model_input_size,
-        predict_probabilities,
-    )
+    from mlworker.predict import binarize, encode_probability_png, predict_probabilities
 
     try:
-        model = keras.saving.load_model(args.model, compile=False)
-    except Exception as exc:  # Keras raises many kinds for a bad file; all mean the same
-        return fail(f"cannot load {args.model}: {exc}")
-    size = args.size or (model_input_size(model) or (None,))[0]
-    if size is None:
-        return fail("the model accepts any size: give --size")
-    try:
-        with tqdm(desc="reading", unit="img", disable=None, leave=False) as bar:
-            cases = load_qata_folder(
-                args.data, size=size, progress=lambda done, total: bar.update(1)
-            )
+        model, size = load_trained_model(args.model, args.size)
+        cases = read_folder(args.data, size)
     except DataError as exc:
         return fail(str(exc))
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mlworker.cli._shared import fail
 from mlworker.data import CaseSet, DataError, kfold_splits, load_qata_folder, train_val_split
 
 VAL_SPLITS = {"val", "valid", "validation"}
@@ -43,11 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-balance", action="store_true", help="do not repeat COVID-19 cases up to the controls"
     )
-
-
-def fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def check_args(args: argparse.Namespace) -> str | None:
