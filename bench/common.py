@@ -172,6 +172,11 @@ class Guard:
 # --- models -----------------------------------------------------------------------------
 
 
+def widths(text: str | None) -> tuple[int, ...] | None:
+    """A comma-separated widths flag ("128,64,32,32,16") as integers; None stays None."""
+    return None if not text else tuple(int(w) for w in str(text).split(","))
+
+
 def build_model(config: dict[str, Any], *, policy: str | None = None):
     """build_segmenter(**config) under a dtype policy ("mixed_bfloat16", ...), restored after."""
     import keras

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import CACHE_DIR, REPO, Guard, build_model, conv_flops, log  # noqa: E402
+from bench.common import CACHE_DIR, REPO, Guard, build_model, conv_flops, log, widths  # noqa: E402
 
 TARGET_F1, TARGET_SENS, TARGET_SPEC = 0.80, 0.95, 0.95
 
@@ -67,9 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.covid, args.control, args.epochs = 40, 20, 2
         args.out = args.out.with_name(args.out.name + "-quick")
-    args.decoder_widths = tuple(int(w) for w in args.decoder_widths.split(","))
-    if args.encoder_widths:
-        args.encoder_widths = tuple(int(w) for w in args.encoder_widths.split(","))
+    args.decoder_widths = widths(args.decoder_widths)
+    args.encoder_widths = widths(args.encoder_widths)
     return args
 
 

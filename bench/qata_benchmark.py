@@ -55,6 +55,7 @@ from bench.common import (  # noqa: E402
     qata_split_names,
     save_portable,
     subset,
+    widths,
 )
 
 PROFILES = {
@@ -136,9 +137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for key, value in QUICK.items():
             if key not in explicit:
                 setattr(args, key, value)
-    args.decoder_widths = tuple(int(w) for w in str(args.decoder_widths).split(","))
-    if args.encoder_widths:
-        args.encoder_widths = tuple(int(w) for w in args.encoder_widths.split(","))
+    args.decoder_widths = widths(args.decoder_widths)
+    args.encoder_widths = widths(args.encoder_widths)
     args.out = (
         args.out or REPO / "bench" / "out" / f"qata-{args.profile}{'-quick' if args.quick else ''}"
     )

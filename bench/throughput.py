@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, conv_flops  # noqa: E402
+from bench.common import REPO, conv_flops, widths  # noqa: E402
 
 ARCHS = ("unet", "unetpp", "dla")
 ENCODERS = ("densenet121", "chexnet", "inceptionv3", "resnet50")
@@ -108,9 +108,9 @@ def measure(arch: str, encoder: str, args: argparse.Namespace) -> dict:
     if args.precision != "float32":
         keras.config.set_dtype_policy(args.precision)
     try:
-        widths = tuple(int(w) for w in args.decoder_widths.split(","))
+        decoder_widths = widths(args.decoder_widths)
         model = build_segmenter(
-            arch, encoder, input_shape=(args.size, args.size, 3), decoder_widths=widths
+            arch, encoder, input_shape=(args.size, args.size, 3), decoder_widths=decoder_widths
         )
     finally:
         keras.config.set_dtype_policy(previous)
