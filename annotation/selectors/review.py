@@ -12,6 +12,7 @@ from django.utils import timezone
 from annotation import blinding
 from annotation.models import Candidate, Decision, ReviewTask, Stage
 from annotation.roles import SENIOR_MD, has_role
+from annotation.services.assignment import reader_task
 from annotation.services.consensus import adjudication_options
 from annotation.services.review import Knockout, knockout_state
 
@@ -160,12 +161,7 @@ def candidate_at_position(*, task: ReviewTask, position: int) -> Candidate | Non
 def media_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
     """The task whose images a reader may fetch: theirs (leased or decided), and adjudication
     tasks only for senior MDs. None otherwise, so every refusal looks like a missing image."""
-    task = (
-        ReviewTask.objects.select_related("radiograph", "stage")
-        .filter(token=token, reader=reader)
-        .exclude(status=ReviewTask.Status.CANCELLED)
-        .first()
-    )
+    task = reader_task(token=token, reader=reader)
     if task is None:
         return None
     if task.kind == ReviewTask.Kind.ADJUDICATION and not has_role(reader, SENIOR_MD):

@@ -166,14 +166,19 @@ def _reshuffled(task: ReviewTask) -> list:
     return _shuffled(list(task.candidate_order))
 
 
-def task_held(*, token: str, reader: AbstractBaseUser) -> ReviewTask:
-    """The task behind a token, only if this reader holds it (or decided it)."""
-    task = (
+def reader_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
+    """The task behind a token if this reader holds it (or decided it); None otherwise."""
+    return (
         ReviewTask.objects.select_related("stage", "radiograph")
         .filter(token=token, reader=reader)
         .exclude(status=ReviewTask.Status.CANCELLED)
         .first()
     )
+
+
+def task_held(*, token: str, reader: AbstractBaseUser) -> ReviewTask:
+    """The task behind a token, only if this reader holds it (or decided it)."""
+    task = reader_task(token=token, reader=reader)
     if task is None:
         raise NotYourTask(
             "this case is not in your queue (it may have been handed to another reader)"
