@@ -22,6 +22,7 @@ sensitivity ≥ 0.95 at specificity ≥ 0.95, within 20 minutes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -73,8 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def cohort(args: argparse.Namespace) -> dict[str, np.ndarray]:
-    """Images, truth and manual masks, labels and patients, cached under var/bench-cache."""
-    path = CACHE_DIR / f"phantoms-{args.seed}-{args.covid}-{args.control}-{args.size}.npz"
+    """Images, truth and manual masks, labels and patients, cached under var/bench-cache.
+
+    The cache is keyed by the generator's source too, so a changed generator renders afresh.
+    """
+    source = sorted((REPO / "mlworker" / "phantoms").glob("*.py"))
+    version = hashlib.sha256(b"".join(f.read_bytes() for f in source)).hexdigest()[:12]
+    path = CACHE_DIR / f"phantoms-{args.seed}-{args.covid}-{args.control}-{args.size}-{version}.npz"
     if path.is_file():
         return dict(np.load(path))
     from mlworker.phantoms import plan_cohort, render_spec

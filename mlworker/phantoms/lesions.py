@@ -6,6 +6,11 @@ to the lung fields. The infection mask is F > THRESHOLD, and the opacity added t
 a contrast field times a ramp of (F - THRESHOLD) that is zero below the threshold. So the mask
 is exact by construction: the image changes where, and only where, the mask is set.
 
+A reader outlines ground glass where the haze becomes perceptible, not where it fades to
+nothing: inside the mask the ramp starts at a visible floor (_VISIBLE of the lesion's contrast)
+and rises smoothly to full contrast. Without the floor, a small blob whose field barely crosses
+the threshold is labelled infected while adding almost nothing to the image.
+
 The control findings are denser, sharper and placed differently (lobar consolidation with a
 fissure edge and air bronchograms, round nodules, basal effusion with a meniscus); they never
 produce a mask.
@@ -24,6 +29,8 @@ THRESHOLD = np.float32(0.5)
 _RAMP = np.float32(
     0.55
 )  # the soft edge: F - THRESHOLD over which the opacity reaches full contrast
+# Share of the contrast at the mask's edge: where the haze becomes perceptible to a reader.
+_VISIBLE = np.float32(0.35)
 _SAMPLING_GRID = 48  # lesion centres are drawn on this coarse grid, whatever the image size
 
 
@@ -74,7 +81,9 @@ def draw_ggo(rng: np.random.Generator, a: Anatomy) -> tuple[list[Blob], dict]:
     first_side = int(rng.choice([-1, 1]))
     blobs: list[Blob] = []
     sampler = _Sampler(a)
-    base_contrast = rng.uniform(0.05, 0.13)
+    # Ground glass a reader reports is at least about as dense as the posterior rib shadows it
+    # overlaps (0.075, anatomy._ribs); fainter haze goes unreported and unlabelled.
+    base_contrast = rng.uniform(0.08, 0.14)
     sizes = rng.uniform(*spread, size=n_main)
     n_small = int(rng.integers(0, 4))
     for i in range(n_main + n_small):
@@ -150,7 +159,8 @@ def render_ggo(
     contrast = weighted / np.maximum(raw, F32(1e-6))
     # Fine reticular texture (crazy paving) over the haze; kept positive so the mask stays exact.
     contrast = contrast * np.clip(1.0 + 0.3 * smooth_noise(rng, size, 60), 0.4, None)
-    added = np.where(mask, contrast * smoothstep((field - THRESHOLD) / _RAMP), 0.0).astype(F32)
+    ramp = _VISIBLE + (1 - _VISIBLE) * smoothstep((field - THRESHOLD) / _RAMP)
+    added = np.where(mask, contrast * ramp, 0.0).astype(F32)
     return Opacity(field=field, added=added, mask=mask)
 
 
@@ -199,7 +209,10 @@ def _consolidation(x, y, pose: Pose, a: Anatomy, lung_soft: np.ndarray, rng):
         region = region * smoothstep(edge)
     # Air bronchograms: dark branching tubes inside the dense region.
     bronchi = np.exp(-((smooth_noise(rng, size, 8) / 0.08) ** 2)) * smoothstep((raw - 0.75) / 0.3)
-    amplitude = float(rng.uniform(0.2, 0.3))
+    # Consolidation fills the air spaces: the region approaches soft-tissue density, most of
+    # the lung's air (0.26-0.64, anatomy.render_thorax) replaced. Ground glass fills them only
+    # partly (at most about 0.25), which is what tells the two apart on a radiograph.
+    amplitude = float(rng.uniform(0.32, 0.45))
     added = amplitude * region * (1.0 - 0.3 * bronchi)
     return added.astype(F32), {"side": side, "fissure": fissure, "amplitude": round(amplitude, 4)}
 

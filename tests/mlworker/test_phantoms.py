@@ -117,6 +117,19 @@ def test_true_mask_is_exactly_where_the_infection_changes_the_image(seed):
     assert 2 <= lift.mean() <= 40
 
 
+def test_every_labelled_infection_is_visible_up_to_its_outline():
+    """A COVID-19 label with nothing to see would teach a network (and grade it) on noise: each
+    phantom brightens its whole mask perceptibly, its outline included."""
+    for seed in range(40):
+        covid = generate_case(seed=seed, size=128, label="covid")
+        without = generate_case(seed=seed, size=128, label="normal")
+        lift = covid.image.astype(int) - without.image.astype(int)
+        mask = covid.true_mask
+        rim = mask & ~ndimage.binary_erosion(mask)
+        assert lift[mask].mean() >= 8, f"seed {seed}: infection too faint to see"
+        assert lift[rim].mean() >= 4, f"seed {seed}: outline drawn where nothing shows"
+
+
 @pytest.mark.parametrize("finding", CONTROL_FINDINGS)
 def test_controls_carry_no_infection_but_show_their_finding(finding):
     case = generate_case(seed=21, size=128, label="other", finding=finding)
