@@ -20,6 +20,7 @@ urlpatterns: list = [
     path("review/t/<str:token>/draft", review_media.draft, name="review_draft"),
     path("review/t/<str:token>/ahead", review.ahead, name="review_ahead"),
     path("review/t/<str:token>/progress", review.progress, name="review_progress"),
+    path("review/t/<str:token>/keep", review.keep, name="review_keep"),
     # images by opaque, access-checked names
     path("review/m/<str:opaque>.png", review_media.mask_png, name="review_mask"),
     path("review/i/<str:token>.png", review_media.image_png, name="review_image"),

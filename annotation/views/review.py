@@ -10,11 +10,13 @@ they get a message and the screen they should be on.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.models import ReviewTask, Stage
@@ -151,6 +153,41 @@ def ahead(request: HttpRequest, token: str) -> JsonResponse:
     screen = task_screen(task=nxt, reader=request.user, progress=False)
     images = [screen.image_url, *(p.mask_url for p in screen.panes)]
     return JsonResponse({"url": _screen_url(nxt), "prefetch": images})
+
+
+LEASE_LOST = (
+    "This case is no longer yours to decide: its lease ran out while you were away and it went "
+    "back to the pool. Your queue has your next case."
+)
+
+
+@require_POST
+@role_required(*READER_ROLES)
+def keep(request: HttpRequest, token: str) -> JsonResponse:
+    """Keep the case while the reader is still at its screen.
+
+    review.js posts here while the reader is active (the lease otherwise runs from the time the
+    screen was opened). 200 with the new expiry; 409, with where to go, once the case is no
+    longer theirs to decide, so the screen says so before the reader makes a choice.
+    """
+    try:
+        task = task_held(token=token, reader=request.user)
+    except NotYourTask:
+        return JsonResponse({"error": LEASE_LOST, "redirect": reverse("review_queue")}, status=409)
+    if task.status == ReviewTask.Status.DONE:
+        return JsonResponse(
+            {
+                "error": "This case is already decided.",
+                "redirect": _next_url(task.stage, task.kind),
+            },
+            status=409,
+        )
+    until = timezone.now() + timedelta(seconds=task.stage.lease_seconds)
+    if not task_lease_renew(task=task, reader=request.user, until=until):
+        return JsonResponse({"error": LEASE_LOST, "redirect": reverse("review_queue")}, status=409)
+    return JsonResponse(
+        {"lease_expires_at": until.isoformat(), "lease_seconds": task.stage.lease_seconds}
+    )
 
 
 @require_GET

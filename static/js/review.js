@@ -13,6 +13,11 @@
  *   (leased ahead) and the browser prerenders it (speculation rules), or at least fetches its
  *   images; the choice then lands on a screen that is already drawn. A prerendered screen
  *   starts its clock when it is shown, and refreshes its progress strip (htmx).
+ * - Keeping the case: while the reader is at the screen (page visible, and a key, click, pointer
+ *   move, scroll or touch since the last beat), data-keep-url renews the lease every third of
+ *   data-lease-seconds (at most every 2 minutes), and once as soon as the screen is in use (a
+ *   screen rendered ahead may have waited). A reader who walks away lets the lease run out as
+ *   before; a case lost meanwhile is said at once, not at the choice.
  */
 (function () {
   "use strict";
@@ -39,6 +44,7 @@
       document.dispatchEvent(new CustomEvent("review:activated"));
     }
     lookAhead();
+    keepLease();
   }
   function onDrawn() {
     drawn = true;
@@ -83,6 +89,57 @@
       Object.assign(link, { rel: "prefetch", href: url, as: "fetch", crossOrigin: "anonymous" });
       document.head.append(link);
     }
+  }
+
+  /* ---------- keeping the case while the reader works on it ---------- */
+  function csrfToken() {
+    try {
+      const h = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+      if (h["X-CSRFToken"]) return h["X-CSRFToken"];
+    } catch (_) {
+      /* fall back to the form's token */
+    }
+    const input = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+  function keepLease() {
+    const screen = document.querySelector("[data-keep-url]");
+    if (!screen) return;
+    const every = 1000 * Math.max(1, Math.min(120, Number(screen.dataset.leaseSeconds || 900) / 3));
+    let active = true, lost = false, beats = 0, timer = null;
+    for (const type of ["pointermove", "pointerdown", "keydown", "wheel", "touchstart"]) {
+      document.addEventListener(type, () => (active = true), { capture: true, passive: true });
+    }
+    async function beat() {
+      if (lost || !active || document.visibilityState !== "visible") return;
+      active = false;
+      let r, data;
+      try {
+        r = await fetch(screen.dataset.keepUrl, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+        });
+        data = await r.json().catch(() => ({}));
+      } catch (_) {
+        active = true; // no connection: try again at the next beat
+        return;
+      }
+      document.documentElement.dataset.leaseBeats = String(++beats);
+      if (r.status !== 409) return;
+      lost = true;
+      clearInterval(timer);
+      alertText(data.error || "This case is no longer yours to decide.");
+      const alert = document.querySelector("[data-review-alert]");
+      if (alert && data.redirect) {
+        const go = Object.assign(document.createElement("a"), { href: data.redirect, textContent: "Go on" });
+        alert.append(" ", go);
+      }
+      document.querySelectorAll("[data-review-form] button").forEach((b) => (b.disabled = true));
+      document.documentElement.dataset.leaseLost = "1";
+    }
+    timer = setInterval(beat, every);
+    beat();
   }
 
   /* ---------- messages ---------- */

@@ -212,6 +212,8 @@ MATRIX: list[Row] = [
     Row("GET", "/review/m/{mine_mask}.png", MY_CASE_SCREEN, "review_mask"),
     Row("GET", "/review/m/{other_mask}.png", OTHERS_CASE_SCREEN, "review_mask"),
     Row("GET", "/review/t/{mine}/ahead", by_role(302, 200, 403, 403, 403), "review_ahead"),
+    Row("POST", "/review/t/{mine}/keep", by_role(302, 200, 409, 403, 403), "review_keep"),
+    Row("POST", "/review/t/{other}/keep", by_role(302, 409, 409, 403, 403), "review_keep"),
     Row("POST", "/review/t/no-such-task/pick", READER_ACTION, "review_pick"),
     Row("POST", "/review/t/{other}/pick", READER_ACTION, "review_pick", PICK),
     Row("POST", "/review/t/no-such-task/round", MD_ACTION, "review_round"),

@@ -3,10 +3,13 @@ from __future__ import annotations
 import io
 import re
 import uuid
+from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from PIL import Image
 
 from annotation.models import Decision, DrawingDraft, GroundTruth, ReviewTask, Stage
@@ -293,3 +296,78 @@ def test_the_progress_strip_is_an_htmx_fragment(client):
     )
     text = fragment.content.decode()
     assert text.startswith('<span class="review-progress"') and "case 2 of 3" in text
+
+
+def keep(client, task, **extra):
+    return client.post(
+        reverse("review_keep", kwargs={"token": task.token}),
+        HTTP_ACCEPT="application/json",
+        **extra,
+    )
+
+
+def test_a_reader_at_the_screen_keeps_the_case_past_its_first_lease(client):
+    stage = review_stage(n_cases=2)
+    md = login(client, MD)
+    task, html = open_next(client, stage)
+    # Opened long ago: the lease from opening has (almost) run out.
+    almost = timezone.now() + timedelta(seconds=5)
+    ReviewTask.objects.filter(pk=task.pk).update(lease_expires_at=almost)
+    answer = keep(client, task)
+    assert answer.status_code == 200
+    task.refresh_from_db()
+    assert task.lease_expires_at >= almost + timedelta(seconds=stage.lease_seconds - 60)
+    assert answer.json()["lease_seconds"] == stage.lease_seconds
+    # So nobody else is handed the case, and the reader's choice still counts.
+    other = Client()
+    login(other, MD)
+    other_task, _ = open_next(other, stage)
+    assert other_task.pk != task.pk
+    done = client.post(
+        reverse("review_pick", kwargs={"token": task.token}), {"position": 1, "key": form_key(html)}
+    )
+    assert done.status_code == 302 and Decision.objects.filter(task=task, reader=md).exists()
+
+
+def test_a_case_handed_on_while_the_reader_was_away_is_said_at_once(client):
+    stage = review_stage(n_cases=1)
+    login(client, MD)
+    task, _ = open_next(client, stage)
+    ReviewTask.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+    other = Client()
+    login(other, MD)
+    taken, _ = open_next(other, stage)
+    assert taken.pk == task.pk
+    answer = keep(client, task)
+    assert answer.status_code == 409
+    assert "lease ran out" in answer.json()["error"]
+    assert answer.json()["redirect"] == reverse("review_queue")
+    taken.refresh_from_db()
+    # The renewal did not take the case back from its new reader.
+    assert taken.lease_expires_at > timezone.now() + timedelta(seconds=stage.lease_seconds - 60)
+    assert ReviewTask.objects.get(pk=task.pk).reader_id == taken.reader_id != task.reader_id
+
+
+def test_keeping_a_decided_case_points_to_the_next_one_and_changes_nothing(client):
+    stage = review_stage(n_cases=2)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    client.post(
+        reverse("review_pick", kwargs={"token": task.token}), {"position": 1, "key": form_key(html)}
+    )
+    before = ReviewTask.objects.get(pk=task.pk)
+    answer = keep(client, task)
+    assert answer.status_code == 409 and answer.json()["error"] == "This case is already decided."
+    assert answer.json()["redirect"]
+    after = ReviewTask.objects.get(pk=task.pk)
+    assert (after.status, after.lease_expires_at) == (before.status, before.lease_expires_at)
+
+
+def test_keeping_is_a_post_and_the_screens_carry_its_url(client):
+    stage = review_stage(n_cases=1)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    url = reverse("review_keep", kwargs={"token": task.token})
+    assert f'data-keep-url="{url}"' in html
+    assert f'data-lease-seconds="{stage.lease_seconds}"' in html
+    assert client.get(url).status_code == 405

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from annotation.models import Decision, GroundTruth, PairwiseRound, ReviewTask, Stage
 from annotation.roles import MD
@@ -91,3 +92,41 @@ def test_a_choice_key_right_after_closing_the_help_is_not_lost(live_server, page
     wait_ready(page)
     assert PairwiseRound.objects.filter(task__reader=md).count() == 1
     assert page.get_by_text("round 2 of 2").is_visible()
+
+
+def test_an_active_reader_keeps_the_case_and_a_lost_case_is_said_at_once(
+    live_server, page, artifacts_dir
+):
+    stage = review_stage(n_cases=1, mode=Stage.Mode.PAIRWISE, n_networks=2, width=320, height=384)
+    Stage.objects.filter(pk=stage.pk).update(lease_seconds=3)  # review.js beats every second
+    md = UserFactory(roles=[MD])
+    login(page, live_server, md)
+    page.goto(f"{live_server.url}/review/")
+    with page.expect_navigation():
+        page.get_by_role("link", name="Start").click()
+    wait_ready(page)
+    task = ReviewTask.objects.get(token=page.url.rstrip("/").split("/")[-1])
+    beats = lambda: int(page.evaluate("document.documentElement.dataset.leaseBeats || 0"))  # noqa: E731
+    # Studying the case, mouse in hand, well past the 3-second lease it was opened with.
+    for x in range(8):
+        page.mouse.move(100 + 10 * x, 200)
+        page.wait_for_timeout(700)
+    task.refresh_from_db()
+    assert beats() >= 3
+    assert task.status == ReviewTask.Status.LEASED
+    assert task.lease_expires_at > timezone.now(), "an active reader's lease was let run out"
+    # Away from the desk: the page stays open, but nothing renews the lease any more.
+    page.wait_for_timeout(1500)
+    idle = beats()
+    page.wait_for_timeout(3000)
+    assert beats() == idle
+    # Meanwhile the case went to another reader; back at the desk, the screen says so at once.
+    other = UserFactory(roles=[MD])
+    ReviewTask.objects.filter(pk=task.pk).update(reader=other, lease_expires_at=timezone.now())
+    page.mouse.move(300, 250)
+    page.wait_for_function("document.documentElement.dataset.leaseLost === '1'", timeout=5000)
+    alert = page.locator("[data-review-alert]")
+    assert alert.is_visible() and "lease ran out" in alert.inner_text()
+    assert page.get_by_role("button", name="A is better").is_disabled()
+    page.screenshot(path=artifacts_dir / "pairwise-lease-lost.png")
+    assert ReviewTask.objects.get(pk=task.pk).reader == other
