@@ -6,8 +6,6 @@ mask that produced those pixels in `sources`, so a reader never compares a mask 
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -35,8 +33,10 @@ def mask_create(
             f"mask is {pixels.shape[1]}×{pixels.shape[0]} but the case's working resolution "
             f"is {radiograph.work_width}×{radiograph.work_height}"
         )
+    pixel_sha = maskio.pixel_sha256(pixels)
+    # Named by its pixels, as imports name theirs: the same mask is one blob however it came.
+    path = content_path(MASKS, pixel_sha, "png")
     data = maskio.mask_to_png(pixels)
-    path = content_path(MASKS, hashlib.sha256(data).hexdigest(), "png")
     # Content-addressed: a rolled-back transaction leaves a blob the same pixels would write
     # again, so it is left in place rather than deleted under a concurrent writer.
     blob_write(path, data)
@@ -44,7 +44,7 @@ def mask_create(
         radiograph=radiograph,
         kind=kind,
         png=path,
-        pixel_sha256=maskio.pixel_sha256(pixels),
+        pixel_sha256=pixel_sha,
         width=radiograph.work_width,
         height=radiograph.work_height,
         area=int(pixels.sum()),

@@ -268,3 +268,22 @@ def test_phantom_cohorts_import_with_their_labels_and_without_the_hidden_truth(t
         assert row.masks.exists() == case.has_manual
         if case.finding:
             assert row.metadata["finding"] == case.finding
+
+
+def test_the_same_pixels_are_one_stored_blob_whether_imported_or_drawn(qata_v2):
+    from django.core.files.storage import default_storage
+
+    from annotation.services.candidates import mask_create
+
+    root, _ = qata_v2
+    dataset = DatasetFactory(mask_max_side=64)
+    cxr_import(dataset=dataset, paths=[root])
+    imported = Mask.objects.filter(radiograph__dataset=dataset).first()
+    pixels = mask_from_png(blob_read(imported.png.name))
+    folder = imported.png.name.rsplit("/", 1)[0]
+    before = len(default_storage.listdir(folder)[1])
+    # An MD draws exactly the imported outline (or a network reproduces it).
+    drawn = mask_create(radiograph=imported.radiograph, pixels=pixels, kind="drawn")
+    assert drawn.png.name == imported.png.name
+    assert len(default_storage.listdir(folder)[1]) == before
+    assert np.array_equal(mask_from_png(blob_read(drawn.png.name)), pixels)
