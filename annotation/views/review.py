@@ -161,6 +161,10 @@ LEASE_LOST = (
 )
 
 
+def _lease_lost() -> JsonResponse:
+    return JsonResponse({"error": LEASE_LOST, "redirect": reverse("review_queue")}, status=409)
+
+
 @require_POST
 @role_required(*READER_ROLES)
 def keep(request: HttpRequest, token: str) -> JsonResponse:
@@ -173,7 +177,7 @@ def keep(request: HttpRequest, token: str) -> JsonResponse:
     try:
         task = task_held(token=token, reader=request.user)
     except NotYourTask:
-        return JsonResponse({"error": LEASE_LOST, "redirect": reverse("review_queue")}, status=409)
+        return _lease_lost()
     if task.status == ReviewTask.Status.DONE:
         return JsonResponse(
             {
@@ -184,7 +188,7 @@ def keep(request: HttpRequest, token: str) -> JsonResponse:
         )
     until = timezone.now() + timedelta(seconds=task.stage.lease_seconds)
     if not task_lease_renew(task=task, reader=request.user, until=until):
-        return JsonResponse({"error": LEASE_LOST, "redirect": reverse("review_queue")}, status=409)
+        return _lease_lost()
     return JsonResponse(
         {"lease_expires_at": until.isoformat(), "lease_seconds": task.stage.lease_seconds}
     )

@@ -27,6 +27,18 @@
   // Okabe–Ito orange: tells apart for the common colour-vision deficiencies and stands out on grey.
   CM.COLORS = { fill: [230, 159, 0], contour: [255, 194, 26], halo: [0, 0, 0], accent: "#56b4e9" };
 
+  /* ---------- the CSRF token for fetch() posts (base.html puts it in hx-headers) ---------- */
+  CM.csrfToken = function () {
+    try {
+      const h = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+      if (h["X-CSRFToken"]) return h["X-CSRFToken"];
+    } catch (_) {
+      /* fall through to the cookie */
+    }
+    const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  };
+
   /* ---------- one redraw per animation frame, whatever asked for it ---------- */
   const pending = new Set();
   let frameRequested = false;

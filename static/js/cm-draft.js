@@ -22,17 +22,6 @@
     full: "Browser storage full — draft not kept locally",
   };
 
-  CM.csrfToken = function () {
-    try {
-      const h = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
-      if (h["X-CSRFToken"]) return h["X-CSRFToken"];
-    } catch (_) {
-      /* fall through to the cookie */
-    }
-    const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return m ? decodeURIComponent(m[1]) : "";
-  };
-
   const toDataURL = (blob) =>
     new Promise((resolve, reject) => {
       const r = new FileReader();

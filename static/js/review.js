@@ -92,16 +92,6 @@
   }
 
   /* ---------- keeping the case while the reader works on it ---------- */
-  function csrfToken() {
-    try {
-      const h = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
-      if (h["X-CSRFToken"]) return h["X-CSRFToken"];
-    } catch (_) {
-      /* fall back to the form's token */
-    }
-    const input = document.querySelector("input[name=csrfmiddlewaretoken]");
-    return input ? input.value : "";
-  }
   function keepLease() {
     const screen = document.querySelector("[data-keep-url]");
     if (!screen) return;
@@ -118,7 +108,7 @@
         r = await fetch(screen.dataset.keepUrl, {
           method: "POST",
           credentials: "same-origin",
-          headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+          headers: { Accept: "application/json", "X-CSRFToken": window.CM.csrfToken() },
         });
         data = await r.json().catch(() => ({}));
       } catch (_) {

@@ -44,6 +44,13 @@ def form_key(html: str) -> str:
     return re.search(r'name="key" value="([^"]+)"', html).group(1)
 
 
+def pick_first(client, task, html: str):
+    """The reader picks candidate 1 on the screen `html` of `task` (a plain form post)."""
+    return client.post(
+        reverse("review_pick", kwargs={"token": task.token}), {"position": 1, "key": form_key(html)}
+    )
+
+
 def test_the_queue_shows_done_and_remaining_per_stage(client):
     stage = review_stage(n_cases=3)
     login(client, MD)
@@ -230,9 +237,7 @@ def test_undo_sends_the_reader_back_to_the_case(client):
     stage = review_stage(n_cases=2)
     login(client, MD)
     task, html = open_next(client, stage)
-    client.post(
-        reverse("review_pick", kwargs={"token": task.token}), {"position": 1, "key": form_key(html)}
-    )
+    pick_first(client, task, html)
     response = client.post(reverse("review_undo", kwargs={"stage_id": stage.pk}))
     assert response.status_code == 302 and response.url == reverse(
         "review_task", kwargs={"token": task.token}
@@ -287,9 +292,7 @@ def test_the_progress_strip_is_an_htmx_fragment(client):
     login(client, MD)
     task, html = open_next(client, stage)
     assert "case 1 of 3" in html
-    client.post(
-        reverse("review_pick", kwargs={"token": task.token}), {"position": 1, "key": form_key(html)}
-    )
+    pick_first(client, task, html)
     nxt = ReviewTask.objects.filter(status="leased").get()
     fragment = client.get(
         reverse("review_progress", kwargs={"token": nxt.token}), HTTP_HX_REQUEST="true"
@@ -323,9 +326,7 @@ def test_a_reader_at_the_screen_keeps_the_case_past_its_first_lease(client):
     login(other, MD)
     other_task, _ = open_next(other, stage)
     assert other_task.pk != task.pk
-    done = client.post(
-        reverse("review_pick", kwargs={"token": task.token}), {"position": 1, "key": form_key(html)}
-    )
+    done = pick_first(client, task, html)
     assert done.status_code == 302 and Decision.objects.filter(task=task, reader=md).exists()
 
 
@@ -352,9 +353,7 @@ def test_keeping_a_decided_case_points_to_the_next_one_and_changes_nothing(clien
     stage = review_stage(n_cases=2)
     login(client, MD)
     task, html = open_next(client, stage)
-    client.post(
-        reverse("review_pick", kwargs={"token": task.token}), {"position": 1, "key": form_key(html)}
-    )
+    pick_first(client, task, html)
     before = ReviewTask.objects.get(pk=task.pk)
     answer = keep(client, task)
     assert answer.status_code == 409 and answer.json()["error"] == "This case is already decided."

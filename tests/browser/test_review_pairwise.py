@@ -13,6 +13,21 @@ from tests.factories import UserFactory, review_stage
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("roles_present")]
 
 
+def start_a_pairwise_case(page, live_server, **stage_settings):
+    """One single-case pairwise stage (with `stage_settings` applied), an MD signed in and on
+    the case's first screen, ready for keys. Returns (stage, md)."""
+    stage = review_stage(n_cases=1, mode=Stage.Mode.PAIRWISE, n_networks=2, width=320, height=384)
+    if stage_settings:
+        Stage.objects.filter(pk=stage.pk).update(**stage_settings)
+    md = UserFactory(roles=[MD])
+    login(page, live_server, md)
+    page.goto(f"{live_server.url}/review/")
+    with page.expect_navigation():
+        page.get_by_role("link", name="Start").click()
+    wait_ready(page)
+    return stage, md
+
+
 def test_a_full_knockout_by_keyboard_only(live_server, page, artifacts_dir):
     stage = review_stage(n_cases=2, mode=Stage.Mode.PAIRWISE, n_networks=3, width=320, height=384)
     md = UserFactory(roles=[MD])
@@ -71,13 +86,7 @@ def test_a_full_knockout_by_keyboard_only(live_server, page, artifacts_dir):
 
 
 def test_a_choice_key_right_after_closing_the_help_is_not_lost(live_server, page):
-    review_stage(n_cases=1, mode=Stage.Mode.PAIRWISE, n_networks=2, width=320, height=384)
-    md = UserFactory(roles=[MD])
-    login(page, live_server, md)
-    page.goto(f"{live_server.url}/review/")
-    with page.expect_navigation():
-        page.get_by_role("link", name="Start").click()
-    wait_ready(page)
+    _, md = start_a_pairwise_case(page, live_server)
     page.keyboard.press("?")
     assert page.locator("dialog.cm-help[open]").count() == 1
     page.keyboard.press("Escape")
@@ -97,14 +106,8 @@ def test_a_choice_key_right_after_closing_the_help_is_not_lost(live_server, page
 def test_an_active_reader_keeps_the_case_and_a_lost_case_is_said_at_once(
     live_server, page, artifacts_dir
 ):
-    stage = review_stage(n_cases=1, mode=Stage.Mode.PAIRWISE, n_networks=2, width=320, height=384)
-    Stage.objects.filter(pk=stage.pk).update(lease_seconds=3)  # review.js beats every second
-    md = UserFactory(roles=[MD])
-    login(page, live_server, md)
-    page.goto(f"{live_server.url}/review/")
-    with page.expect_navigation():
-        page.get_by_role("link", name="Start").click()
-    wait_ready(page)
+    # A 3-second lease: review.js beats every second.
+    _, md = start_a_pairwise_case(page, live_server, lease_seconds=3)
     task = ReviewTask.objects.get(token=page.url.rstrip("/").split("/")[-1])
     beats = lambda: int(page.evaluate("document.documentElement.dataset.leaseBeats || 0"))  # noqa: E731
     # Studying the case, mouse in hand, well past the 3-second lease it was opened with.
