@@ -14,6 +14,7 @@ COPY pyproject.toml README.md ./
 COPY requirements/ requirements/
 COPY config/ config/
 COPY annotation/ annotation/
+COPY cxrio/ cxrio/
 COPY mlworker/ mlworker/
 COPY templates/ templates/
 COPY static/ static/

@@ -26,9 +26,9 @@ from django.core.files.storage import default_storage
 from django.utils.crypto import salted_hmac
 from PIL import Image
 
-from annotation import masks as maskio
 from annotation.models import Mask, Radiograph, ReviewTask
 from annotation.storage import blob_read, blob_write, content_path
+from cxrio import masks as maskio
 
 # Changing anything that alters overlay bytes bumps this, so no cache serves old bytes.
 PIPELINE_VERSION = 1

@@ -65,10 +65,10 @@ def _image(size: int, seed: int):
 def seed(*, name: str, cases: int, size: int, pool: int) -> None:
     import hashlib
 
-    from annotation.imaging import encode_png
-    from annotation.masks import mask_to_png, pixel_sha256
     from annotation.models import Dataset, GroundTruth, Mask, Radiograph
     from annotation.storage import DISPLAY, MASKS, blob_write, content_path
+    from cxrio.images import encode_png
+    from cxrio.masks import mask_to_png, pixel_sha256
 
     images = []
     for i in range(min(pool, cases)):

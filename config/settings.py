@@ -149,10 +149,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 43200)
 }
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_IMPORTS = ["annotation.jobrunner"]
+CELERY_IMPORTS = ["annotation.worker.runner"]
 # Jobs whose worker vanished run again; stages whose jobs finished move on.
 CELERY_BEAT_SCHEDULE = {
-    "sweep-jobs-and-stages": {"task": "annotation.jobrunner.sweep", "schedule": 60.0},
+    "sweep-jobs-and-stages": {"task": "annotation.worker.sweep", "schedule": 60.0},
 }
 
 # --- storage ----------------------------------------------------------------

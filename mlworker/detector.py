@@ -9,7 +9,7 @@ cases are repeated, each repeat augmented, until the classes are balanced
 global average pooling and a 2-unit softmax, categorical cross-entropy, Adam at lr 1e-5,
 10 epochs.
 
-Everything here works on arrays at the network's input size; mlworker.tasks.detector loads
+Everything here works on arrays at the network's input size; annotation.worker.tasks.detector loads
 the cases and stores what comes out. Pure ML: no Django.
 """
 

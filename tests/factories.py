@@ -51,8 +51,8 @@ def _synthetic_cxr(width: int, height: int, seed: int):
 def _store_display(radiograph_name: str, width: int, height: int, seed: int) -> tuple[str, str]:
     import hashlib
 
-    from annotation.imaging import encode_png
     from annotation.storage import DISPLAY, blob_write, content_path
+    from cxrio.images import encode_png
 
     data = encode_png(_synthetic_cxr(width, height, seed))
     sha = hashlib.sha256(data + radiograph_name.encode()).hexdigest()

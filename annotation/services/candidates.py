@@ -10,10 +10,10 @@ import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from annotation import masks as maskio
 from annotation.models import Candidate, Mask, ModelVersion, Radiograph, Stage
 from annotation.services.review_errors import InvalidMask
 from annotation.storage import MASKS, blob_write, content_path
+from cxrio import masks as maskio
 
 
 def mask_create(

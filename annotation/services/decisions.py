@@ -16,7 +16,6 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation import masks as maskio
 from annotation.models import (
     Candidate,
     Decision,
@@ -36,6 +35,7 @@ from annotation.services.review_errors import (
     ReviewError,
     TaskAlreadyDecided,
 )
+from cxrio import masks as maskio
 
 _KEY = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
 

@@ -8,11 +8,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation import masks as maskio
 from annotation.models import DrawingDraft, ReviewTask
 from annotation.services.assignment import task_lease_renew
 from annotation.services.decisions import drawing_validate
 from annotation.services.review_errors import ReviewError
+from cxrio import masks as maskio
 
 # A browser clock further ahead than this is not believed.
 _MAX_CLOCK_AHEAD = timedelta(minutes=5)

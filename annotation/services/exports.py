@@ -162,7 +162,7 @@ def export_request(
 
 
 def _send(job_id: int) -> None:
-    from annotation.tasks import export_build_task  # the task module imports this one
+    from annotation.worker.tasks.data import export_build_task  # the task module imports this one
 
     export_build_task.delay(job_id)
 

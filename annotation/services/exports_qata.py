@@ -16,9 +16,9 @@ from pathlib import PurePosixPath
 import numpy as np
 from PIL import Image
 
-from annotation.masks import mask_from_png, resize_nearest
 from annotation.models import Radiograph, Split
 from annotation.storage import blob_read
+from cxrio.masks import mask_from_png, resize_nearest
 
 SPLIT_FOLDERS = {Split.TRAIN: "Train Set", Split.TEST: "Test Set"}
 IMAGES, MASKS = "Images", "Ground-truths"

@@ -23,8 +23,9 @@ from django.db import transaction
 from django.db.models import Q
 
 from annotation import storage
-from annotation.dicomio import deidentify_dicom
-from annotation.imaging import (
+from annotation.models import Dataset, Label, Mask, Radiograph, Split
+from cxrio.dicom import deidentify_dicom
+from cxrio.images import (
     DICOM,
     EXTENSIONS,
     DecodedImage,
@@ -32,9 +33,8 @@ from annotation.imaging import (
     decode_image,
     encode_png,
 )
-from annotation.import_layout import Case, ImportInputError, Source, discover
-from annotation.masks import binary_mask, mask_to_png, pixel_sha256, resize_nearest, working_size
-from annotation.models import Dataset, Label, Mask, Radiograph, Split
+from cxrio.layout import Case, ImportInputError, Source, discover
+from cxrio.masks import binary_mask, mask_to_png, pixel_sha256, resize_nearest, working_size
 
 __all__ = ["ImportInputError", "ImportReport", "Rejection", "cxr_import", "patient_key_for"]
 

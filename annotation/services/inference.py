@@ -17,11 +17,11 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from annotation.imaging import DICOM, ImageError, decode_image, encode_png
 from annotation.models import Dataset, Job, ModelVersion, Radiograph
 from annotation.services.detector import DetectorError, deployed_classifier, deployed_detector
 from annotation.services.jobs import job_enqueue
 from annotation.storage import blob_write, content_path
+from cxrio.images import DICOM, ImageError, decode_image, encode_png
 
 log = logging.getLogger(__name__)
 

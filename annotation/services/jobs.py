@@ -12,6 +12,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Q
@@ -24,15 +25,15 @@ log = logging.getLogger(__name__)
 # Which Celery task runs a kind of job, and on which queue. Sent by name: the web process
 # must not import the worker modules (they load Keras).
 TASKS: dict[str, tuple[str, str]] = {
-    Job.Kind.TRAIN: ("mlworker.tasks.train_job", "gpu"),
-    Job.Kind.PREDICT: ("mlworker.tasks.predict_job", "gpu"),
-    Job.Kind.DETECTOR: ("mlworker.tasks.detector_job", "gpu"),
-    Job.Kind.CLASSIFIER: ("mlworker.tasks.classifier_job", "gpu"),
+    Job.Kind.TRAIN: ("annotation.worker.train_job", "gpu"),
+    Job.Kind.PREDICT: ("annotation.worker.predict_job", "gpu"),
+    Job.Kind.DETECTOR: ("annotation.worker.detector_job", "gpu"),
+    Job.Kind.CLASSIFIER: ("annotation.worker.classifier_job", "gpu"),
     # One CXR through a trained network takes well under a second on a CPU, and a GPU worker
     # may be busy training for hours: live inference goes to the CPU workers' queue.
-    Job.Kind.INFER: ("mlworker.tasks.infer_job", "default"),
-    Job.Kind.IMPORT: ("annotation.tasks.import_job", "default"),
-    Job.Kind.EXPORT: ("annotation.tasks.export_job", "default"),
+    Job.Kind.INFER: ("annotation.worker.infer_job", "default"),
+    Job.Kind.IMPORT: ("annotation.worker.import_job", "default"),
+    Job.Kind.EXPORT: ("annotation.worker.export_job", "default"),
 }
 LOG_TAIL_CHARS = 20_000
 # A running job whose worker has not reported for this long is presumed dead.
@@ -44,10 +45,9 @@ class JobStateError(Exception):
 
 
 def _send(job: Job) -> None:
-    from config.celery_app import app
-
+    # The project's Celery app (config.celery_app) is the current one once Django is set up.
     name, queue = TASKS[job.kind]
-    app.send_task(name, args=[job.pk], queue=queue)
+    current_app.send_task(name, args=[job.pk], queue=queue)
 
 
 def job_enqueue(

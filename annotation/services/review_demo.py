@@ -93,8 +93,8 @@ def review_demo_stage(
     ).order_by("id")
     if max_cases is not None:
         cases = cases[:max_cases]
-    from annotation.masks import mask_from_png, pixel_sha256
     from annotation.storage import blob_read
+    from cxrio.masks import mask_from_png, pixel_sha256
 
     for radiograph in cases:
         manual = radiograph.masks.filter(kind=Mask.Kind.MANUAL).order_by("id").first()
@@ -169,8 +169,8 @@ def review_demo_simulate(
         return int(rng.lognormal(np.log(6000), 0.5))
 
     def drawing(task: ReviewTask) -> bytes:
-        from annotation.masks import mask_from_png
         from annotation.storage import blob_read
+        from cxrio.masks import mask_from_png
 
         base = Candidate.objects.get(pk=task.candidate_order[0]).mask
         pixels = ndimage.binary_dilation(mask_from_png(blob_read(base.png.name)), iterations=2)

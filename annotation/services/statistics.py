@@ -14,7 +14,6 @@ from itertools import combinations
 
 import numpy as np
 
-from annotation import masks as maskio
 from annotation.models import (
     Candidate,
     Decision,
@@ -34,6 +33,7 @@ from annotation.services.stats_math import (
     position_bias,
 )
 from annotation.storage import blob_read
+from cxrio import masks as maskio
 
 MANUAL = "manual"
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from annotation.masks import mask_from_png, mask_to_png, pixel_sha256, resize_nearest
 from annotation.models import (
     Candidate,
     Dataset,
@@ -26,6 +25,7 @@ from annotation.models import (
 )
 from annotation.services.imports import cxr_import
 from annotation.storage import MASKS, blob_read, blob_write, content_path
+from cxrio.masks import mask_from_png, mask_to_png, pixel_sha256, resize_nearest
 from tests.annotation import cxrfiles
 from tests.annotation.importing import rect_mask
 from tests.factories import UserFactory

@@ -11,10 +11,10 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotation.masks import mask_from_png
 from annotation.models import Export, Job
 from annotation.storage import blob_read
-from annotation.tasks import export_build_task
+from annotation.worker.tasks.data import export_build_task
+from cxrio.masks import mask_from_png
 from tests.annotation.exporting import full_size, provenance_scenario, user
 from tests.factories import PASSWORD
 

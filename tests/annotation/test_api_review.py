@@ -12,10 +12,10 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotation.masks import mask_from_png
 from annotation.models import Decision, GroundTruth, PairwiseRound, ReviewTask, Stage
 from annotation.roles import MD, RESEARCHER, SENIOR_MD
 from annotation.storage import blob_read
+from cxrio.masks import mask_from_png
 from tests.factories import UserFactory, review_stage
 
 pytestmark = pytest.mark.django_db

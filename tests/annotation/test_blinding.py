@@ -14,10 +14,10 @@ from django.urls import reverse
 from PIL import Image, PngImagePlugin
 
 from annotation import blinding
-from annotation import masks as maskio
 from annotation.models import Candidate, Decision, Mask, ModelVersion, Radiograph, ReviewTask, Stage
 from annotation.roles import MD
 from annotation.storage import blob_read
+from cxrio import masks as maskio
 from tests.factories import PASSWORD, UserFactory, review_stage
 
 pytestmark = pytest.mark.django_db

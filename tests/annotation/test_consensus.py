@@ -158,8 +158,8 @@ def test_a_candidate_equal_to_the_manual_mask_is_credited_to_it_and_lists_the_ne
     version = ModelVersion.objects.create(
         dataset=stage.dataset, stage=stage, purpose="candidate", arch="fpn", encoder="resnet50"
     )
-    from annotation.masks import mask_from_png
     from annotation.storage import blob_read
+    from cxrio.masks import mask_from_png
 
     same = mask_of(
         manual.radiograph,

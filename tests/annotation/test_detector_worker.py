@@ -11,12 +11,12 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 from PIL import Image
 
-from annotation.imaging import encode_png
 from annotation.models import Job, ModelVersion, Radiograph
 from annotation.selectors.inference import inference_result
 from annotation.selectors.report import run_report
 from annotation.services.detector import detector_deploy, detector_launch
 from annotation.services.inference import case_inference_request, inference_request
+from cxrio.images import encode_png
 from tests.annotation.detecting import detector_dataset
 from tests.factories import UserFactory
 

@@ -11,7 +11,7 @@ from annotation.models import GroundTruth, Job
 from annotation.services.exports import export_request
 from annotation.services.jobs import job_cancel
 from annotation.storage import blob_read, stored_paths
-from annotation.tasks import export_build_task
+from annotation.worker.tasks.data import export_build_task
 from tests.annotation.exporting import provenance_scenario, read_zip
 
 

@@ -9,10 +9,10 @@ import pytest
 from django.core.management import call_command
 from PIL import Image
 
-from annotation.masks import mask_from_png
 from annotation.models import Dataset, GroundTruth
 from annotation.services.exports import export_build, export_request
 from annotation.storage import blob_read
+from cxrio.masks import mask_from_png
 from tests.annotation.exporting import CASES, full_size, import_dataset, write_files
 
 pytestmark = pytest.mark.django_db
@@ -73,7 +73,7 @@ def test_upscaled_masks_come_back_exactly_at_the_working_resolution(tmp_path):
     source = import_dataset(write_files(tmp_path / "src", CASES), max_side=32)
     for radiograph in source.radiographs.filter(label="covid"):
         work = mask_from_png(blob_read(radiograph.masks.get().png.name))
-        from annotation.masks import resize_nearest
+        from cxrio.masks import resize_nearest
 
         back = resize_nearest(
             full_size(radiograph, work), width=radiograph.work_width, height=radiograph.work_height

@@ -6,7 +6,7 @@ import pytest
 
 from annotation.models import Export
 from annotation.storage import blob_read
-from annotation.tasks import export_build_task
+from annotation.worker.tasks.data import export_build_task
 from tests.annotation.exporting import provenance_scenario, user
 from tests.factories import PASSWORD
 

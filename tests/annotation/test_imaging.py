@@ -10,9 +10,9 @@ from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, JPEG2000Lossless, RLELossless
 
-from annotation import masks
-from annotation.dicomio import decode_dicom, deidentify_dicom, read_dataset
-from annotation.imaging import ImageError, decode_image, encode_png
+from cxrio import masks
+from cxrio.dicom import decode_dicom, deidentify_dicom, read_dataset
+from cxrio.images import ImageError, decode_image, encode_png
 from tests.annotation import cxrfiles
 
 LIMIT = 64 * 1024 * 1024

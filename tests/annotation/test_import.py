@@ -7,10 +7,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from annotation.masks import mask_from_png, pixel_sha256, resize_nearest
 from annotation.models import Mask, Radiograph
 from annotation.services.imports import ImportInputError, cxr_import, patient_key_for
 from annotation.storage import blob_read
+from cxrio.masks import mask_from_png, pixel_sha256, resize_nearest
 from tests.annotation import cxrfiles
 from tests.annotation.importing import rect_mask, state, stored_image, write_case
 from tests.factories import DatasetFactory

@@ -9,10 +9,10 @@ import pytest
 from django.core import serializers
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from annotation.masks import mask_from_png
 from annotation.models import Dataset, Mask, Radiograph
 from annotation.services.imports import cxr_import, patient_key_for
 from annotation.storage import blob_read, stored_paths
+from cxrio.masks import mask_from_png
 from tests.annotation import cxrfiles
 from tests.annotation.importing import state, stored_image
 from tests.factories import DatasetFactory
@@ -77,7 +77,7 @@ def test_dicom_patient_identifiers_and_dates_never_reach_db_or_storage(dicom_fol
 
 
 def test_a_stored_dicom_decodes_to_the_stored_display(dicom_folder):
-    from annotation.imaging import decode_image
+    from cxrio.images import decode_image
 
     cxr_import(dataset=DatasetFactory(), paths=[dicom_folder / "mono1.dcm"])
     row = Radiograph.objects.get()

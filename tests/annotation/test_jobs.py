@@ -14,9 +14,9 @@ from celery.exceptions import Retry
 from django.db import OperationalError, close_old_connections
 from django.utils import timezone
 
-from annotation import jobrunner
 from annotation.models import Job
 from annotation.services import jobs as job_services
+from annotation.worker import runner as jobrunner
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +48,7 @@ def test_enqueue_sends_the_message_only_after_commit(django_capture_on_commit_ca
     with django_capture_on_commit_callbacks(execute=True):
         job = job_services.job_enqueue(kind=Job.Kind.TRAIN, params={"epochs": 1})
         assert sent == []
-    assert sent == [("mlworker.tasks.train_job", job.pk)]
+    assert sent == [("annotation.worker.train_job", job.pk)]
 
 
 def test_a_job_is_claimed_once():
@@ -114,7 +114,7 @@ def test_retry_requeues_a_failed_job(django_capture_on_commit_callbacks, sent):
         job_services.job_retry(job=job)
     job.refresh_from_db()
     assert (job.state, job.error) == ("queued", "")
-    assert sent == [("mlworker.tasks.train_job", job.pk)]
+    assert sent == [("annotation.worker.train_job", job.pk)]
 
 
 def test_progress_keeps_a_bounded_log_tail():
@@ -137,7 +137,7 @@ def test_jobs_of_a_silent_worker_are_requeued(django_capture_on_commit_callbacks
     stale.refresh_from_db()
     fresh.refresh_from_db()
     assert (stale.state, fresh.state) == ("queued", "running")
-    assert sent == [("mlworker.tasks.train_job", stale.pk)]
+    assert sent == [("annotation.worker.train_job", stale.pk)]
 
 
 def test_a_restarted_worker_requeues_what_its_dead_process_left(sent):

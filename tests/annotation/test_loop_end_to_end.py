@@ -21,10 +21,10 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotation.masks import mask_from_png, resize_nearest
 from annotation.models import Decision, GroundTruth, Job, Mask, Radiograph, ReviewTask, Stage
 from annotation.services.detector import detector_launch
 from annotation.storage import blob_read
+from cxrio.masks import mask_from_png, resize_nearest
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.keras]

@@ -9,7 +9,6 @@ import pytest
 from django.utils import timezone
 from PIL import Image
 
-from annotation import masks as maskio
 from annotation.models import (
     Candidate,
     Decision,
@@ -36,6 +35,7 @@ from annotation.services.review_errors import (
     TaskAlreadyDecided,
 )
 from annotation.storage import blob_read
+from cxrio import masks as maskio
 from tests.factories import UserFactory, review_stage
 
 pytestmark = pytest.mark.django_db

@@ -125,8 +125,8 @@ class _Died(BaseException):
 def test_a_worker_dying_between_a_checkpoint_and_its_report_leaves_no_gap_in_the_curve(
     phantom_dataset,
 ):
-    from annotation.jobrunner import JobContext
-    from mlworker.tasks.segmentation import _train
+    from annotation.worker.runner import JobContext
+    from annotation.worker.tasks.segmentation import _train
 
     dataset, _ = phantom_dataset(n_covid=6, n_control=0, manual_fraction=1.0)
     stage = _launch(dataset, epochs=2, folds=2)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from annotation import masks as maskio
 from annotation.models import Candidate, Decision, DrawingDraft, ReviewTask
 from annotation.roles import MD
 from annotation.storage import blob_read
+from cxrio import masks as maskio
 from tests.browser.conftest import login, press_and_follow, wait_ready
 from tests.browser.harness.support import FitGeometry, editor_png
 from tests.factories import UserFactory, review_stage

@@ -1,6 +1,6 @@
 """The final detector's tasks: train and evaluate one network on one fold, train its Grad-CAM
 classifier, and analyse one CXR with the deployed models (live inference and the viewer).
-Each task takes a Job id (see annotation.jobrunner); Keras loads inside the job bodies only,
+Each task takes a Job id (see annotation.worker.runner); Keras loads inside the job bodies only,
 so a worker that never runs them never imports it."""
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image
 
-from annotation import masks as maskio
-from annotation.jobrunner import JobCancelled, JobContext, run_job
 from annotation.models import ModelVersion, Radiograph
-from mlworker.tasks.common import (
+from annotation.worker.runner import JobCancelled, JobContext, run_job
+from annotation.worker.tasks.common import (
     TASK_OPTIONS,
     TRAIN_LIMITS,
     checkpoint_download,
@@ -31,6 +30,7 @@ from mlworker.tasks.common import (
     training_reporter,
     work_dir,
 )
+from cxrio import masks as maskio
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _detector(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-@shared_task(name="mlworker.tasks.detector_job", **TASK_OPTIONS, **TRAIN_LIMITS)
+@shared_task(name="annotation.worker.detector_job", **TASK_OPTIONS, **TRAIN_LIMITS)
 def detector_job(self, job_id: int) -> str:
     return run_job(self, job_id, _detector)
 
@@ -153,7 +153,7 @@ def _classifier(ctx: JobContext) -> dict[str, Any]:
     return {"model_version": mv.pk}
 
 
-@shared_task(name="mlworker.tasks.classifier_job", **TASK_OPTIONS, **TRAIN_LIMITS)
+@shared_task(name="annotation.worker.classifier_job", **TASK_OPTIONS, **TRAIN_LIMITS)
 def classifier_job(self, job_id: int) -> str:
     return run_job(self, job_id, _classifier)
 
@@ -239,6 +239,6 @@ def _infer(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-@shared_task(name="mlworker.tasks.infer_job", **TASK_OPTIONS, **INFER_LIMITS)
+@shared_task(name="annotation.worker.infer_job", **TASK_OPTIONS, **INFER_LIMITS)
 def infer_job(self, job_id: int) -> str:
     return run_job(self, job_id, _infer)

@@ -11,16 +11,16 @@ from typing import Any
 
 from celery import shared_task
 
-from annotation.jobrunner import JobContext, run_job
 from annotation.models import Export
 from annotation.services.exports import export_build
 from annotation.services.uploads import import_upload_run
+from annotation.worker.runner import JobContext, run_job
 
 
 # Named as annotation.services.jobs.TASKS sends it (job retry and stale-job requeue use it).
 @shared_task(
     bind=True,
-    name="annotation.tasks.export_job",
+    name="annotation.worker.export_job",
     ignore_result=True,
     soft_time_limit=6 * 3600,
     time_limit=6 * 3600 + 300,
@@ -45,7 +45,7 @@ def export_build_task(self, job_id: int) -> str:
 
 @shared_task(
     bind=True,
-    name="annotation.tasks.import_job",
+    name="annotation.worker.import_job",
     ignore_result=True,
     soft_time_limit=6 * 3600,
     time_limit=6 * 3600 + 300,

@@ -21,7 +21,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply
 from pydicom.pixels.processing import apply_windowing
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from annotation.imaging import DICOM, DecodedImage, ImageError, check_pixel_limit, to_display
+from cxrio.pixels import DICOM, DecodedImage, ImageError, check_pixel_limit, to_display
 
 # What a radiograph needs to be displayed and described, nothing about the person or the visit.
 # Group 0028 (image pixel and LUT modules) and 7FE0 (pixel data) are kept whole.

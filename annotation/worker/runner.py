@@ -160,7 +160,7 @@ def requeue_jobs_of_dead_processes(node_name: str) -> list[int]:
     return job_services.job_requeue_stale(dead_workers=dead) if dead else []
 
 
-@shared_task(name="annotation.jobrunner.sweep", ignore_result=True)
+@shared_task(name="annotation.worker.sweep", ignore_result=True)
 def sweep() -> dict[str, Any]:
     """Periodic: jobs whose worker stopped reporting (a host that went away) run again, and
     stages whose jobs have all finished move on (in case a worker died between the two)."""

@@ -1,5 +1,5 @@
 """Candidate generation: train a segmentation network on accepted masks, then predict the
-cases it did not see. Each task takes a Job id (see annotation.jobrunner)."""
+cases it did not see. Each task takes a Job id (see annotation.worker.runner)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from celery import shared_task
 from django.core.files.base import ContentFile
 from django.db import transaction
 
-from annotation.jobrunner import JobCancelled, JobContext, run_job
 from annotation.models import Job, Mask, ModelVersion, Radiograph, Stage
 from annotation.services.candidates import candidates_offer, mask_create
-from mlworker.tasks.common import (
+from annotation.worker.runner import JobCancelled, JobContext, run_job
+from annotation.worker.tasks.common import (
     PREDICT_BATCH,
     PREDICT_LIMITS,
     TASK_OPTIONS,
@@ -104,7 +104,7 @@ def _advance(job_id: int) -> None:
         stage_advance(stage=job.stage)
 
 
-@shared_task(name="mlworker.tasks.train_job", **TASK_OPTIONS, **TRAIN_LIMITS)
+@shared_task(name="annotation.worker.train_job", **TASK_OPTIONS, **TRAIN_LIMITS)
 def train_job(self, job_id: int) -> str:
     state = run_job(self, job_id, _train)
     _advance(job_id)
@@ -154,7 +154,7 @@ def _predict(ctx: JobContext) -> dict[str, Any]:
     return {"predicted": len(todo), "already_done": len(done)}
 
 
-@shared_task(name="mlworker.tasks.predict_job", **TASK_OPTIONS, **PREDICT_LIMITS)
+@shared_task(name="annotation.worker.predict_job", **TASK_OPTIONS, **PREDICT_LIMITS)
 def predict_job(self, job_id: int) -> str:
     state = run_job(self, job_id, _predict)
     _advance(job_id)

@@ -11,64 +11,23 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-JPEG_SIGNATURE = b"\xff\xd8\xff"
-PNG, JPEG, DICOM = "png", "jpeg", "dicom"
-EXTENSIONS = {PNG: "png", JPEG: "jpg", DICOM: "dcm"}
-_BOMB = " (a decompression bomb or not a radiograph; see IMPORT_MAX_PIXELS)"
-
-
-class ImageError(ValueError):
-    """A file cannot be used as a radiograph; the message says why, for the person importing."""
-
-
-@dataclass
-class DecodedImage:
-    pixels: np.ndarray  # 2-D greyscale values as stored (after the DICOM modality LUT)
-    display: np.ndarray  # 2-D uint8, what a reader sees: windowed, MONOCHROME2, upright
-    source_format: str  # png | jpeg | dicom
-    bit_depth: int
-    metadata: dict[str, Any] = field(default_factory=dict)  # non-identifying facts only
-    # Kept only so the caller can hash it; never stored.
-    patient_id: str | None = None
-
-    @property
-    def width(self) -> int:
-        return int(self.display.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.display.shape[0])
-
-
-def sniff_format(data: bytes) -> str | None:
-    """png, jpeg or dicom by content (never by file name), or None."""
-    if data.startswith(PNG_SIGNATURE):
-        return PNG
-    if data.startswith(JPEG_SIGNATURE):
-        return JPEG
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return DICOM
-    # Files without the Part-10 preamble start with a group 0002 or 0008 tag, little endian.
-    if len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00") and data[3:4] == b"\x00":
-        return DICOM
-    return None
-
-
-def check_pixel_limit(width: int, height: int, *, max_pixels: int, frames: int = 1) -> None:
-    pixels = int(width) * int(height) * max(1, int(frames))
-    if pixels > max_pixels:
-        raise ImageError(
-            f"image is {width}×{height}{f'×{frames} frames' if frames > 1 else ''} = "
-            f"{pixels:,} pixels, over the limit of {max_pixels:,} pixels{_BOMB}"
-        )
-
+from cxrio.pixels import (  # noqa: F401 - callers import the decoding API from here
+    BOMB_HINT,
+    DICOM,
+    EXTENSIONS,
+    JPEG,
+    PNG,
+    DecodedImage,
+    ImageError,
+    check_pixel_limit,
+    sniff_format,
+    to_display,
+)
 
 _PILLOW_LOCK = threading.Lock()
 _EXIF_ORIENTATION = 0x0112
@@ -109,7 +68,9 @@ def open_pillow(data: bytes, *, max_pixels: int, kind: str) -> tuple[Image.Image
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             # Pillow refused it from the header alone, before allocating anything.
-            raise ImageError(f"{kind} is over the limit of {max_pixels:,} pixels{_BOMB}") from exc
+            raise ImageError(
+                f"{kind} is over the limit of {max_pixels:,} pixels{BOMB_HINT}"
+            ) from exc
         except UnidentifiedImageError as exc:
             raise ImageError(f"{kind} header cannot be read; the file is damaged") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -141,14 +102,6 @@ def _to_grey(image: Image.Image, metadata: dict[str, Any]) -> np.ndarray:
     if image.mode != "L":
         image = image.convert("L")  # ITU-R 601-2 luma for colour files
     return np.asarray(image)
-
-
-def to_display(values: np.ndarray, *, low: float, high: float) -> np.ndarray:
-    """Linear map of [low, high] to 0..255, clipped."""
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (values.astype(np.float64) - low) * (255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def minmax_display(values: np.ndarray, metadata: dict[str, Any]) -> np.ndarray:
@@ -184,7 +137,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
     if source_format is None:
         raise ImageError("content is not a PNG, JPEG or DICOM image")
     if source_format == DICOM:
-        from annotation.dicomio import decode_dicom  # pydicom is only loaded when needed
+        from cxrio.dicom import decode_dicom  # pydicom is only loaded when needed
 
         return decode_dicom(data, max_pixels=max_pixels)
     return decode_raster(data, source_format=source_format, max_pixels=max_pixels)

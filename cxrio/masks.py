@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from annotation.imaging import ImageError, open_pillow
+from cxrio.images import ImageError, open_pillow
 
 
 class MaskError(ImageError):

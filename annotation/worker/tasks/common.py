@@ -20,9 +20,9 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from PIL import Image
 
-from annotation import masks as maskio
-from annotation.jobrunner import JobContext
 from annotation.models import Job, Mask, ModelVersion, Radiograph
+from annotation.worker.runner import JobContext
+from cxrio import masks as maskio
 
 log = logging.getLogger(__name__)
 
