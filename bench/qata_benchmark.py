@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlworker.train
     from mlworker.augment import CaseBatches
-    from mlworker.evaluate import evaluate_probabilities, predict_cases, summary_lines, write_report
+    from mlworker.evaluate import evaluate_probabilities, predict_cases
+    from mlworker.evaluate_report import summary_lines, write_report
     from mlworker.nets import count_params
 
     if args.schedule != "constant" and keras.config.backend() == "jax":

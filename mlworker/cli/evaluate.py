@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     import keras
     from tqdm import tqdm
 
-    from mlworker.evaluate import evaluate_probabilities, predict_cases, summary_lines, write_report
+    from mlworker.evaluate import evaluate_probabilities, predict_cases
+    from mlworker.evaluate_report import summary_lines, write_report
     from mlworker.predict import model_input_size
 
     try:

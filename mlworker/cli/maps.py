@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from mlworker.data import IMAGE_SUFFIXES, LAYOUTS, DataError, read_image
-from mlworker.detect import DEFAULT_THRESHOLD, detect
+from mlworker.detection.rule import DEFAULT_THRESHOLD, detect
 from mlworker.maps import DEFAULT_EPS, write_infection_map_png
 
 VERDICT_COLUMNS = ("name", "covid", "max_prob", "severity")

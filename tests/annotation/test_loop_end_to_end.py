@@ -25,17 +25,13 @@ from annotation.models import Decision, GroundTruth, Job, Mask, Radiograph, Revi
 from annotation.services.detector import detector_launch
 from annotation.storage import blob_read
 from cxrio.masks import mask_from_png, resize_nearest
+from mlworker.metrics import dice
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.keras]
 
 NOISE = 0.05  # spread of the Dice the simulated reader perceives around the true one
 DRAW_BELOW = 0.35  # best candidate Dice under which the reader rejects all and draws
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / float(total)
 
 
 def _client(*roles: str) -> APIClient:
@@ -82,7 +78,7 @@ class SimulatedReader:
 
     def _best(self, screen: dict) -> tuple[int, float]:
         truth = self._truth(screen["task"], screen["mask_width"], screen["mask_height"])
-        scores = {p["position"]: _dice(self._pane_mask(p), truth) for p in screen["panes"]}
+        scores = {p["position"]: dice(self._pane_mask(p), truth) for p in screen["panes"]}
         # A reader's judgement is noisy: near-equal masks get confused, clearly worse ones rarely.
         seen = {position: score + self.rng.gauss(0.0, NOISE) for position, score in scores.items()}
         best = max(sorted(seen), key=seen.get)
@@ -147,7 +143,7 @@ def _mean_dice_to_truth(masks: dict[int, Mask], truth_dir: Path) -> float:
         pixels = mask_from_png(blob_read(mask.png.name))
         with Image.open(truth_dir / f"mask_{radiograph.name}") as image:
             truth = resize_nearest(np.asarray(image) > 0, width=mask.width, height=mask.height)
-        scores.append(_dice(pixels, truth))
+        scores.append(dice(pixels, truth))
     return float(np.mean(scores))
 
 
