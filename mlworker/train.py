@@ -317,37 +317,20 @@ def fit_segmenter(
 def train_segmenter(
     *,
     model_or_config: keras.Model | Mapping[str, Any],
-    train_data: tuple[np.ndarray, np.ndarray],
-    val_data: tuple[np.ndarray, np.ndarray] | None = None,
-    epochs: int = 50,
-    batch_size: int = 32,
     lr: float = 1e-4,
-    seed: int = 0,
-    checkpoint_dir: str | os.PathLike | None = None,
-    progress: Progress | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-    augment: bool = True,
     mixed_precision: bool | Literal["auto"] = "auto",
-    train_indices: Sequence[int] | None = None,
+    **fit: Any,
 ) -> TrainResult:
-    """Builds (build_for_training) and trains (fit_segmenter) a segmenter; a checkpoint of
-    the same run (same config, lr, batch size, seed and data) in `checkpoint_dir` is
-    resumed instead of building anew."""
+    """Builds (build_for_training) and trains (fit_segmenter, which takes the other keyword
+    arguments: train_data, epochs, checkpoint_dir...) a segmenter; a checkpoint of the same
+    run (same config, lr, batch size, seed and data) in `checkpoint_dir` is resumed instead
+    of building anew."""
     _check_mixed_precision(model_or_config, mixed_precision)
     return fit_segmenter(
         build=lambda: build_for_training(model_or_config, lr=lr, mixed_precision=mixed_precision),
         config=model_or_config if isinstance(model_or_config, Mapping) else None,
-        train_data=train_data,
-        val_data=val_data,
-        epochs=epochs,
-        batch_size=batch_size,
         lr=lr,
-        seed=seed,
-        checkpoint_dir=checkpoint_dir,
-        progress=progress,
-        should_cancel=should_cancel,
-        augment=augment,
-        train_indices=train_indices,
+        **fit,
     )
 
 
