@@ -109,12 +109,12 @@ def kfold_assign(queryset: QuerySet[Radiograph], *, folds: int, seed: int) -> di
     """radiograph id -> fold (1-based): stratified by label, one patient never in two folds."""
     from mlworker.data import kfold_splits  # numpy + scikit-learn, no Keras
 
-    rows = list(queryset.order_by("id").values_list("id", "label", "patient_key"))
-    labels = [label for _id, label, _key in rows]
-    groups = [key or f"case-{pk}" for pk, _label, key in rows]
+    rows = list(queryset.order_by("id").only("id", "label", "patient_key"))
+    labels = [r.label for r in rows]
+    groups = [group_of(r) for r in rows]
     assigned: dict[int, int] = {}
     for fold, (_train, test) in enumerate(kfold_splits(labels, groups, folds, seed), start=1):
-        assigned.update((rows[i][0], fold) for i in test)
+        assigned.update((rows[i].pk, fold) for i in test)
     return assigned
 
 
