@@ -144,9 +144,6 @@ def review_demo_simulate(
 
     machine_preference is the chance of picking a network's mask over the manual one when both
     are on screen; draw_rate the chance of rejecting all and drawing."""
-    import io
-
-    from PIL import Image
 
     from annotation.models import Candidate, ReviewTask
     from annotation.services.decisions import decision_record, decision_record_drawing
@@ -170,13 +167,11 @@ def review_demo_simulate(
 
     def drawing(task: ReviewTask) -> bytes:
         from annotation.storage import blob_read
-        from cxrio.masks import mask_from_png
+        from cxrio.masks import mask_from_png, mask_to_png_0_255
 
         base = Candidate.objects.get(pk=task.candidate_order[0]).mask
         pixels = ndimage.binary_dilation(mask_from_png(blob_read(base.png.name)), iterations=2)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels.astype(np.uint8) * 255).save(buffer, "PNG")
-        return buffer.getvalue()
+        return mask_to_png_0_255(pixels)
 
     decided = 0
     for reader in readers:
