@@ -22,7 +22,7 @@ from annotation.api.serializers import (
 )
 from annotation.models import GroundTruth, Label, Radiograph
 from annotation.selectors.datasets import dataset_overview
-from annotation.services.exports_qata import full_size_mask, mask_png_0_255
+from annotation.services.exports.qata import full_size_mask, mask_png_0_255
 from annotation.storage import blob_read
 
 PNG = OpenApiResponse(response=OpenApiTypes.BINARY, description="PNG image")
