@@ -21,6 +21,7 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from annotation.demo.reader import SimulatedReader
 from annotation.models import Decision, GroundTruth, Job, Mask, Radiograph, ReviewTask, Stage
 from annotation.services.detector import detector_launch
 from annotation.storage import blob_read
@@ -28,10 +29,6 @@ from cxrio.masks import mask_from_png, resize_nearest
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.keras]
-
-NOISE = 0.05  # spread of the Dice the simulated reader perceives around the true one
-DRAW_BELOW = 0.35  # best candidate Dice under which the reader rejects all and draws
-
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     total = a.sum() + b.sum()
@@ -58,11 +55,13 @@ def _wait(predicate, *, timeout: float, what: str, worker=None):
     pytest.fail(f"timed out waiting for {what}\n{jobs}\n{log}")
 
 
-class SimulatedReader:
-    """An MD who knows the hidden truth, looks at each candidate and picks the closest one."""
+class ApiReader:
+    """An MD who knows the hidden truth, reads through the review API and judges each
+    candidate by its Dice against the truth, as a simulated reader does."""
 
     def __init__(self, client: APIClient, truth_dir: Path, rng: random.Random):
         self.client, self.truth_dir, self.rng = client, truth_dir, rng
+        self.judgement = SimulatedReader(rng)
         self.drawn = 0
 
     def _get(self, url: str):
@@ -80,13 +79,11 @@ class SimulatedReader:
         with Image.open(io.BytesIO(answer.content)) as image:
             return np.asarray(image) > 0  # palette index 1 is infection
 
-    def _best(self, screen: dict) -> tuple[int, float]:
+    def _choose(self, screen: dict) -> int | None:
+        """The position picked, or None to reject all and draw."""
         truth = self._truth(screen["task"], screen["mask_width"], screen["mask_height"])
         scores = {p["position"]: _dice(self._pane_mask(p), truth) for p in screen["panes"]}
-        # A reader's judgement is noisy: near-equal masks get confused, clearly worse ones rarely.
-        seen = {position: score + self.rng.gauss(0.0, NOISE) for position, score in scores.items()}
-        best = max(sorted(seen), key=seen.get)
-        return best, max(scores.values())
+        return self.judgement.choose(scores)
 
     def _post(self, screen: dict, action: str, **body):
         answer = self.client.post(
@@ -119,15 +116,15 @@ class SimulatedReader:
             screen = answer.json()
             while screen is not None:
                 if screen["kind"] == "pairwise":
-                    best, score = self._best(screen)
-                    choice = "neither" if score < DRAW_BELOW else ("A", "B")[best - 1]
+                    best = self._choose(screen)
+                    choice = "neither" if best is None else ("A", "B")[best - 1]
                     result = self._post(
                         screen, "round", number=screen["knockout"]["round"], choice=choice
                     )
                     screen = result["screen"]
                 elif screen["kind"] == "nway":
-                    best, score = self._best(screen)
-                    if score < DRAW_BELOW:
+                    best = self._choose(screen)
+                    if best is None:
                         self._draw(screen)
                     else:
                         self._post(screen, "pick", position=best)
@@ -181,7 +178,7 @@ def test_the_loop_from_phantoms_to_a_detector_improves_the_masks(
     manual_dice = _mean_dice_to_truth(manual, truth_dir)
 
     admin = _client("admin")
-    reader = SimulatedReader(_client("md"), truth_dir, random.Random(5))
+    reader = ApiReader(_client("md"), truth_dir, random.Random(5))
 
     # Stage I: manual masks against out-of-fold network masks, pairwise.
     fast = {
