@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import transaction
 
@@ -13,6 +11,7 @@ from annotation.services.jobs import job_cancel
 from annotation.storage import blob_read, stored_paths
 from annotation.worker.tasks.data import export_build_task
 from tests.annotation.exporting import provenance_scenario, read_zip
+from tests.support import wait_for_job
 
 
 @pytest.mark.django_db
@@ -83,11 +82,7 @@ def test_a_real_worker_builds_a_requested_export(worker_process, tmp_path):
     with transaction.atomic():
         export = export_request(dataset=scenario.dataset, created_by=scenario.users["md1"])
 
-    deadline = time.monotonic() + 90
-    job = export.job
-    while job.state in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.3)
-        job.refresh_from_db()
+    job = wait_for_job(export.job, worker=worker_process, timeout=90)
     assert job.state == "succeeded", job.error or worker_process.log_path.read_text()
     assert job.worker.startswith(worker_process.hostname)
     export.refresh_from_db()

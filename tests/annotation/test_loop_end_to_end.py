@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import random
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -27,8 +26,10 @@ from annotation.services.detector import detector_launch
 from annotation.storage import blob_read
 from cxrio.masks import mask_from_png, resize_nearest
 from tests.factories import UserFactory
+from tests.support import jobs_and_logs, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.keras]
+
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     total = a.sum() + b.sum()
@@ -40,19 +41,6 @@ def _client(*roles: str) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
-
-
-def _wait(predicate, *, timeout: float, what: str, worker=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    jobs = "\n".join(
-        f"#{j.pk} {j.kind} {j.state} {j.error[-300:]}" for j in Job.objects.order_by("pk")
-    )
-    log = worker.log_path.read_text()[-3000:] if worker else ""
-    pytest.fail(f"timed out waiting for {what}\n{jobs}\n{log}")
 
 
 class ApiReader:
@@ -162,7 +150,13 @@ def _run_stage(admin: APIClient, dataset, preset: str, config: dict, worker) -> 
         stage.refresh_from_db()
         return stage.status == Stage.Status.REVIEWING
 
-    _wait(reviewing, timeout=600, what=f"{preset} to reach review", worker=worker)
+    wait_for(
+        reviewing,
+        what=f"{preset} to reach review",
+        timeout=600,
+        every=0.5,
+        explain=jobs_and_logs(worker),
+    )
     return stage
 
 
@@ -233,7 +227,13 @@ def test_the_loop_from_phantoms_to_a_detector_improves_the_masks(
             .exists()
         )
 
-    _wait(trained, timeout=600, what="the detector", worker=worker_process)
+    wait_for(
+        trained,
+        what="the detector",
+        timeout=600,
+        every=0.5,
+        explain=jobs_and_logs(worker_process),
+    )
     client.force_login(UserFactory(roles=["researcher"]))
     report = client.get(f"/detector/runs/{run.run}/")
     assert report.status_code == 200

@@ -26,14 +26,7 @@ from annotation.services.stages import (
     stage_maybe_close,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def sent(monkeypatch):
-    messages = []
-    monkeypatch.setattr(job_services, "_send", lambda job: messages.append(job.pk))
-    return messages
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 
 
 def _finish_training(stage):
@@ -107,7 +100,7 @@ def test_impossible_settings_are_refused_with_a_reason(phantom_dataset, config, 
 
 
 def test_stage_one_trains_each_network_on_folds_and_predicts_only_unseen_cases(
-    phantom_dataset, sent
+    phantom_dataset, broker
 ):
     dataset, _ = phantom_dataset(n_covid=12, n_control=4, manual_fraction=1.0)
     stage = stage_create(dataset=dataset, preset="fast-cpu")
