@@ -11,7 +11,7 @@ from annotation.services.jobs import job_cancel
 from annotation.storage import blob_read, stored_paths
 from annotation.worker.tasks.data import export_build_task
 from tests.annotation.exporting import provenance_scenario, read_zip
-from tests.support import wait_for_job
+from tests.support import Message, wait_for_job
 
 
 @pytest.mark.django_db
@@ -68,11 +68,26 @@ def test_a_build_that_cannot_be_made_fails_with_the_reason(tmp_path):
 
 
 @pytest.mark.django_db
-def test_the_job_is_sent_once_the_request_commits(tmp_path, django_capture_on_commit_callbacks):
+def test_the_job_is_sent_once_the_request_commits(
+    tmp_path, django_capture_on_commit_callbacks, broker
+):
     scenario = provenance_scenario(tmp_path)
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        export_request(dataset=scenario.dataset, created_by=None)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        export = export_request(dataset=scenario.dataset, created_by=None)
+        assert broker.messages == []
     assert len(callbacks) == 1
+    # Routed like every job: the export task, on the CPU workers' queue.
+    assert broker.messages == [Message("annotation.worker.export_job", export.job_id, "default")]
+
+
+@pytest.mark.django_db
+def test_an_export_run_in_process_sends_no_message(
+    tmp_path, django_capture_on_commit_callbacks, broker
+):
+    scenario = provenance_scenario(tmp_path)
+    with django_capture_on_commit_callbacks(execute=True):
+        export = export_request(dataset=scenario.dataset, created_by=None, enqueue=False)
+    assert broker.messages == [] and export.job.state == "queued"
 
 
 @pytest.mark.integration
