@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-ARCHS = ("unet", "unetpp", "dla")
-# slim and tiny train from scratch (no pretrained weights): slim for CPU-only sites, tiny for
-# tests and demos.
-ENCODERS = ("densenet121", "chexnet", "inceptionv3", "resnet50", "slim", "tiny")
+from mlworker.networks import check_networks, check_training, whole_number
+
 MODES = ("pairwise", "nway")
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -86,10 +84,7 @@ class StageConfigError(ValueError):
 
 
 def _int(config: dict, key: str, low: int, high: int) -> int:
-    value = config.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise StageConfigError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
-    return value
+    return whole_number(config, key, low, high, StageConfigError)
 
 
 def stage_config_validate(config: dict[str, Any]) -> dict[str, Any]:
@@ -97,30 +92,10 @@ def stage_config_validate(config: dict[str, Any]) -> dict[str, Any]:
     merged = {**PRESETS["fast-cpu"], **config}
     if merged["mode"] not in MODES:
         raise StageConfigError(f"mode must be one of {', '.join(MODES)}, not {merged['mode']!r}")
-    networks = merged["networks"]
-    if not isinstance(networks, list) or not networks:
-        raise StageConfigError("choose at least one network")
-    for net in networks:
-        if (
-            not isinstance(net, dict)
-            or net.get("arch") not in ARCHS
-            or net.get("encoder") not in ENCODERS
-        ):
-            raise StageConfigError(
-                f"a network is an architecture ({', '.join(ARCHS)}) with an encoder "
-                f"({', '.join(ENCODERS)}), not {net!r}"
-            )
+    networks = check_networks(merged["networks"], StageConfigError)
     if merged["mode"] == "nway" and not 2 <= len(networks) <= 6:
         raise StageConfigError("an N-way stage needs 2 to 6 networks (five in the paper)")
-    _int(merged, "epochs", 1, 1000)
-    _int(merged, "batch_size", 1, 512)
-    size = _int(merged, "image_size", 32, 2048)
-    if size % 32:
-        raise StageConfigError(
-            f"image_size must be a multiple of 32 (the encoders downsample 32×), not {size}"
-        )
-    if any(n["encoder"] == "inceptionv3" for n in networks) and size < 96:
-        raise StageConfigError("Inception-v3 needs image_size of at least 96")
+    check_training(merged, networks, StageConfigError)
     _int(merged, "folds", 1, 20)
     if merged["mode"] == "pairwise" and merged["folds"] < 2:
         raise StageConfigError(

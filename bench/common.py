@@ -38,6 +38,13 @@ def log(message: str) -> None:
 # --- data -------------------------------------------------------------------------------
 
 
+def qata_train_folder(root: Path) -> Path:
+    """The Train Set folder of a QaTa-COV19 copy (splits/ divides it into train and valid)."""
+    from cxrio.qata import SPLIT_FOLDERS
+
+    return root / SPLIT_FOLDERS["train"]
+
+
 def qata_split_names(root: Path, split: str) -> list[str]:
     """Image names of splits/<split>.txt (train or valid) of the shared QaTa-COV19 copy."""
     path = root / "splits" / f"{split}.txt"

@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlworker.augment import balance_by_augmentation  # noqa: F401  (documents the choice)
     from mlworker.data import train_val_split
-    from mlworker.evaluate import evaluate_probabilities, predict_cases, summary_lines, write_report
+    from mlworker.evaluate import evaluate_probabilities, predict_cases
+    from mlworker.evaluate_report import summary_lines, write_report
     from mlworker.train import train_segmenter
 
     data = cohort(args)

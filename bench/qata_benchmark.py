@@ -53,6 +53,7 @@ from bench.common import (  # noqa: E402
     conv_flops,
     log,
     qata_split_names,
+    qata_train_folder,
     save_portable,
     subset,
     widths,
@@ -161,7 +162,7 @@ def load_data(args: argparse.Namespace):
         monitor = subset(range(len(valid_names)), args.monitor_limit, seed=args.seed + 1)
         mon_x, mon_y = resize_cases(valid_x[monitor], valid_y[monitor], args.size)
         return (train_x, train_y), (mon_x, mon_y), (valid_names, eval_x, eval_y)
-    folder = args.data / "Train Set"
+    folder = qata_train_folder(args.data)
     train = qata_split_names(args.data, "train")
     if args.train_match:
         train = [name for name in train if re.search(args.train_match, name)]
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlworker.train
     from mlworker.augment import CaseBatches
-    from mlworker.evaluate import evaluate_probabilities, predict_cases, summary_lines, write_report
+    from mlworker.evaluate import evaluate_probabilities, predict_cases
+    from mlworker.evaluate_report import summary_lines, write_report
     from mlworker.nets import count_params
 
     if args.schedule != "constant" and keras.config.backend() == "jax":

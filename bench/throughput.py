@@ -30,9 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO, conv_flops, widths  # noqa: E402
+from mlworker.networks import ARCHS, PAPER_ENCODERS  # noqa: E402
 
-ARCHS = ("unet", "unetpp", "dla")
-ENCODERS = ("densenet121", "chexnet", "inceptionv3", "resnet50")
 PAPER_MS = (2.53, 5.58)  # Table 8, inference ms per sample, RTX 2080 Ti
 
 
@@ -42,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--backends", default="tensorflow,torch", help="comma-separated")
     p.add_argument("--archs", default=",".join(ARCHS))
-    p.add_argument("--encoders", default=",".join(ENCODERS))
+    p.add_argument("--encoders", default=",".join(PAPER_ENCODERS))
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--decoder-widths", default="256,128,64,32,16", help="strides 16..1")
     p.add_argument("--batch", type=int, help="inference batch (default 8 on CPU, 32 on GPU)")

@@ -3,19 +3,15 @@
 No Django and no decoding here: this only lists files (zip members are read lazily, later) and
 pairs them. Understood layouts:
 - a flat folder or zip of PNG / JPEG / DICOM files;
-- QaTa-COV19 v1: `Images/` + `Ground-truths/`, masks named `mask_<image file name>`;
-- QaTa-COV19 v2: `Train Set/` and `Test Set/`, each with `Images/` + `Ground-truths/`
-  (the folder gives the split);
-- `images/` + `masks/` (the same naming, as in common copies of QaTa-COV19);
-- an optional `labels.csv` at the root: name,label[,finding,patient_id,split], where name is
-  the image file name with or without its extension.
+- the QaTa-COV19 layouts, v1 and v2 (the split folder gives the split), with an optional
+  labels.csv at the root (see cxrio.qata, which holds the layout's names and rules);
+- a mask named `mask_<image file name>` beside its image in one folder.
 Never imported: documents (txt, csv, json …), hidden and system files, and `hidden-truth/`,
 where the phantom generator keeps the exact masks for evaluation.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import stat
@@ -26,10 +22,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-MASK_FOLDERS = frozenset({"ground-truths", "ground_truths", "groundtruths", "masks"})
-SPLIT_FOLDERS = {"train set": "train", "test set": "test"}
-LABELS_FILE = "labels.csv"
-MASK_PREFIX = "mask_"
+from cxrio import qata
+
 # Files that are plainly not radiographs: listed as skipped, not rejected.
 DOCUMENT_SUFFIXES = frozenset(
     {".txt", ".md", ".csv", ".json", ".xml", ".html", ".pdf", ".yaml", ".yml", ".log", ".py"}
@@ -38,7 +32,7 @@ _LIMIT = " (IMPORT_MAX_FILE_BYTES)"
 _NOTHING = "; nothing under this PATH was imported"
 # Checksum lists (as in our own exports) are documents too, whatever their suffix.
 SYSTEM_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx", "sha256sums", "md5sums"})
-SKIPPED_FOLDERS = frozenset({"hidden-truth"})
+SKIPPED_FOLDERS = frozenset({qata.HIDDEN_TRUTH})
 
 
 class ImportInputError(ValueError):
@@ -148,7 +142,7 @@ def _folder_entries(path: Path, layout: Layout) -> list[_Entry]:
 
 def _split_of(rel: PurePosixPath) -> str:
     for part in rel.parts[:-1]:
-        if split := SPLIT_FOLDERS.get(part.lower()):
+        if split := qata.split_of_folder(part):
             return split
     return ""
 
@@ -161,25 +155,11 @@ def _read_labels(entry: _Entry, layout: Layout) -> dict[str, dict[str, str]] | N
     except (ValueError, OSError) as exc:
         layout.problems.append((where, f"cannot be read as UTF-8 text ({exc}){_NOTHING}"))
         return None
-    reader = csv.DictReader(io.StringIO(text))
-    columns = {c.strip().lower() for c in reader.fieldnames or []}
-    if not {"name", "label"} <= columns:
-        layout.problems.append(
-            (where, f"needs the columns name,label[,finding,patient_id,split]{_NOTHING}")
-        )
+    try:
+        return qata.read_labels(text)
+    except qata.LabelsError as exc:
+        layout.problems.append((where, f"{exc}{_NOTHING}"))
         return None
-    rows: dict[str, dict[str, str]] = {}
-    for number, row in enumerate(reader, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-        name = row.get("name", "")
-        if not name:
-            layout.problems.append((where, f"line {number}: empty name{_NOTHING}"))
-            return None
-        if name in rows:
-            layout.problems.append((where, f"line {number}: {name} is listed twice{_NOTHING}"))
-            return None
-        rows[name] = row
-    return rows
 
 
 def _pair(entries: list[_Entry], layout: Layout) -> list[tuple[_Entry, _Entry | None]]:
@@ -187,11 +167,10 @@ def _pair(entries: list[_Entry], layout: Layout) -> list[tuple[_Entry, _Entry | 
     images, masks = [], []
     all_paths = {e.rel for e in entries}
     for entry in entries:
-        is_mask = entry.rel.parent.name.lower() in MASK_FOLDERS
-        if not is_mask and entry.rel.name.startswith(MASK_PREFIX):
+        is_mask = entry.rel.parent.name.lower() in qata.MASK_FOLDERS
+        if not is_mask and (twin := qata.image_name_of(entry.rel.name)):
             # mask_<name> beside <name> in one folder
-            twin = entry.rel.with_name(entry.rel.name[len(MASK_PREFIX) :])
-            is_mask = twin in all_paths
+            is_mask = entry.rel.with_name(twin) in all_paths
         (masks if is_mask else images).append(entry)
 
     by_dir_name: dict[tuple[PurePosixPath, str], _Entry] = {}
@@ -205,16 +184,16 @@ def _pair(entries: list[_Entry], layout: Layout) -> list[tuple[_Entry, _Entry | 
     mask_of: dict[PurePosixPath, _Entry] = {}
     for mask in masks:
         name = mask.rel.name
-        wanted = name[len(MASK_PREFIX) :] if name.startswith(MASK_PREFIX) else name
+        wanted = qata.image_name_of(name) or name
         folder = mask.rel.parent
-        if folder.name.lower() in MASK_FOLDERS:
+        if folder.name.lower() in qata.MASK_FOLDERS:
             found = by_grand_name.get((folder.parent, wanted)) or by_grand_name.get(
                 (folder.parent, PurePosixPath(wanted).stem), []
             )
             # Prefer the Images/ folder beside Ground-truths/ when several folders match.
             preferred = [i for i in found if i.rel.parent.name.lower() == "images"] or found
             image = preferred[0] if len(preferred) == 1 else None
-            looked = folder.parent / "Images" / wanted
+            looked = folder.parent / qata.IMAGES / wanted
         else:
             image = by_dir_name.get((folder, wanted))
             looked = folder / wanted
@@ -239,9 +218,9 @@ def _root_layout(entries: list[_Entry], layout: Layout) -> None:
     if not entries:
         return
     tops = {e.rel.parts[0] for e in entries if len(e.rel.parts) > 1}
-    label_paths = {PurePosixPath(LABELS_FILE)}
+    label_paths = {PurePosixPath(qata.LABELS_FILE)}
     if len(tops) == 1 and all(len(e.rel.parts) > 1 for e in entries):
-        label_paths.add(PurePosixPath(next(iter(tops))) / LABELS_FILE)
+        label_paths.add(PurePosixPath(next(iter(tops))) / qata.LABELS_FILE)
     labels: dict[str, dict[str, str]] = {}
     candidates = []
     for entry in entries:

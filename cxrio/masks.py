@@ -52,13 +52,36 @@ def pixel_sha256(mask: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def mask_to_png(mask: np.ndarray) -> bytes:
-    """A 1-bit greyscale PNG (0 = background, 1 = infection), the same bytes for the same mask."""
+def _as_bool(mask: np.ndarray) -> np.ndarray:
+    """A 2-D mask as booleans; a numeric mask must hold 0/1 or 0/255."""
+    mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"a mask is 2-D, got shape {mask.shape}")
-    image = Image.fromarray(np.ascontiguousarray(mask, dtype=bool))
+    if mask.dtype != bool:
+        values = set(np.unique(mask).tolist())
+        if not (values <= {0, 1} or values <= {0, 255}):
+            raise ValueError(f"a mask holds two values (0/1 or 0/255), got {sorted(values)[:5]}")
+    return np.ascontiguousarray(mask != 0)
+
+
+def mask_to_png(mask: np.ndarray) -> bytes:
+    """A 1-bit greyscale PNG (0 = background, 1 = infection), the same bytes for the same mask.
+
+    This is how masks are stored: drawn, imported and predicted alike.
+    """
+    image = Image.fromarray(_as_bool(mask))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=9)
+    return buffer.getvalue()
+
+
+def mask_to_png_0_255(mask: np.ndarray) -> bytes:
+    """An 8-bit greyscale PNG with 0 = background and 255 = infection, as the published
+    QaTa-COV19 masks are: what exports and mask files on disk use. No metadata, so the same
+    mask always gives the same bytes."""
+    image = Image.fromarray(np.where(_as_bool(mask), 255, 0).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=6)
     return buffer.getvalue()
 
 

@@ -1,4 +1,6 @@
-"""The machine side: pure ML code, importable and runnable without Django.
+"""The machine side: pure ML code (networks, losses, training, prediction, infection maps,
+detection, metrics, phantoms), importable and runnable without Django.
 
-Only mlworker.tasks touches Django; everything else here must not.
+Nothing here imports Django, annotation or Celery (tests/test_boundaries.py checks): the
+Celery tasks in annotation.worker drive this package with arrays and paths.
 """

@@ -1,6 +1,6 @@
 """Reading QaTa-COV19-layout folders and splitting cases into folds by patient.
 
-Layout (the released QaTa-COV19 naming):
+Layout (cxrio.qata, the released QaTa-COV19 naming):
 
     FOLDER/Images/<name>.png
     FOLDER/Ground-truths/mask_<name>.png      (0/255; absent for unlabelled images)
@@ -16,7 +16,6 @@ No Keras here: this module is cheap to import.
 
 from __future__ import annotations
 
-import csv
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,11 +25,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cxrio import qata
+from cxrio.masks import binary_mask
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-LAYOUTS = (("Images", "Ground-truths"), ("images", "masks"))
-SPLIT_FOLDERS = ("Train Set", "Test Set")
 COVID_LABELS = {"covid", "covid-19", "covid19"}
-LABEL_COLUMNS = ("name", "label", "finding", "patient_id", "split")
+# A QaTa-COV19 mask file is small; a bigger one is not a mask.
+MASK_MAX_PIXELS = 64 * 1024 * 1024
 
 
 class DataError(ValueError):
@@ -118,11 +119,8 @@ def read_image(path: Path, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """A binary mask at `size` (H, W), nearest. Foreground: above half the file's maximum,
-    so 0/255 and 0/1 files both read right."""
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("L") if img.mode not in ("L", "1") else img)
-    binary = arr > (arr.max() / 2) if arr.max() > 0 else np.zeros(arr.shape, bool)
+    """A binary mask at `size` (H, W), nearest; 0/255 and 0/1 files both read right."""
+    binary = binary_mask(path.read_bytes(), max_pixels=MASK_MAX_PIXELS)
     if binary.shape != size:
         resized = Image.fromarray(binary.astype(np.uint8) * 255).resize(
             (size[1], size[0]), Image.Resampling.NEAREST
@@ -134,39 +132,27 @@ def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
 def _find_layout(root: Path) -> tuple[Path, Path]:
     if not root.is_dir():
         raise DataError(f"{root} is not a folder")
-    for images, masks in LAYOUTS:
+    for images, masks in qata.FOLDER_PAIRS:
         if (root / images).is_dir():
             return root / images, root / masks
-    splits = [root / name for name in SPLIT_FOLDERS if (root / name).is_dir()]
+    splits = [root / name for name in qata.SPLIT_FOLDERS.values() if (root / name).is_dir()]
     if splits:
         raise DataError(
             f"{root} is a QaTa-COV19 v2 root: pass one split folder ({' or '.join(map(str, splits))})"
         )
     raise DataError(
-        f"{root} has no Images/ folder (QaTa-COV19 layout: Images/<name>.png, "
-        "Ground-truths/mask_<name>.png)"
+        f"{root} has no {qata.IMAGES}/ folder (QaTa-COV19 layout: {qata.IMAGES}/<name>.png, "
+        f"{qata.GROUND_TRUTHS}/{qata.mask_name('<name>.png')})"
     )
 
 
 def _read_labels_csv(path: Path) -> dict[str, dict[str, str]]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "name" not in reader.fieldnames:
-            raise DataError(f"{path} needs a header with at least a 'name' column")
-        unknown = set(reader.fieldnames) - set(LABEL_COLUMNS)
-        if unknown:
-            raise DataError(
-                f"{path}: unknown columns {sorted(unknown)}; expected {', '.join(LABEL_COLUMNS)}"
-            )
-        rows = {}
-        for line, row in enumerate(reader, start=2):
-            name = (row.get("name") or "").strip()
-            if not name:
-                raise DataError(f"{path}, line {line}: empty name")
-            if name in rows:
-                raise DataError(f"{path}, line {line}: {name} is listed twice")
-            rows[name] = {k: (v or "").strip() for k, v in row.items()}
-        return rows
+    try:
+        return qata.read_labels(
+            path.read_text(encoding="utf-8-sig"), required=("name",), strict=True
+        )
+    except qata.LabelsError as exc:
+        raise DataError(f"{path}: {exc}") from exc
 
 
 def load_qata_folder(
@@ -196,15 +182,15 @@ def load_qata_folder(
             raise DataError(f"{len(missing)} requested images not in {image_dir}: {missing[:5]}")
         available = list(names)
     rows: dict[str, dict[str, str]] = {}
-    if (root / "labels.csv").is_file():
-        rows = _read_labels_csv(root / "labels.csv")
+    if (root / qata.LABELS_FILE).is_file():
+        rows = _read_labels_csv(root / qata.LABELS_FILE)
         # This folder's own labels.csv describes it: a name it lacks means a wrong folder.
         files = {p.name for p in image_dir.iterdir()} | {p.stem for p in image_dir.iterdir()}
         unknown = sorted(set(rows) - files)
         if unknown:
-            raise DataError(f"labels.csv lists images not in {image_dir}: {unknown[:5]}")
-    elif root.name in SPLIT_FOLDERS and (root.parent / "labels.csv").is_file():
-        rows = _read_labels_csv(root.parent / "labels.csv")  # covers every split folder
+            raise DataError(f"{qata.LABELS_FILE} lists images not in {image_dir}: {unknown[:5]}")
+    elif qata.split_of_folder(root.name) and (root.parent / qata.LABELS_FILE).is_file():
+        rows = _read_labels_csv(root.parent / qata.LABELS_FILE)  # covers every split folder
 
     n = len(available)
     images = np.zeros((n, *hw), np.uint8)
@@ -212,11 +198,11 @@ def load_qata_folder(
     labelled = np.zeros(n, bool)
     labels, findings, patients, splits = [], [], [], []
     for i, name in enumerate(available):
-        row = rows.get(name) or rows.get(Path(name).stem) or {}
+        row = qata.labels_row(rows, name)
         label = row.get("label", "").lower()
         try:
             images[i] = read_image(image_dir / name, hw)
-            mask_path = _mask_path(mask_dir, name)
+            mask_path = mask_file(mask_dir, name)
             if mask_path is not None:
                 masks[i] = read_mask(mask_path, hw)
         except (OSError, ValueError) as exc:
@@ -231,9 +217,9 @@ def load_qata_folder(
     return CaseSet(available, images, masks, labelled, labels, findings, patients, splits)
 
 
-def _mask_path(mask_dir: Path, name: str) -> Path | None:
-    # QaTa names masks mask_<image file name>; accept a .png mask beside a .jpg image too.
-    for candidate in (f"mask_{name}", f"mask_{Path(name).stem}.png"):
+def mask_file(mask_dir: Path, name: str) -> Path | None:
+    """The mask of image `name` in `mask_dir`, or None; a .png mask beside a .jpg image too."""
+    for candidate in qata.mask_names(name):
         if (mask_dir / candidate).is_file():
             return mask_dir / candidate
     return None

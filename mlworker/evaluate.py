@@ -1,4 +1,4 @@
-"""Evaluating a trained segmenter on a labelled set, as Degerli et al. 2021 report it.
+"""Scoring a segmenter's probability maps on a labelled set, as Degerli et al. 2021 report it.
 
 Pixel level (the infection segmentation), over the COVID-19 cases that have a mask:
 sensitivity, specificity, precision, F1 (= Dice of the pooled confusion matrix), F2, IoU,
@@ -8,20 +8,19 @@ present, the same pixel figures over every labelled case, and case detection: a 
 COVID-19 when any pixel of its map is ≥ threshold (mlworker.metrics.case_evaluation),
 with ROC / PR over the per-case maximum.
 
+`Evaluation` is the one result type, for a segmenter evaluated here and for the final
+detector (mlworker.detection.evaluate). `EvaluationTally` scores cases as their maps come;
 `evaluate_probabilities` is pure numpy (probability maps in, `Evaluation` out);
-`predict_cases` runs a Keras model (imported lazily, so this module stays cheap);
-`write_report` writes metrics.json, per_image.csv, the figures and the gallery of
-infection maps (best, median and worst cases by per-image Dice).
+`predict_cases` runs a Keras model (imported lazily, so this module stays cheap). The
+report files are mlworker.evaluate_report's.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -33,13 +32,14 @@ from mlworker.metrics import (
     Counts,
     Score,
     case_evaluation,
+    dice_per_image,
     mean_dice,
     per_image_counts,
     scores,
 )
 
-PIXEL_METRICS = ("sensitivity", "specificity", "precision", "f1", "f2", "iou", "accuracy")
 GALLERY_GROUPS = ("best", "median", "worst")
+PIXEL_BINS = 1024  # ScoreHistogram's bins for pixel-level curves
 
 
 @dataclass(frozen=True)
@@ -57,26 +57,70 @@ class PixelEvaluation:
 
 @dataclass(frozen=True)
 class Evaluation:
+    """Probability maps scored against the truth: one row per case, and the pixel and case
+    figures made of those rows (the paper's Tables 2–4 and 6–7)."""
+
     names: list[str]
     threshold: float
     is_covid: np.ndarray  # bool (N,): truth for detection
     has_mask: np.ndarray  # bool (N,): COVID-19 case with a ground-truth mask
     counts: np.ndarray  # int64 (N, 4): tp, fp, tn, fn per image
-    dice: np.ndarray  # float64 (N,): per-image Dice (1 where truth and prediction are empty)
     max_probs: np.ndarray  # float64 (N,)
-    pixel: PixelEvaluation  # COVID-19 cases with masks
-    pixel_with_controls: PixelEvaluation | None  # also the controls, when there are any
-    detection: CaseEvaluation | None  # when both COVID-19 cases and controls are present
-    case_roc: RocCurve | None = None
-    case_pr: PrCurve | None = None
+    mask_histogram: ScoreHistogram  # pixel scores of the COVID-19 cases with masks
+    control_histogram: ScoreHistogram  # pixel scores of the controls
     gallery: dict[str, list[int]] = field(default_factory=dict)
+    ms_per_sample: float | None = None  # prediction time per case, where it was measured
 
+    @cached_property
+    def dice(self) -> np.ndarray:
+        """float64 (N,): per-image Dice (1 where truth and prediction are empty)."""
+        return dice_per_image(self.counts)
 
-def _dice_per_image(counts: np.ndarray) -> np.ndarray:
-    tp, fp, fn = (counts[:, k].astype(np.float64) for k in (0, 1, 3))
-    denominator = 2 * tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 1.0)
+    @cached_property
+    def severities(self) -> np.ndarray:
+        """float64 (N,): the infected share of each image, the detection rule's severity."""
+        tp, fp = self.counts[:, 0], self.counts[:, 1]
+        return (tp + fp) / self.counts.sum(axis=1)
+
+    @cached_property
+    def histogram(self) -> ScoreHistogram:
+        """Pixel scores of every labelled case (with a mask, or a control)."""
+        both = ScoreHistogram(self.mask_histogram.bins)
+        both.positives = self.mask_histogram.positives + self.control_histogram.positives
+        both.negatives = self.mask_histogram.negatives + self.control_histogram.negatives
+        return both
+
+    @cached_property
+    def pixel(self) -> PixelEvaluation:
+        """The COVID-19 cases with masks."""
+        return _pixel_evaluation(
+            self.counts[self.has_mask], self.dice[self.has_mask], self.mask_histogram
+        )
+
+    @cached_property
+    def pixel_with_controls(self) -> PixelEvaluation | None:
+        """Every labelled case, when there are controls."""
+        if not (~self.is_covid).any():
+            return None
+        labelled = self.has_mask | ~self.is_covid
+        return _pixel_evaluation(self.counts[labelled], self.dice[labelled], self.histogram)
+
+    @cached_property
+    def detection(self) -> CaseEvaluation | None:
+        """Case detection, when both COVID-19 cases and controls are present."""
+        if not (~self.is_covid).any() or not self.is_covid.any():
+            return None
+        return case_evaluation(self.is_covid, self.max_probs, threshold=self.threshold)
+
+    @cached_property
+    def case_roc(self) -> RocCurve | None:
+        return None if self.detection is None else roc_curve(self.is_covid, self.max_probs)
+
+    @cached_property
+    def case_pr(self) -> PrCurve | None:
+        if self.detection is None:
+            return None
+        return precision_recall_curve(self.is_covid, self.max_probs)
 
 
 def _pixel_evaluation(
@@ -114,6 +158,64 @@ def pick_gallery(dice: np.ndarray, candidates: np.ndarray, *, per_group: int) ->
     return {"best": best.tolist(), "median": median.tolist(), "worst": worst.tolist()}
 
 
+class EvaluationTally:
+    """Scores cases as their maps come, a chunk at a time, so memory stays at one chunk's
+    maps whatever the number of cases; `result()` is the Evaluation of all of them."""
+
+    def __init__(self, *, threshold: float = 0.5, bins: int = PIXEL_BINS) -> None:
+        self.threshold = float(threshold)
+        self.rows: list[np.ndarray] = []
+        self.max_probs: list[float] = []
+        self.is_covid: list[bool] = []
+        self.has_mask: list[bool] = []
+        self.with_mask, self.controls = ScoreHistogram(bins), ScoreHistogram(bins)
+
+    def add(
+        self,
+        masks: np.ndarray | Sequence[np.ndarray],
+        probs: np.ndarray | Sequence[np.ndarray],
+        *,
+        is_covid: Sequence[bool] | np.ndarray,
+        has_mask: Sequence[bool] | np.ndarray,
+    ) -> None:
+        """Counts cases: their masks, maps, labels and whether each has a mask."""
+        self.rows.append(per_image_counts(masks, probs, threshold=self.threshold))
+        self.max_probs += [float(np.max(p)) for p in probs]
+        for i, (covid, masked) in enumerate(zip(is_covid, has_mask, strict=True)):
+            self.is_covid.append(bool(covid))
+            self.has_mask.append(bool(masked))
+            if masked or not covid:
+                (self.with_mask if masked else self.controls).add(
+                    np.asarray(masks[i]), np.asarray(probs[i], dtype=np.float32)
+                )
+
+    def result(
+        self,
+        *,
+        names: Sequence[str] | None = None,
+        gallery_per_group: int = 0,
+        ms_per_sample: float | None = None,
+    ) -> Evaluation:
+        """The Evaluation of every case counted; names default to the cases' positions."""
+        counts = np.concatenate(self.rows) if self.rows else np.zeros((0, 4), np.int64)
+        n = len(counts)
+        has_mask = np.array(self.has_mask, dtype=bool)
+        return Evaluation(
+            names=[str(i) for i in range(n)] if names is None else list(names),
+            threshold=self.threshold,
+            is_covid=np.array(self.is_covid, dtype=bool),
+            has_mask=has_mask,
+            counts=counts,
+            max_probs=np.array(self.max_probs, dtype=np.float64),
+            mask_histogram=self.with_mask,
+            control_histogram=self.controls,
+            gallery=pick_gallery(
+                dice_per_image(counts), np.flatnonzero(has_mask), per_group=gallery_per_group
+            ),
+            ms_per_sample=ms_per_sample,
+        )
+
+
 def evaluate_probabilities(
     *,
     names: Sequence[str],
@@ -144,42 +246,9 @@ def evaluate_probabilities(
         raise ValueError("a control has no infection mask: has_mask must be False for controls")
     if not has_mask.any():
         raise ValueError("no COVID-19 case with a ground-truth mask: nothing to segment")
-    counts = per_image_counts(masks, probs, threshold=threshold)
-    dice = _dice_per_image(counts)
-    max_probs = np.array([float(np.max(p)) for p in probs], dtype=np.float64)
-    with_mask, controls = ScoreHistogram(), ScoreHistogram()
-    for i in range(n):
-        if has_mask[i] or not is_covid[i]:
-            (with_mask if has_mask[i] else controls).add(
-                np.asarray(masks[i]), np.asarray(probs[i], dtype=np.float32)
-            )
-    pixel = _pixel_evaluation(counts[has_mask], dice[has_mask], with_mask)
-    pixel_all = detection = case_roc = case_pr = None
-    if (~is_covid).any():
-        both = ScoreHistogram(with_mask.bins)
-        both.positives = with_mask.positives + controls.positives
-        both.negatives = with_mask.negatives + controls.negatives
-        labelled = has_mask | ~is_covid
-        pixel_all = _pixel_evaluation(counts[labelled], dice[labelled], both)
-        if is_covid.any():
-            detection = case_evaluation(is_covid, max_probs, threshold=threshold)
-            case_roc = roc_curve(is_covid, max_probs)
-            case_pr = precision_recall_curve(is_covid, max_probs)
-    return Evaluation(
-        names=list(names),
-        threshold=float(threshold),
-        is_covid=is_covid,
-        has_mask=has_mask,
-        counts=counts,
-        dice=dice,
-        max_probs=max_probs,
-        pixel=pixel,
-        pixel_with_controls=pixel_all,
-        detection=detection,
-        case_roc=case_roc,
-        case_pr=case_pr,
-        gallery=pick_gallery(dice, np.flatnonzero(has_mask), per_group=gallery_per_group),
-    )
+    tally = EvaluationTally(threshold=threshold)
+    tally.add(masks, probs, is_covid=is_covid, has_mask=has_mask)
+    return tally.result(names=names, gallery_per_group=gallery_per_group)
 
 
 def predict_cases(
@@ -194,135 +263,3 @@ def predict_cases(
     from mlworker.predict import predict_probabilities
 
     return predict_probabilities(model, images, batch_size=batch_size, progress=progress)
-
-
-# --- reporting -------------------------------------------------------------------------
-
-
-def _score_json(score: Score) -> dict[str, float | int | None]:
-    def num(x: float) -> float | None:
-        return None if math.isnan(x) else round(float(x), 6)
-
-    return {
-        "value": num(score.value),
-        "ci95": num(score.ci),
-        "low": num(score.low),
-        "high": num(score.high),
-        "n": int(score.n),
-    }
-
-
-def _counts_json(counts: Counts) -> dict[str, int]:
-    return {"tp": counts.tp, "fp": counts.fp, "tn": counts.tn, "fn": counts.fn}
-
-
-def _pixel_json(pixel: PixelEvaluation) -> dict[str, Any]:
-    return {
-        "cases": pixel.cases,
-        "counts": _counts_json(pixel.counts),
-        **{name: _score_json(pixel.scores[name]) for name in PIXEL_METRICS},
-        "mean_dice": {
-            "value": round(pixel.mean_dice, 6),
-            "ci95": None if math.isnan(pixel.mean_dice_ci) else round(pixel.mean_dice_ci, 6),
-            "n": pixel.cases,
-        },
-        "roc_auc": None if pixel.roc is None else round(pixel.roc.auc, 6),
-        "average_precision": None if pixel.pr is None else round(pixel.pr.average_precision, 6),
-    }
-
-
-def evaluation_json(evaluation: Evaluation, **context: Any) -> dict[str, Any]:
-    """Everything metrics.json holds; `context` (model, data, size...) goes in first."""
-    out: dict[str, Any] = dict(context)
-    out["threshold"] = evaluation.threshold
-    out["cases"] = {
-        "total": len(evaluation.names),
-        "covid": int(evaluation.is_covid.sum()),
-        "covid_with_mask": int(evaluation.has_mask.sum()),
-        "control": int((~evaluation.is_covid).sum()),
-    }
-    out["pixel"] = _pixel_json(evaluation.pixel)
-    if evaluation.pixel_with_controls is not None:
-        out["pixel_with_controls"] = _pixel_json(evaluation.pixel_with_controls)
-    if evaluation.detection is not None:
-        det = evaluation.detection
-        out["detection"] = {
-            "counts": _counts_json(det.counts),
-            **{name: _score_json(det.scores[name]) for name in PIXEL_METRICS},
-            "roc_auc": round(evaluation.case_roc.auc, 6) if evaluation.case_roc else None,
-            "average_precision": (
-                round(evaluation.case_pr.average_precision, 6) if evaluation.case_pr else None
-            ),
-        }
-    out["gallery"] = {
-        group: [evaluation.names[i] for i in picks] for group, picks in evaluation.gallery.items()
-    }
-    return out
-
-
-def summary_lines(evaluation: Evaluation) -> list[str]:
-    """A short human summary, the paper's way: '83.20 ± 0.01' per metric, in %."""
-    lines = []
-    blocks = [("pixel (COVID-19 cases with masks)", evaluation.pixel)]
-    if evaluation.pixel_with_controls is not None:
-        blocks.append(("pixel (with controls)", evaluation.pixel_with_controls))
-    for title, pixel in blocks:
-        cells = ", ".join(f"{k} {pixel.scores[k].percent()}" for k in PIXEL_METRICS[:6])
-        lines.append(
-            f"{title}, {pixel.cases} cases: {cells}; mean Dice {100 * pixel.mean_dice:.2f}"
-            + (f", AUC {pixel.roc.auc:.4f}" if pixel.roc else "")
-        )
-    if evaluation.detection is not None:
-        det = evaluation.detection
-        cells = ", ".join(
-            f"{k} {det.scores[k].percent()}" for k in ("sensitivity", "specificity", "f1")
-        )
-        auc = f", AUC {evaluation.case_roc.auc:.4f}" if evaluation.case_roc else ""
-        lines.append(f"detection, {len(evaluation.names)} cases: {cells}{auc}")
-    return lines
-
-
-def write_per_image_csv(evaluation: Evaluation, path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["name", "truth", "has_mask", "dice", "tp", "fp", "tn", "fn", "max_prob"])
-        for i, name in enumerate(evaluation.names):
-            tp, fp, tn, fn = (int(v) for v in evaluation.counts[i])
-            writer.writerow(
-                [
-                    name,
-                    "covid" if evaluation.is_covid[i] else "control",
-                    int(evaluation.has_mask[i]),
-                    f"{evaluation.dice[i]:.6f}",
-                    tp,
-                    fp,
-                    tn,
-                    fn,
-                    f"{evaluation.max_probs[i]:.6f}",
-                ]
-            )
-
-
-def write_report(
-    evaluation: Evaluation,
-    out: str | Path,
-    *,
-    images: np.ndarray | Sequence[np.ndarray],
-    masks: np.ndarray | Sequence[np.ndarray],
-    probs: np.ndarray | Sequence[np.ndarray],
-    context: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Writes OUT/metrics.json, per_image.csv, the curve figures and the gallery; returns
-    the metrics dict. `images` are the uint8 CXRs the maps belong to (same order)."""
-    from mlworker.evaluate_figures import write_figures
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = evaluation_json(evaluation, **(context or {}))
-    metrics["files"] = write_figures(evaluation, out, images=images, masks=masks, probs=probs)
-    write_per_image_csv(evaluation, out / "per_image.csv")
-    metrics["files"].append("per_image.csv")
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out / "metrics.json")
-    return metrics

@@ -1,7 +1,7 @@
 """The figures of an evaluation: pixel and case ROC / PR curves, confusion matrices, and the
 gallery of infection maps (best, median and worst cases by per-image Dice).
 
-Split from mlworker.evaluate so that module stays about numbers; matplotlib's object API
+mlworker.evaluate holds the numbers, mlworker.evaluate_report writes them; matplotlib's object API
 through mlworker.plots (Agg canvas, reproducible bytes).
 """
 
@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mlworker.evaluate import Evaluation
 from mlworker.maps import infection_map, write_infection_map_png
 from mlworker.plots import confusion_matrix_figure, pr_figure, roc_figure, save_figure
-
-if TYPE_CHECKING:
-    from mlworker.evaluate import Evaluation
 
 GALLERY_DIR = "gallery"
 

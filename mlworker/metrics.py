@@ -48,6 +48,10 @@ class Counts:
             self.tp + other.tp, self.fp + other.fp, self.tn + other.tn, self.fn + other.fn
         )
 
+    def as_dict(self) -> dict[str, int]:
+        """The four counts as JSON stores them."""
+        return {"tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn}
+
     def matrix(self) -> np.ndarray:
         """scikit-learn's layout: rows are truth (negative, positive), columns prediction."""
         return np.array([[self.tn, self.fp], [self.fn, self.tp]], dtype=np.int64)
@@ -148,20 +152,37 @@ def per_image_counts(
     return np.array(rows, dtype=np.int64).reshape(-1, 4)
 
 
-def mean_dice(rows: np.ndarray) -> float:
-    """Mean per-image Dice 2TP/(2TP+FP+FN) over rows from per_image_counts.
+def dice_per_image(rows: np.ndarray) -> np.ndarray:
+    """Per-image Dice 2TP/(2TP+FP+FN) of rows (tp, fp, tn, fn) from per_image_counts.
 
     An image where truth and prediction are both empty agrees perfectly: Dice 1
     (scikit-learn's f1_score with zero_division=1), so control images count.
     """
     rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-    if len(rows) == 0:
-        raise ValueError("mean_dice needs at least one image")
     tp, fp, fn = rows[:, 0], rows[:, 1], rows[:, 3]
     denominator = 2 * tp + fp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(denominator > 0, 2 * tp / denominator, 1.0)  # Dice (Sørensen 1948)
+        return np.where(denominator > 0, 2 * tp / denominator, 1.0)  # Dice (Sørensen 1948)
+
+
+def mean_dice(rows: np.ndarray) -> float:
+    """Mean per-image Dice (dice_per_image) over rows from per_image_counts."""
+    dice = dice_per_image(rows)
+    if len(dice) == 0:
+        raise ValueError("mean_dice needs at least one image")
     return float(dice.mean())
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice 2|A∩B| / (|A| + |B|) of two same-shaped masks (bool, or nonzero = inside);
+    two empty masks agree perfectly."""
+    c = confusion_counts(a, b)
+    return float(dice_per_image(np.array([c.tp, c.fp, c.tn, c.fn]))[0])
+
+
+def dice_from_iou(iou: float) -> float:
+    """Dice of the confusion matrix an IoU comes from: Dice = 2 IoU / (1 + IoU) exactly."""
+    return 2 * iou / (1 + iou)
 
 
 def _ratio(numerator: float, denominator: float) -> float:

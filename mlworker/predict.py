@@ -3,7 +3,7 @@
 Each radiograph is resized to the network's input size, predicted in batches, and its
 probability map resized back to the radiograph's own (working) resolution. Maps are
 stored as 8-bit greyscale PNGs (quantisation error at most 1/510, a few kB per case);
-masks, thresholded at 0.5 as in the paper, as 1-bit PNGs.
+masks, thresholded at 0.5 as in the paper, as 1-bit PNGs (cxrio.masks.mask_to_png).
 """
 
 from __future__ import annotations
@@ -128,21 +128,3 @@ def decode_probability_png(data: bytes) -> np.ndarray:
     if img.mode != "L":
         raise ValueError(f"a probability PNG is 8-bit greyscale, got mode {img.mode}")
     return np.asarray(img, dtype=np.float32) / 255.0
-
-
-def encode_mask_png(mask: np.ndarray) -> bytes:
-    """An (H, W) binary mask (bool, 0/1 or 0/255) as a 1-bit PNG."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"a mask is (H, W), got shape {mask.shape}")
-    if mask.dtype != bool:
-        values = set(np.unique(mask).tolist())
-        if not (values <= {0, 1} or values <= {0, 255}):
-            raise ValueError(f"a mask holds two values (0/1 or 0/255), got {sorted(values)[:5]}")
-        mask = mask > 0
-    return _png_bytes(Image.fromarray(mask))
-
-
-def decode_mask_png(data: bytes) -> np.ndarray:
-    img = _open_png(data)
-    return np.asarray(img.convert("L")) > 127

@@ -1,13 +1,16 @@
 """Training one segmentation network, as the paper did, in a way a worker can babysit.
 
 Adam (lr 1e-4, β1 0.9, β2 0.999), the hybrid focal + Dice loss, batch 32, 50 epochs,
-shift/rotation augmentation on the fly. Around `model.fit`:
+shift/rotation augmentation on the fly. Building (`build_for_training`: the network from
+a config, the optimiser and the loss) is apart from training (`fit_segmenter`: the loop,
+checkpoints, resume); `train_segmenter` is the two together. Around `model.fit`:
 
 - a checkpoint after every epoch (model + optimizer state in `epoch-NNNN.keras`, then
   `state.json` naming it, each written to a temporary file and moved into place; the
   JSON is the commit point), and `best.keras` whenever validation loss improves;
 - resume: a `checkpoint_dir` that holds a checkpoint continues from the next epoch;
-- `progress(dict)` after every batch and epoch; `should_cancel()` polled every batch;
+- `progress(dict)` after every batch and epoch; `should_cancel()` polled every batch
+  (mlworker.progress, the callback every fit of ours runs with);
 - `keras.utils.set_random_seed(seed)`: CPU runs with the same seed give the same weights;
 - mixed precision (float16 compute, float32 output and loss) when a GPU is present.
 """
@@ -27,11 +30,10 @@ import numpy as np
 
 from mlworker.augment import CaseBatches
 from mlworker.losses import HybridLoss
+from mlworker.progress import Progress, TrainingCancelled, TrainingProgress
 
 STATE_FILE = "state.json"
 BEST_FILE = "best.keras"
-
-Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -46,10 +48,6 @@ class TrainResult:
 
 class CheckpointMismatch(ValueError):
     """The checkpoint folder belongs to a different training run."""
-
-
-class _Cancelled(Exception):
-    pass
 
 
 def gpu_available() -> bool:
@@ -73,17 +71,6 @@ def compile_segmenter(model: keras.Model, *, lr: float = 1e-4) -> None:
     )
 
 
-def with_dice(logs: Mapping[str, Any]) -> dict[str, float]:
-    """Logs as floats, plus Dice (F1) from IoU: both come from one confusion matrix over
-    the epoch, where Dice = 2 IoU / (1 + IoU) holds exactly."""
-    out = {k: float(v) for k, v in logs.items()}
-    for prefix in ("", "val_"):
-        if f"{prefix}iou" in out:
-            iou = out[f"{prefix}iou"]
-            out[f"{prefix}dice"] = 2 * iou / (1 + iou)
-    return out
-
-
 def _build(config: Mapping[str, Any], *, mixed: bool) -> keras.Model:
     from mlworker.nets import build_segmenter
 
@@ -96,6 +83,35 @@ def _build(config: Mapping[str, Any], *, mixed: bool) -> keras.Model:
         return build_segmenter(arch, encoder, **kwargs)
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _check_mixed_precision(model_or_config: Any, mixed_precision: Any) -> None:
+    if mixed_precision not in ("auto", True, False):
+        raise ValueError(f"mixed_precision must be 'auto', True or False, not {mixed_precision!r}")
+    if not isinstance(model_or_config, Mapping) and mixed_precision is True:
+        raise ValueError("mixed precision is chosen when building: pass a config, not a model")
+
+
+def build_for_training(
+    model_or_config: keras.Model | Mapping[str, Any],
+    *,
+    lr: float = 1e-4,
+    mixed_precision: bool | Literal["auto"] = "auto",
+) -> keras.Model:
+    """A segmenter compiled with the paper's optimiser and loss (compile_segmenter).
+
+    `model_or_config` is a Keras model, or `build_segmenter` arguments such as
+    {"arch": "unet", "encoder": "tiny", "input_shape": (224, 224, 3)}; mixed precision
+    ("auto": on a GPU; True: always) applies only to models built here from a config.
+    """
+    _check_mixed_precision(model_or_config, mixed_precision)
+    if isinstance(model_or_config, Mapping):
+        mixed = mixed_precision is True or (mixed_precision == "auto" and gpu_available())
+        model = _build(model_or_config, mixed=mixed)
+    else:
+        model = model_or_config
+    compile_segmenter(model, lr=lr)
+    return model
 
 
 def _atomic_save_model(model: keras.Model, path: Path) -> None:
@@ -125,38 +141,23 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=list))
 
 
-class _Loop(keras.callbacks.Callback):
-    """Epoch sync, checkpoints, history, progress and cancel, in that order."""
+class _Checkpoints(TrainingProgress):
+    """The progress callback, plus epoch sync and a checkpoint after every epoch."""
 
     def __init__(self, *, batches, epochs, ckpt_dir, state, progress, should_cancel):
-        super().__init__()
-        self.batches, self.epochs = batches, epochs
+        super().__init__(
+            epochs=epochs, batches=len(batches), progress=progress,
+            should_cancel=should_cancel, history=state["history"],
+        )  # fmt: skip
+        self.case_batches = batches
         self.ckpt_dir, self.state = ckpt_dir, state
-        self.progress, self.should_cancel = progress, should_cancel
-        self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.batches.epoch = epoch  # batch content follows the true epoch, also on resume
+        super().on_epoch_begin(epoch, logs)
+        self.case_batches.epoch = epoch  # batch content follows the true epoch, also on resume
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.progress is not None:
-            event = {
-                "event": "batch",
-                "epoch": self.epoch + 1,
-                "epochs": self.epochs,
-                "batch": batch + 1,
-                "batches": len(self.batches),
-            }
-            self.progress(event | with_dice(logs or {}))
-        if self.should_cancel is not None and self.should_cancel():
-            raise _Cancelled
-
-    def on_epoch_end(self, epoch, logs=None):
-        record = with_dice(logs or {})
+    def epoch_done(self, epoch: int, record: dict[str, float]) -> None:
         state = self.state
-        for key, value in record.items():
-            state["history"].setdefault(key, []).append(value)
         state["epoch"] = epoch + 1
         val_loss = record.get("val_loss")
         improved = val_loss is not None and (
@@ -175,10 +176,6 @@ class _Loop(keras.callbacks.Callback):
             for old in self.ckpt_dir.glob("epoch-*.keras"):
                 if old.name != name:
                     old.unlink()
-        if self.progress is not None:
-            batches = len(self.batches)
-            event = {"event": "epoch", "epoch": epoch + 1, "epochs": self.epochs}
-            self.progress(event | {"batch": batches, "batches": batches} | record)
 
 
 def _check_arrays(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -196,9 +193,10 @@ def _check_arrays(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     return images, masks
 
 
-def train_segmenter(
+def fit_segmenter(
     *,
-    model_or_config: keras.Model | Mapping[str, Any],
+    build: Callable[[], keras.Model],
+    config: Mapping[str, Any] | None,
     train_data: tuple[np.ndarray, np.ndarray],
     val_data: tuple[np.ndarray, np.ndarray] | None = None,
     epochs: int = 50,
@@ -209,35 +207,27 @@ def train_segmenter(
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
     augment: bool = True,
-    mixed_precision: bool | Literal["auto"] = "auto",
     train_indices: Sequence[int] | None = None,
 ) -> TrainResult:
-    """Trains (or resumes training) a segmenter on uint8/float images in [0, 255] and
-    binary masks; `train_indices` picks and may repeat training cases (repeats are
-    augmented, see `balance_by_augmentation`).
+    """Trains (or resumes training) the compiled model `build()` makes, on uint8/float
+    images in [0, 255] and binary masks; `train_indices` picks and may repeat training cases
+    (repeats are augmented, see `balance_by_augmentation`).
 
-    `model_or_config` is a Keras model, or `build_segmenter` arguments such as
-    {"arch": "unet", "encoder": "tiny", "input_shape": (224, 224, 3)}; mixed precision
-    ("auto": on a GPU; True: always) applies only to models built here from a config.
-    When `checkpoint_dir` holds a checkpoint of the same run (same config, lr, batch
-    size, seed and data), the model is loaded from it and training goes on from
-    the next epoch; a checkpoint of another run raises CheckpointMismatch.
+    `config` (None for a model built elsewhere) and `lr` are what `build` builds with; with
+    the batch size, seed and data they name the run. When `checkpoint_dir` holds a
+    checkpoint of the same run, the model is loaded from it instead of built and training
+    goes on from the next epoch; a checkpoint of another run raises CheckpointMismatch.
     """
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(
             f"need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})"
         )
-    if mixed_precision not in ("auto", True, False):
-        raise ValueError(f"mixed_precision must be 'auto', True or False, not {mixed_precision!r}")
     images, masks = _check_arrays(train_data, "train_data")
     val = _check_arrays(val_data, "val_data") if val_data is not None else None
-    is_config = isinstance(model_or_config, Mapping)
-    if not is_config and mixed_precision is True:
-        raise ValueError("mixed precision is chosen when building: pass a config, not a model")
     n_train = len(images) if train_indices is None else len(train_indices)
     fingerprint = _jsonable(
         {
-            "config": dict(model_or_config) if is_config else None,
+            "config": None if config is None else dict(config),
             "lr": lr,
             "batch_size": batch_size,
             "seed": seed,
@@ -276,12 +266,7 @@ def train_segmenter(
         model = keras.saving.load_model(ckpt_dir / stored["model"])
         state = stored
     else:
-        if is_config:
-            mixed = mixed_precision is True or (mixed_precision == "auto" and gpu_available())
-            model = _build(model_or_config, mixed=mixed)
-        else:
-            model = model_or_config
-        compile_segmenter(model, lr=lr)
+        model = build()
         state = {
             "epoch": 0,
             "model": None,
@@ -310,7 +295,7 @@ def train_segmenter(
     if ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
 
-    loop = _Loop(
+    loop = _Checkpoints(
         batches=batches, epochs=epochs, ckpt_dir=ckpt_dir, state=state,
         progress=progress, should_cancel=should_cancel,
     )  # fmt: skip
@@ -324,9 +309,29 @@ def train_segmenter(
             shuffle=False,  # CaseBatches shuffles per (seed, epoch); Keras' own order would not resume
             verbose=0,
         )
-    except _Cancelled:
+    except TrainingCancelled:
         return result(cancelled=True)
     return result(cancelled=False)
+
+
+def train_segmenter(
+    *,
+    model_or_config: keras.Model | Mapping[str, Any],
+    lr: float = 1e-4,
+    mixed_precision: bool | Literal["auto"] = "auto",
+    **fit: Any,
+) -> TrainResult:
+    """Builds (build_for_training) and trains (fit_segmenter, which takes the other keyword
+    arguments: train_data, epochs, checkpoint_dir...) a segmenter; a checkpoint of the same
+    run (same config, lr, batch size, seed and data) in `checkpoint_dir` is resumed instead
+    of building anew."""
+    _check_mixed_precision(model_or_config, mixed_precision)
+    return fit_segmenter(
+        build=lambda: build_for_training(model_or_config, lr=lr, mixed_precision=mixed_precision),
+        config=model_or_config if isinstance(model_or_config, Mapping) else None,
+        lr=lr,
+        **fit,
+    )
 
 
 def _read_state(ckpt_dir: Path | None) -> dict[str, Any] | None:

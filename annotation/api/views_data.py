@@ -22,8 +22,9 @@ from annotation.api.serializers import (
 )
 from annotation.models import GroundTruth, Label, Radiograph
 from annotation.selectors.datasets import dataset_overview
-from annotation.services.exports.qata import full_size_mask, mask_png_0_255
+from annotation.services.exports.qata import full_size_mask
 from annotation.storage import blob_read
+from cxrio.masks import mask_to_png_0_255
 
 PNG = OpenApiResponse(response=OpenApiTypes.BINARY, description="PNG image")
 
@@ -138,7 +139,7 @@ class GroundTruthViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
         if query.validated_data["resolution"] == "work":
             data = blob_read(truth.mask.png.name)  # stored as a 1-bit PNG already
         else:
-            data = mask_png_0_255(full_size_mask(truth.radiograph, truth.mask.png.name))
+            data = mask_to_png_0_255(full_size_mask(truth.radiograph, truth.mask.png.name))
         response = HttpResponse(data, content_type="image/png")
         response["Content-Disposition"] = f'inline; filename="mask-{truth.radiograph_id}.png"'
         return response

@@ -25,9 +25,10 @@ from annotation.api.permissions import IsAdmin
 from annotation.api.schema import ErrorDetail
 from annotation.api.serializers import JobSerializer, StageSerializer
 from annotation.models import Dataset, Job, Stage
-from annotation.presets import ARCHS, ENCODERS, PRESETS
+from annotation.presets import PRESETS
 from annotation.services.jobs import JobStateError, job_cancel, job_retry
 from annotation.services.stages import StageError, stage_cancel, stage_create, stage_launch
+from mlworker.networks import ARCHS, ENCODERS
 
 CONFLICT = OpenApiResponse(response=ErrorDetail, description="not in a state that allows this")
 

@@ -22,7 +22,7 @@ from annotation.models import Dataset, Label, Mask, ModelVersion, Radiograph, St
 from annotation.services.assignment import review_tasks_create, task_lease_next
 from annotation.services.candidates import candidates_offer, mask_create
 from annotation.storage import blob_read
-from cxrio.masks import mask_from_png, mask_to_png, pixel_sha256
+from cxrio.masks import mask_from_png, mask_to_png_0_255, pixel_sha256
 
 # (arch, encoder) of the pretend networks, as in the QaTa-COV19 study's candidate generators.
 DEMO_NETWORKS = (
@@ -170,7 +170,7 @@ def review_demo_simulate(
         decision_record_drawing(
             task=task,
             reader=reader,
-            png=mask_to_png(pixels),
+            png=mask_to_png_0_255(pixels),
             idempotency_key=_key(),
             time_on_screen_ms=ms(),
         )

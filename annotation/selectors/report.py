@@ -21,6 +21,7 @@ from django.db.models.fields.json import KT
 from annotation.models import Dataset, Job, ModelVersion
 from mlworker.curves import PrCurve, RocCurve, ScoreHistogram, precision_recall_curve, roc_curve
 from mlworker.metrics import Counts, FoldSummary, fold_summary
+from mlworker.networks import ARCHS, ENCODERS, encoder_label, network_label
 
 RUN_KINDS = (Job.Kind.DETECTOR, Job.Kind.CLASSIFIER)
 # The paper's columns, in its order.
@@ -34,23 +35,10 @@ METRIC_LABELS = {
     "accuracy": "Accuracy",
     "iou": "IoU",
 }
-ARCH_LABELS = {"unet": "U-Net", "unetpp": "UNet++", "dla": "DLA"}
-ENCODER_LABELS = {
-    "densenet121": "DenseNet-121",
-    "chexnet": "CheXNet",
-    "inceptionv3": "Inception-v3",
-    "resnet50": "ResNet-50",
-    "slim": "Slim",
-    "tiny": "Tiny",
-}
 PROTOCOL_LABELS = {
     "kfold": "stratified k-fold cross-validation (Group I)",
     "split": "fixed train/test split (Group II)",
 }
-
-
-def network_label(arch: str, encoder: str) -> str:
-    return f"{ARCH_LABELS.get(arch, arch)} · {ENCODER_LABELS.get(encoder, encoder)}"
 
 
 @dataclass
@@ -251,7 +239,7 @@ def run_report(*, run: str) -> RunReport:
         label = (
             network_label(arch, encoder)
             if purpose == "detector"
-            else f"Classifier · {ENCODER_LABELS.get(encoder, encoder)}"
+            else f"Classifier · {encoder_label(encoder)}"
         )
         item = NetworkReport(
             key=f"{arch}/{encoder}",
@@ -266,10 +254,8 @@ def run_report(*, run: str) -> RunReport:
             item.params_trainable = mine[0].params_trainable
             item.params_non_trainable = mine[0].params_non_trainable
         (report.networks if purpose == "detector" else report.classifiers).append(item)
-    order = list(ENCODER_LABELS)
-    report.networks.sort(
-        key=lambda n: (_index(order, n.encoder), _index(list(ARCH_LABELS), n.arch))
-    )
+    order = list(ENCODERS)
+    report.networks.sort(key=lambda n: (_index(order, n.encoder), _index(list(ARCHS), n.arch)))
     report.classifiers.sort(key=lambda n: _index(order, n.encoder))
     return report
 

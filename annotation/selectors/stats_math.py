@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from mlworker.metrics import dice  # noqa: F401  (statistics takes Dice with the other numbers)
+
 
 def fleiss_kappa(counts: np.ndarray) -> float | None:
     """Fleiss' κ of a subjects × categories table of how many raters put each subject in each
@@ -55,13 +57,6 @@ def bradley_terry(
             break
         p = new
     return p
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """2|A∩B| / (|A| + |B|); two empty masks agree perfectly."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 @dataclass(frozen=True)

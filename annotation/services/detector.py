@@ -23,17 +23,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import Dataset, GroundTruth, Job, Label, ModelVersion, Radiograph, Split
-from annotation.presets import ARCHS, ENCODERS
 from annotation.services.jobs import job_enqueue
+from mlworker.networks import ARCHS, PAPER_ENCODERS, check_networks, check_training, whole_number
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("kfold", "split")
 CONTROL_LABELS = (Label.NORMAL, Label.OTHER)
 PAPER_NETWORKS = [
-    {"arch": arch, "encoder": encoder}
-    for encoder in ("densenet121", "chexnet", "inceptionv3", "resnet50")
-    for arch in ARCHS
+    {"arch": arch, "encoder": encoder} for encoder in PAPER_ENCODERS for arch in ARCHS
 ]
 DETECTOR_PRESETS: dict[str, dict[str, Any]] = {
     # Group I: 5-fold cross-validation, the twelve networks of Tables 2-3 and 8.
@@ -92,30 +90,18 @@ class DetectorRun:
 
 
 def _number(config: dict, key: str, low: float, high: float, *, whole: bool = True):
+    if whole:
+        return whole_number(config, key, int(low), int(high), DetectorError)
     value = config.get(key)
-    kinds = (int,) if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        kind = "a whole number" if whole else "a number"
-        raise DetectorError(f"{key} must be {kind} from {low:g} to {high:g}, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise DetectorError(f"{key} must be a number from {low:g} to {high:g}, not {value!r}")
     return value
 
 
 def detector_config_validate(config: dict[str, Any]) -> dict[str, Any]:
     """A complete, checked copy of detector settings (fast-cpu defaults where missing)."""
     merged = {**DETECTOR_PRESETS["fast-cpu"], **config}
-    networks = merged["networks"]
-    if not isinstance(networks, list) or not networks:
-        raise DetectorError("choose at least one network")
-    for net in networks:
-        if (
-            not isinstance(net, dict)
-            or net.get("arch") not in ARCHS
-            or net.get("encoder") not in ENCODERS
-        ):
-            raise DetectorError(
-                f"a network is an architecture ({', '.join(ARCHS)}) with an encoder "
-                f"({', '.join(ENCODERS)}), not {net!r}"
-            )
+    networks = check_networks(merged["networks"], DetectorError)
     networks = [{"arch": n["arch"], "encoder": n["encoder"]} for n in networks]
     if len({(n["arch"], n["encoder"]) for n in networks}) != len(networks):
         raise DetectorError("each network may be chosen once")
@@ -124,15 +110,7 @@ def detector_config_validate(config: dict[str, Any]) -> dict[str, Any]:
     folds = _number(merged, "folds", 1, 20)
     if merged["protocol"] == "kfold" and folds < 2:
         raise DetectorError("k-fold cross-validation needs at least 2 folds")
-    _number(merged, "epochs", 1, 1000)
-    _number(merged, "batch_size", 1, 512)
-    size = _number(merged, "image_size", 32, 2048)
-    if size % 32:
-        raise DetectorError(
-            f"image_size must be a multiple of 32 (the encoders downsample 32×), not {size}"
-        )
-    if any(n["encoder"] == "inceptionv3" for n in networks) and size < 96:
-        raise DetectorError("Inception-v3 needs image_size of at least 96")
+    check_training(merged, networks, DetectorError)
     _number(merged, "lr", 1e-7, 0.5, whole=False)
     _number(merged, "classifier_epochs", 1, 1000)
     _number(merged, "classifier_lr", 1e-7, 0.5, whole=False)

@@ -37,11 +37,6 @@ class StageError(Exception):
     """The stage cannot do what was asked; the message says why."""
 
 
-def network_label(net: dict[str, Any]) -> str:
-    seed = f" seed {net['seed']}" if net.get("seed") else ""
-    return f"{net['arch']}/{net['encoder']}{seed}"
-
-
 def stage_create(
     *,
     dataset: Dataset,

@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation.models import Dataset, Job, Label, Stage
-from annotation.presets import ARCHS, ENCODERS, MODES, PRESETS
+from annotation.presets import MODES, PRESETS
 from annotation.roles import ADMIN
 from annotation.selectors.dashboard import (
     datasets_for_dashboard,
@@ -24,7 +24,6 @@ from annotation.selectors.dashboard import (
 from annotation.services.jobs import JobStateError, job_cancel, job_retry
 from annotation.services.stages import (
     StageError,
-    network_label,
     stage_cancel,
     stage_create,
     stage_launch,
@@ -32,16 +31,8 @@ from annotation.services.stages import (
 )
 from annotation.services.uploads import UploadError, import_upload_request
 from annotation.views.access import role_required
+from mlworker.networks import network_choices, network_label
 
-ARCH_LABELS = {"unet": "U-Net", "unetpp": "UNet++", "dla": "DLA"}
-ENCODER_LABELS = {
-    "densenet121": "DenseNet-121",
-    "chexnet": "CheXNet",
-    "inceptionv3": "Inception-v3",
-    "resnet50": "ResNet-50",
-    "slim": "slim (from scratch, CPU)",
-    "tiny": "tiny (tests, demos)",
-}
 MODE_LABELS = {"pairwise": "Pairwise knockout (Stage I)", "nway": "N-way pick (Stage II and later)"}
 
 
@@ -50,10 +41,7 @@ class StageForm(forms.Form):
     name = forms.CharField(required=False, max_length=200)
     mode = forms.ChoiceField(choices=[(m, MODE_LABELS[m]) for m in MODES])
     networks = forms.MultipleChoiceField(
-        choices=[
-            (f"{a}/{e}", f"{ARCH_LABELS[a]} · {ENCODER_LABELS[e]}") for a in ARCHS for e in ENCODERS
-        ],
-        widget=forms.CheckboxSelectMultiple,
+        choices=network_choices(), widget=forms.CheckboxSelectMultiple
     )
     frozen = forms.BooleanField(required=False, label="Frozen encoder")
     epochs = forms.IntegerField(min_value=1, max_value=1000)
@@ -160,7 +148,10 @@ def stage_detail(request: HttpRequest, stage_id: int) -> HttpResponse:
             }
         except StageError as exc:
             context["plan_error"] = str(exc)
-    context["networks"] = [network_label(n) for n in stage.config.get("networks", [])]
+    context["networks"] = [
+        network_label(n["arch"], n["encoder"]) + (f" seed {n['seed']}" if n.get("seed") else "")
+        for n in stage.config.get("networks", [])
+    ]
     return render(request, "dashboard/stage.html", context)
 
 

@@ -16,19 +16,15 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 
 from annotation.models import Dataset, Job, Label, ModelVersion
-from annotation.presets import ARCHS, ENCODERS
 from annotation.roles import ADMIN, RESEARCHER
 from annotation.selectors.dashboard import job_row
 from annotation.selectors.inference import deployed_detectors
 from annotation.selectors.report import (
-    ARCH_LABELS,
-    ENCODER_LABELS,
     METRIC_LABELS,
     METRICS,
     RunNotFound,
     confusion_cells,
     detector_runs,
-    network_label,
     run_report,
     score_cells,
 )
@@ -40,6 +36,7 @@ from annotation.services.detector import (
     detector_launch,
 )
 from annotation.views.access import role_required
+from mlworker.networks import encoder_label, network_choices, network_label
 
 CSS = Path(settings.BASE_DIR) / "static" / "css" / "detector.css"
 
@@ -47,10 +44,7 @@ CSS = Path(settings.BASE_DIR) / "static" / "css" / "detector.css"
 class DetectorForm(forms.Form):
     preset = forms.ChoiceField(choices=[(p, p) for p in DETECTOR_PRESETS], required=False)
     networks = forms.MultipleChoiceField(
-        choices=[
-            (f"{a}/{e}", f"{ARCH_LABELS[a]} · {ENCODER_LABELS[e]}") for e in ENCODERS for a in ARCHS
-        ],
-        widget=forms.CheckboxSelectMultiple,
+        choices=network_choices(encoder_major=True), widget=forms.CheckboxSelectMultiple
     )
     protocol = forms.ChoiceField(
         choices=[
@@ -214,7 +208,7 @@ def _run_jobs(run: str):
         if job.kind == Job.Kind.DETECTOR:
             row.title = f"Detector {network_label(job.arch, job.net_encoder)}{fold}"
         else:
-            row.title = f"Classifier {ENCODER_LABELS.get(job.clf_encoder, job.clf_encoder)}{fold}"
+            row.title = f"Classifier {encoder_label(job.clf_encoder)}{fold}"
         rows.append(row)
     return rows
 

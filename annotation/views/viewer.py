@@ -23,7 +23,6 @@ from annotation.selectors.inference import (
     inference_result,
     inference_visible_to,
 )
-from annotation.selectors.report import network_label
 from annotation.services.detector import DetectorError
 from annotation.services.inference import (
     InferenceInputError,
@@ -31,6 +30,7 @@ from annotation.services.inference import (
     inference_request,
 )
 from annotation.views.access import role_required
+from mlworker.networks import network_label
 
 CASES_PER_PAGE = 50
 

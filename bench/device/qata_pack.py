@@ -50,23 +50,28 @@ def write_pack(
     root: Path, out: Path, *, train_codec: str = "webp", quality: int = 80, workers: int = 2
 ) -> dict:
     """Packs ROOT/Train Set with ROOT/splits/{train,valid}.txt into OUT (new or empty)."""
+    from bench.common import qata_train_folder
+    from cxrio import qata
     from mlworker.data import read_mask
 
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    folder = root / "Train Set"
+    folder = qata_train_folder(root)
     info: dict = {"source": str(root), "size": SIZE, "splits": {}}
     for split in SPLITS:
         names = [n.strip() for n in (root / "splits" / f"{split}.txt").read_text().split() if n]
         codec = train_codec if split == "train" else "png"
         with ThreadPoolExecutor(workers) as pool:
             blobs = list(
-                pool.map(lambda n, c=codec: _encode(folder / "Images" / n, c, quality), names)
+                pool.map(lambda n, c=codec: _encode(folder / qata.IMAGES / n, c, quality), names)
             )
             masks = list(
                 pool.map(
-                    lambda n: read_mask(folder / "Ground-truths" / f"mask_{n}", (SIZE, SIZE)), names
+                    lambda n: read_mask(
+                        folder / qata.GROUND_TRUTHS / qata.mask_name(n), (SIZE, SIZE)
+                    ),
+                    names,
                 )
             )
         offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mlworker.cli._shared import fail, load_trained_model, read_folder
-from mlworker.data import COVID_LABELS, DataError, read_mask
+from mlworker.data import COVID_LABELS, DataError, mask_file, read_mask
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,13 +60,6 @@ def read_names(path: Path) -> list[str]:
     return names
 
 
-def _truth_path(folder: Path, name: str) -> Path | None:
-    for candidate in (f"mask_{name}", f"mask_{Path(name).stem}.png"):
-        if (folder / candidate).is_file():
-            return folder / candidate
-    return None
-
-
 def select_cases(cases, truth: Path | None):
     """(cases kept, is_covid, has_mask, left out) from a CaseSet, masks from `truth` if given."""
     is_control = cases.is_control
@@ -75,7 +68,7 @@ def select_cases(cases, truth: Path | None):
         size = cases.images.shape[1:3]
         has_mask = np.zeros(len(cases), bool)
         for i, name in enumerate(cases.names):
-            path = _truth_path(truth, name)
+            path = mask_file(truth, name)
             if path is not None:
                 cases.masks[i] = read_mask(path, size)
                 has_mask[i] = not is_control[i]
@@ -117,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     import keras
     from tqdm import tqdm
 
-    from mlworker.evaluate import evaluate_probabilities, predict_cases, summary_lines, write_report
+    from mlworker.evaluate import evaluate_probabilities, predict_cases
+    from mlworker.evaluate_report import summary_lines, write_report
     from mlworker.predict import model_input_size
 
     try:

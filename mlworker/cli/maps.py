@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mlworker.data import IMAGE_SUFFIXES, LAYOUTS, DataError, read_image
-from mlworker.detect import DEFAULT_THRESHOLD, detect
+from cxrio import qata
+from mlworker.data import IMAGE_SUFFIXES, DataError, read_image
+from mlworker.detection.rule import DEFAULT_THRESHOLD, detect
 from mlworker.maps import DEFAULT_EPS, write_infection_map_png
 
 VERDICT_COLUMNS = ("name", "covid", "max_prob", "severity")
@@ -54,7 +55,7 @@ def _image_files(entries: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for entry in entries:
         if entry.is_dir():
-            folder = next((entry / i for i, _ in LAYOUTS if (entry / i).is_dir()), entry)
+            folder = next((entry / i for i, _ in qata.FOLDER_PAIRS if (entry / i).is_dir()), entry)
             found = sorted(
                 p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
             )

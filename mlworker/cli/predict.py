@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from cxrio import qata
+from cxrio.masks import mask_to_png_0_255
 from mlworker.cli._shared import fail, load_trained_model, read_folder
 from mlworker.data import DataError
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     except DataError as exc:
         return fail(str(exc))
 
-    masks_dir, probs_dir = args.out / "Ground-truths", args.out / "probabilities"
+    masks_dir, probs_dir = args.out / qata.GROUND_TRUTHS, args.out / "probabilities"
     try:
         masks_dir.mkdir(parents=True, exist_ok=True)
         probs_dir.mkdir(exist_ok=True)
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         stem = Path(name).stem
         mask = binarize(prob, args.threshold)
         positive += bool(mask.any())
-        Image.fromarray(mask.astype(np.uint8) * 255).save(masks_dir / f"mask_{stem}.png")
+        (masks_dir / qata.png_mask_name(name)).write_bytes(mask_to_png_0_255(mask))
         (probs_dir / f"{stem}.png").write_bytes(encode_probability_png(prob))
     print(
         f"wrote {len(cases)} masks and probability maps at {size}px to {args.out} "

@@ -9,6 +9,8 @@
   (EncoderPreprocess), so a saved model is self-contained. Do not normalise inputs beforehand.
 - feature_layer_name(encoder): the last convolutional feature layer, for Grad-CAM.
 - count_params(model) -> (trainable, non_trainable); param_table() prints all twelve pairs.
+- The names these take (ARCHS, ENCODERS, their labels) live in mlworker.networks, which
+  imports no Keras, so the web application can use them too.
 
 Importing this package registers the custom layers, so `keras.saving.load_model` needs no
 custom_objects for models built here.
@@ -20,18 +22,12 @@ import numpy as np
 
 from mlworker.nets.blocks import DECODER_WIDTHS
 from mlworker.nets.classifier import LOGITS_LAYER, build_classifier
-from mlworker.nets.encoders import (
-    ENCODERS,
-    PAPER_ENCODERS,
-    SLIM_WIDTHS,
-    SPECS,
-    feature_layer_name,
-    resolve_name,
-)
+from mlworker.nets.encoders import SLIM_WIDTHS, SPECS, feature_layer_name
 from mlworker.nets.layers import EncoderPreprocess, ResizeTo, preprocess_numpy
 from mlworker.nets.params import count_params, param_table
-from mlworker.nets.segmenter import ARCH_LABELS, ARCHS, build_segmenter
+from mlworker.nets.segmenter import build_segmenter
 from mlworker.nets.weights import CHEXNET_FILE, find_weights_file, weights_dirs
+from mlworker.networks import ENCODERS, resolve_name
 
 
 def preprocess_input(images: np.ndarray, encoder: str) -> np.ndarray:
@@ -44,13 +40,9 @@ def preprocess_input(images: np.ndarray, encoder: str) -> np.ndarray:
 
 
 __all__ = [
-    "ARCHS",
-    "ARCH_LABELS",
     "CHEXNET_FILE",
     "DECODER_WIDTHS",
-    "ENCODERS",
     "LOGITS_LAYER",
-    "PAPER_ENCODERS",
     "SLIM_WIDTHS",
     "EncoderPreprocess",
     "ResizeTo",

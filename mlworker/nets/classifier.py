@@ -13,15 +13,14 @@ from collections.abc import Sequence
 import keras
 
 from mlworker.nets.encoders import (
-    ENCODERS,
     SPECS,
     build_encoder,
     check_encoder_widths,
     check_input_shape,
     freeze,
-    resolve_name,
 )
 from mlworker.nets.weights import load_encoder_weights, resolve_weights
+from mlworker.networks import ENCODERS, resolve_name
 
 LOGITS_LAYER = "logits"
 

@@ -8,18 +8,18 @@ choice the common Keras/PyTorch segmentation libraries make for these backbones.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import keras
 
 from mlworker.nets.layers import EncoderPreprocess
+from mlworker.networks import ENCODER_LABELS, ENCODERS, resolve_name
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str
-    label: str  # how the paper writes it (tables, logs)
+    label: str  # how the paper writes it (tables, logs): mlworker.networks.ENCODER_LABELS
     preprocess: str  # keras.applications preprocess_input mode
     min_size: int  # smallest input side the encoder accepts
     skips: tuple[str, ...]  # layer names at strides 2, 4, 8, 16, 32
@@ -34,7 +34,7 @@ SPECS: dict[str, EncoderSpec] = {
     for spec in (
         EncoderSpec(
             name="densenet121",
-            label="DenseNet-121",
+            label=ENCODER_LABELS["densenet121"],
             preprocess="torch",
             min_size=32,
             # conv1 output (s2), then the BN-ReLU that closes dense blocks 1-3 just before each
@@ -47,7 +47,7 @@ SPECS: dict[str, EncoderSpec] = {
             # CheXNet (Rajpurkar et al. 2017) is DenseNet-121 trained on ChestX-ray14: same
             # layers, same preprocessing; only its weights differ.
             name="chexnet",
-            label="CheXNet",
+            label=ENCODER_LABELS["chexnet"],
             preprocess="torch",
             min_size=32,
             skips=("conv1_relu", "pool2_relu", "pool3_relu", "pool4_relu", "relu"),
@@ -56,7 +56,7 @@ SPECS: dict[str, EncoderSpec] = {
         ),
         EncoderSpec(
             name="inceptionv3",
-            label="Inception-v3",
+            label=ENCODER_LABELS["inceptionv3"],
             preprocess="tf",
             min_size=75,
             # Inception-v3's stem layers carry no names in keras.applications (they are
@@ -70,7 +70,7 @@ SPECS: dict[str, EncoderSpec] = {
         ),
         EncoderSpec(
             name="resnet50",
-            label="ResNet-50",
+            label=ENCODER_LABELS["resnet50"],
             preprocess="caffe",
             min_size=32,
             # conv1 (s2) and the output of the last residual block of stages 2-5 (s4...s32).
@@ -90,7 +90,7 @@ SPECS: dict[str, EncoderSpec] = {
             # max-pooling, as nnU-Net does), widths SLIM_WIDTHS unless encoder_widths says
             # otherwise; about 1.2 M parameters and 0.14 GFLOP per 128x128 image by default.
             name="slim",
-            label="Slim",
+            label=ENCODER_LABELS["slim"],
             preprocess="tf",
             min_size=32,
             skips=tuple(f"slim_block{i}b_relu" for i in range(1, 6)),
@@ -100,7 +100,7 @@ SPECS: dict[str, EncoderSpec] = {
         EncoderSpec(
             # Five stride-2 conv-BN-ReLU blocks, about 4.6k parameters: for fast tests only.
             name="tiny",
-            label="Tiny",
+            label=ENCODER_LABELS["tiny"],
             preprocess="tf",
             min_size=32,
             skips=tuple(f"tiny_block{i}_relu" for i in range(1, 6)),
@@ -110,11 +110,9 @@ SPECS: dict[str, EncoderSpec] = {
     )
 }
 
-ENCODERS: tuple[str, ...] = tuple(SPECS)
-PAPER_ENCODERS: tuple[str, ...] = ("densenet121", "chexnet", "inceptionv3", "resnet50")
+assert tuple(SPECS) == ENCODERS, "every named encoder has a spec, in the same order"
 TINY_WIDTHS = (4, 8, 8, 16, 16)
 SLIM_WIDTHS = (16, 32, 64, 128, 256)
-FROM_SCRATCH: tuple[str, ...] = ("slim", "tiny")  # no pretrained weights exist for these
 
 _APPLICATIONS = {
     "densenet121": "DenseNet121",
@@ -122,18 +120,6 @@ _APPLICATIONS = {
     "inceptionv3": "InceptionV3",
     "resnet50": "ResNet50",
 }
-
-
-def _canonical(text: str) -> str:
-    return re.sub(r"[\s_\-]", "", str(text).lower()).replace("++", "pp")
-
-
-def resolve_name(value: str, valid: tuple[str, ...], what: str) -> str:
-    """'DenseNet-121' -> 'densenet121', 'UNet++' -> 'unetpp'; unknown -> ValueError listing the valid ones."""
-    key = _canonical(value)
-    if key in valid:
-        return key
-    raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
 
 
 def feature_layer_name(encoder: str) -> str:

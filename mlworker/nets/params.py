@@ -9,8 +9,15 @@ from typing import TextIO
 import keras
 import numpy as np
 
-from mlworker.nets.encoders import PAPER_ENCODERS, SPECS, resolve_name
-from mlworker.nets.segmenter import ARCH_LABELS, ARCHS, build_segmenter
+from mlworker.nets.segmenter import build_segmenter
+from mlworker.networks import (
+    ARCH_LABELS,
+    ARCHS,
+    ENCODER_LABELS,
+    ENCODERS,
+    PAPER_ENCODERS,
+    resolve_name,
+)
 
 
 def count_params(model: keras.Model) -> tuple[int, int]:
@@ -35,7 +42,7 @@ def param_table(
     """
     out = file or sys.stdout
     rows = []
-    for encoder in (resolve_name(e, tuple(SPECS), "encoder") for e in encoders):
+    for encoder in (resolve_name(e, ENCODERS, "encoder") for e in encoders):
         for arch in (resolve_name(a, ARCHS, "arch") for a in archs):
             row = {"arch": arch, "encoder": encoder}
             for frozen in (False, True):
@@ -57,7 +64,7 @@ def param_table(
         t, nt = row["trainable_encoder"]
         ft, fnt = row["frozen"]
         print(
-            f"{ARCH_LABELS[row['arch']]:<8} {SPECS[row['encoder']].label:<13} "
+            f"{ARCH_LABELS[row['arch']]:<8} {ENCODER_LABELS[row['encoder']]:<13} "
             f"{t:>12,} {nt:>14,}   {ft:>18,} {fnt:>14,}",
             file=out,
         )

@@ -16,20 +16,16 @@ from mlworker.nets.blocks import (
 )
 from mlworker.nets.dla import dla_decoder
 from mlworker.nets.encoders import (
-    ENCODERS,
     SPECS,
     build_encoder,
     check_encoder_widths,
     check_input_shape,
     freeze,
-    resolve_name,
 )
 from mlworker.nets.unet import unet_decoder
 from mlworker.nets.unetpp import unetpp_decoder
 from mlworker.nets.weights import load_encoder_weights, resolve_weights
-
-ARCHS: tuple[str, ...] = ("unet", "unetpp", "dla")
-ARCH_LABELS = {"unet": "U-Net", "unetpp": "UNet++", "dla": "DLA"}
+from mlworker.networks import ARCHS, ENCODERS, resolve_name
 
 
 def build_segmenter(

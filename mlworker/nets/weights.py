@@ -16,7 +16,8 @@ from pathlib import Path
 
 import keras
 
-from mlworker.nets.encoders import FROM_SCRATCH, SPECS, Encoder
+from mlworker.nets.encoders import SPECS, Encoder
+from mlworker.networks import FROM_SCRATCH
 
 CHEXNET_FILE = "brucechou1983_CheXNet_Keras_0.3.0_weights.h5"
 CHEXNET_CLASSES = 14  # ChestX-ray14 findings: the head the CheXNet file was saved with

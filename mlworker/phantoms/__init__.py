@@ -22,7 +22,6 @@ size and count, byte-for-byte reproducible from a seed.
     write_gallery(cases[:24], "out/gallery.png")
 """
 
-from mlworker.phantoms._raster import dice
 from mlworker.phantoms.cases import (
     FINDINGS,
     GENERATOR_VERSION,
@@ -48,7 +47,6 @@ __all__ = [
     "PhantomCase",
     "QataWriter",
     "assign_splits",
-    "dice",
     "generate_case",
     "generate_cohort",
     "plan_cohort",

@@ -115,11 +115,3 @@ def fill_polygon(xs: np.ndarray, ys: np.ndarray, size: int) -> np.ndarray:
 def outline(mask: np.ndarray) -> np.ndarray:
     """The inner one-pixel boundary of a mask."""
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two boolean masks; 1.0 when both are empty."""
-    total = int(a.sum()) + int(b.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(a, b).sum()) / total

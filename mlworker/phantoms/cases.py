@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mlworker.phantoms._raster import F32, dice
+from mlworker.metrics import dice
+from mlworker.phantoms._raster import F32
 from mlworker.phantoms.anatomy import Anatomy, render_thorax
 from mlworker.phantoms.imaging import draw_pose, expose
 from mlworker.phantoms.lesions import CONTROL_FINDINGS, draw_ggo, render_control_finding, render_ggo

@@ -1,4 +1,5 @@
-"""Writing phantoms to disk in the QaTa-COV19 v2 folder layout, byte-for-byte reproducibly.
+"""Writing phantoms to disk in the QaTa-COV19 v2 folder layout (cxrio.qata),
+byte-for-byte reproducibly.
 
     OUT/Train Set/Images/<name>.png               every training image, COVID-19 and control
     OUT/Train Set/Ground-truths/mask_<name>.png   the manual mask, only for cases that have one
@@ -12,7 +13,6 @@ A patient's images all land in one split.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -24,19 +24,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cxrio import qata
+from cxrio.masks import mask_to_png_0_255
 from mlworker.phantoms.cases import GENERATOR_VERSION, PhantomCase
 
-SPLIT_FOLDERS = {"train": "Train Set", "test": "Test Set"}
-IMAGES, GROUND_TRUTHS, HIDDEN = "Images", "Ground-truths", "hidden-truth"
-LABELS_CSV, MANIFEST = "labels.csv", "phantoms.json"
-LABEL_COLUMNS = ("name", "label", "finding", "patient_id", "split")
+MANIFEST = "phantoms.json"
 
 
-def write_png(array: np.ndarray, path: Path) -> None:
+def write_image_png(image: np.ndarray, path: Path) -> None:
     """8-bit greyscale PNG with fixed encoder settings and no metadata (no time stamps)."""
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(
         path, format="PNG", optimize=False, compress_level=6
     )
 
@@ -94,19 +91,21 @@ class QataWriter:
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         _check_out_dir(self.out_dir)
-        for folder in SPLIT_FOLDERS.values():
-            (self.out_dir / folder / IMAGES).mkdir(parents=True, exist_ok=True)
-            (self.out_dir / folder / GROUND_TRUTHS).mkdir(parents=True, exist_ok=True)
-        (self.out_dir / HIDDEN).mkdir(exist_ok=True)
+        for folder in qata.SPLIT_FOLDERS.values():
+            (self.out_dir / folder / qata.IMAGES).mkdir(parents=True, exist_ok=True)
+            (self.out_dir / folder / qata.GROUND_TRUTHS).mkdir(parents=True, exist_ok=True)
+        (self.out_dir / qata.HIDDEN_TRUTH).mkdir(exist_ok=True)
 
     def add(self, case: PhantomCase, split: str) -> None:
-        if split not in SPLIT_FOLDERS:
-            raise ValueError(f"split must be one of {', '.join(SPLIT_FOLDERS)}, got {split!r}")
-        folder = self.out_dir / SPLIT_FOLDERS[split]
-        write_png(case.image, folder / IMAGES / f"{case.name}.png")
+        if split not in qata.SPLIT_FOLDERS:
+            raise ValueError(f"split must be one of {', '.join(qata.SPLIT_FOLDERS)}, got {split!r}")
+        image_name = f"{case.name}.png"
+        image, mask = qata.case_paths(image_name, split=split)
+        write_image_png(case.image, self.out_dir / image)
         if case.has_manual:
-            write_png(case.manual_mask, folder / GROUND_TRUTHS / f"mask_{case.name}.png")
-        write_png(case.true_mask, self.out_dir / HIDDEN / f"mask_{case.name}.png")
+            (self.out_dir / mask).write_bytes(mask_to_png_0_255(case.manual_mask))
+        hidden = self.out_dir / qata.HIDDEN_TRUTH / qata.mask_name(image_name)
+        hidden.write_bytes(mask_to_png_0_255(case.true_mask))
         self.rows.append(
             {
                 "name": case.name,
@@ -131,10 +130,9 @@ class QataWriter:
         )
 
     def close(self) -> None:
-        with open(self.out_dir / LABELS_CSV, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=LABEL_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(self.rows)
+        (self.out_dir / qata.LABELS_FILE).write_text(
+            qata.labels_text(self.rows), encoding="utf-8", newline=""
+        )
         manifest = {
             "generator": "mlworker.phantoms",
             "version": GENERATOR_VERSION,

@@ -210,6 +210,23 @@ def test_a_mask_round_trips_through_a_1bit_png():
     assert masks.mask_to_png(mask.copy()) == data
 
 
+def test_a_numeric_mask_is_stored_as_the_same_bits_and_a_third_value_is_refused():
+    mask = np.random.default_rng(0).uniform(size=(37, 53)) > 0.6
+    assert masks.mask_to_png(mask.astype(np.uint8) * 255) == masks.mask_to_png(mask)
+    assert masks.mask_to_png(mask.astype(np.uint8)) == masks.mask_to_png(mask)
+    with pytest.raises(ValueError, match="two values"):
+        masks.mask_to_png(np.array([[0, 1], [2, 0]]))
+
+
+def test_a_qata_mask_file_is_8bit_0_255_and_reads_back_exactly():
+    mask = np.random.default_rng(1).uniform(size=(37, 53)) > 0.6
+    data = masks.mask_to_png_0_255(mask)
+    image = Image.open(io.BytesIO(data))
+    assert image.mode == "L" and set(np.unique(np.asarray(image))) <= {0, 255}
+    assert np.array_equal(masks.mask_from_png(data), mask)
+    assert masks.mask_to_png_0_255(mask.copy()) == data
+
+
 @pytest.mark.parametrize("high", [1, 255])
 def test_it_accepts_binary_masks_as_0_1_or_0_255(high):
     mask = np.zeros((20, 30), dtype=bool)

@@ -25,15 +25,11 @@ from annotation.models import Decision, GroundTruth, Job, Mask, Radiograph, Revi
 from annotation.services.detector import detector_launch
 from annotation.storage import blob_read
 from cxrio.masks import mask_from_png, resize_nearest
+from mlworker.metrics import dice
 from tests.factories import UserFactory
 from tests.support import jobs_and_logs, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.keras]
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / float(total)
 
 
 def _client(*roles: str) -> APIClient:
@@ -70,7 +66,7 @@ class ApiReader:
     def _choose(self, screen: dict) -> int | None:
         """The position picked, or None to reject all and draw."""
         truth = self._truth(screen["task"], screen["mask_width"], screen["mask_height"])
-        scores = {p["position"]: _dice(self._pane_mask(p), truth) for p in screen["panes"]}
+        scores = {p["position"]: dice(self._pane_mask(p), truth) for p in screen["panes"]}
         return self.judgement.choose(scores)
 
     def _post(self, screen: dict, action: str, **body):
@@ -132,7 +128,7 @@ def _mean_dice_to_truth(masks: dict[int, Mask], truth_dir: Path) -> float:
         pixels = mask_from_png(blob_read(mask.png.name))
         with Image.open(truth_dir / f"mask_{radiograph.name}") as image:
             truth = resize_nearest(np.asarray(image) > 0, width=mask.width, height=mask.height)
-        scores.append(_dice(pixels, truth))
+        scores.append(dice(pixels, truth))
     return float(np.mean(scores))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlworker.detect import Detection, detect
+from mlworker.detection.rule import Detection, detect
 
 
 def test_a_single_pixel_at_the_threshold_makes_the_case_covid():

@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 
 from mlworker.augment import CaseBatches
-from mlworker.detector import (
+from mlworker.detection.analyse import analyse_case, gradcam_overlay
+from mlworker.detection.evaluate import evaluate_classifier, evaluate_detector, evaluation_record
+from mlworker.detection.train import (
     CLASSIFIER_LR,
     _LabelBatches,
-    analyse_case,
     balanced_indices,
-    evaluate_classifier,
-    evaluate_detector,
-    gradcam_overlay,
     train_classifier,
     train_detector,
 )
@@ -85,10 +83,12 @@ def test_evaluation_counts_every_pixel_and_case_as_the_paper_does():
     evaluation = evaluate_detector(oracle(), images, masks, covid, batch_size=2)
 
     n_pixels = 4 * SIZE * SIZE
-    assert (evaluation.pixel.tp, evaluation.pixel.fn, evaluation.pixel.fp) == (64 + 32, 32, 10)
-    assert evaluation.pixel.n == n_pixels
-    assert evaluation.pixel_covid.n == 2 * SIZE * SIZE and evaluation.pixel_covid.fp == 0
-    assert (evaluation.case.tp, evaluation.case.fp, evaluation.case.tn, evaluation.case.fn) == (
+    pixel, pixel_covid = evaluation.pixel_with_controls.counts, evaluation.pixel.counts
+    case = evaluation.detection.counts
+    assert (pixel.tp, pixel.fn, pixel.fp) == (64 + 32, 32, 10)
+    assert pixel.n == n_pixels
+    assert pixel_covid.n == 2 * SIZE * SIZE and pixel_covid.fp == 0
+    assert (case.tp, case.fp, case.tn, case.fn) == (
         2,
         1,
         1,
@@ -103,9 +103,9 @@ def test_evaluation_counts_every_pixel_and_case_as_the_paper_does():
         and evaluation.histogram.negatives.sum() == n_pixels - 128
     )
     # Dice per image: 1, 2·32/(64+32), 0 (10 false pixels), 1 (both empty).
-    assert evaluation.mean_dice == pytest.approx((1 + 64 / 96 + 0 + 1) / 4)
+    assert evaluation.pixel_with_controls.mean_dice == pytest.approx((1 + 64 / 96 + 0 + 1) / 4)
     assert evaluation.ms_per_sample > 0
-    stored = evaluation.to_json()
+    stored = evaluation_record(evaluation)
     assert stored["case"] == {"tp": 2, "fp": 1, "tn": 1, "fn": 0} and stored["truth"] == [
         1,
         1,
@@ -113,6 +113,9 @@ def test_evaluation_counts_every_pixel_and_case_as_the_paper_does():
         0,
     ]
     assert len(stored["histogram"]["positives"]) == stored["histogram"]["bins"]
+    assert stored["pixel"] == {"tp": 96, "fp": 10, "tn": n_pixels - 138, "fn": 32}
+    assert stored["mean_dice"] == pytest.approx((1 + 64 / 96 + 0 + 1) / 4, abs=1e-6)
+    assert stored["severities"][2] == pytest.approx(10 / (SIZE * SIZE), abs=1e-6)
 
 
 def test_training_feeds_the_balanced_cases_and_reports_progress(cohort, tmp_path):
@@ -127,7 +130,8 @@ def test_training_feeds_the_balanced_cases_and_reports_progress(cohort, tmp_path
     assert [e["batch"] for e in events if e["event"] == "batch"] == [1, 2, 3, 4]
     assert result.epochs_done == 1 and (tmp_path / "state.json").is_file()
     evaluation = evaluate_detector(result.model, images, masks, covid)
-    assert evaluation.case.n == len(images) and evaluation.pixel.n == images.size
+    assert evaluation.detection.counts.n == len(images)
+    assert evaluation.pixel_with_controls.counts.n == images.size
 
 
 def test_classifier_batches_carry_each_cases_label():

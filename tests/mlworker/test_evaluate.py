@@ -14,7 +14,7 @@ from sklearn.metrics import f1_score, jaccard_score, roc_auc_score
 
 from mlworker.__main__ import main
 from mlworker.data import load_qata_folder
-from mlworker.evaluate import evaluate_probabilities, pick_gallery
+from mlworker.evaluate import EvaluationTally, evaluate_probabilities, pick_gallery
 from mlworker.metrics import case_evaluation, confusion_counts, mean_dice, per_image_counts, scores
 from mlworker.predict import predict_probabilities
 from tests.mlworker.test_data import write_qata_folder
@@ -242,3 +242,34 @@ def test_perfect_maps_score_one_and_the_gallery_ranks_by_dice():
         evaluate_probabilities(names=["a"], masks=masks, probs=probs, is_covid=[True] * 6)
     with pytest.raises(ValueError, match="nothing to segment"):
         evaluate_probabilities(names=["a"], masks=masks[:1], probs=probs[:1], is_covid=[False])
+
+
+def test_cases_scored_in_chunks_give_the_evaluation_of_all_of_them_at_once():
+    rng = np.random.default_rng(1)
+    masks = rng.random((9, 12, 12)) > 0.6
+    masks[6:] = False  # three controls
+    probs = rng.random((9, 12, 12)).astype(np.float32)
+    is_covid = [True] * 6 + [False] * 3
+    whole = evaluate_probabilities(
+        names=[str(i) for i in range(9)], masks=masks, probs=probs, is_covid=is_covid
+    )
+    tally = EvaluationTally()
+    for start in (0, 4, 7):
+        stop = {0: 4, 4: 7, 7: 9}[start]
+        covid = is_covid[start:stop]
+        tally.add(masks[start:stop], probs[start:stop], is_covid=covid, has_mask=covid)
+    chunked = tally.result(gallery_per_group=3)
+    np.testing.assert_array_equal(chunked.counts, whole.counts)
+    np.testing.assert_array_equal(chunked.histogram.positives, whole.histogram.positives)
+    for part in ("pixel", "pixel_with_controls"):
+        a, b = getattr(chunked, part), getattr(whole, part)
+        assert (a.counts, a.scores, a.mean_dice, a.roc.auc) == (
+            b.counts,
+            b.scores,
+            b.mean_dice,
+            b.roc.auc,
+        )
+    assert chunked.detection == whole.detection and chunked.case_roc.auc == whole.case_roc.auc
+    assert chunked.gallery == whole.gallery and chunked.names == whole.names
+    # The detection rule's severity: the share of each image predicted infected.
+    np.testing.assert_array_equal(chunked.severities, (probs >= 0.5).mean(axis=(1, 2)))

@@ -149,8 +149,8 @@ def test_it_draws_a_real_cxr_with_its_mask(shared_data, artifacts_dir):
 def test_maps_detection_metrics_and_plots_import_no_keras():
     # The web process draws maps and tables too; it must not pay for (or need) Keras.
     code = (
-        "import sys, mlworker.maps, mlworker.detect, mlworker.metrics, mlworker.curves, "
-        "mlworker.plots; bad = {'keras', 'tensorflow', 'torch', 'django'} & set(sys.modules); "
+        "import sys, mlworker.maps, mlworker.detection.rule, mlworker.metrics, mlworker.curves, "
+        "mlworker.plots, mlworker.evaluate; bad = {'keras', 'tensorflow', 'torch', 'django'} & set(sys.modules); "
         "sys.exit(f'imported {sorted(bad)}' if bad else 0)"
     )
     done = subprocess.run(

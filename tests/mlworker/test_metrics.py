@@ -16,6 +16,9 @@ from mlworker.metrics import (
     case_evaluation,
     confidence_radius,
     confusion_counts,
+    dice,
+    dice_from_iou,
+    dice_per_image,
     fold_summary,
     mean_dice,
     per_image_counts,
@@ -130,6 +133,19 @@ def test_mean_dice_averages_per_image_f1_and_counts_empty_agreement_as_perfect()
         ]
     )
     assert mean_dice(rows) == pytest.approx(expected)
+
+
+def test_dice_of_two_masks_is_f1_of_their_pixels_and_one_when_both_are_empty():
+    rng = np.random.default_rng(5)
+    a, b = rng.random((2, 18, 22)) < 0.3
+    assert dice(a, b) == pytest.approx(skm.f1_score(a.ravel(), b.ravel()))
+    assert dice(a, b) == 2 * np.count_nonzero(a & b) / (a.sum() + b.sum())
+    assert dice(a.astype(np.uint8) * 255, b) == dice(a, b)  # nonzero is inside
+    empty = np.zeros((4, 4), bool)
+    assert dice(empty, empty) == 1.0 and dice(empty, ~empty) == 0.0
+    rows = per_image_counts([a, empty], [b.astype(np.float32), empty.astype(np.float32)])
+    assert dice_per_image(rows).tolist() == [dice(a, b), 1.0]
+    assert dice_from_iou(skm.jaccard_score(a.ravel(), b.ravel())) == pytest.approx(dice(a, b))
 
 
 def test_folds_report_per_fold_scores_their_mean_and_the_cumulative_matrix():

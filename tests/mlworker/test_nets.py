@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 from mlworker.nets import (
-    ARCHS,
     CHEXNET_FILE,
-    PAPER_ENCODERS,
     build_classifier,
     build_segmenter,
     count_params,
@@ -20,6 +18,7 @@ from mlworker.nets import (
     param_table,
     preprocess_input,
 )
+from mlworker.networks import ARCHS, PAPER_ENCODERS
 
 pytestmark = [
     pytest.mark.keras,

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from mlworker.nets import ARCHS, SLIM_WIDTHS, build_segmenter, count_params, feature_layer_name
+from mlworker.nets import SLIM_WIDTHS, build_segmenter, count_params, feature_layer_name
+from mlworker.networks import ARCHS
 from tests.mlworker.test_nets import SMALL, _changed, _images, _masks, _train_save_reload
 
 pytestmark = [

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxrio.masks import mask_to_png
 from mlworker.__main__ import main
 from mlworker.predict import (
     binarize,
-    decode_mask_png,
     decode_probability_png,
-    encode_mask_png,
     encode_probability_png,
     predict_probabilities,
 )
@@ -129,19 +128,9 @@ def test_probability_png_refuses_what_is_not_a_probability_map():
         with pytest.raises(ValueError):
             encode_probability_png(bad)
     with pytest.raises(ValueError, match="greyscale"):
-        decode_probability_png(encode_mask_png(np.eye(4, dtype=bool)))
+        decode_probability_png(mask_to_png(np.eye(4, dtype=bool)))
     with pytest.raises(ValueError, match="PNG"):
         decode_probability_png(b"nothing")
-
-
-def test_mask_png_is_one_bit_and_exact():
-    mask = np.random.default_rng(0).uniform(size=(37, 53)) > 0.6
-    data = encode_mask_png(mask)
-    assert Image.open(io.BytesIO(data)).mode == "1"
-    assert np.array_equal(decode_mask_png(data), mask)
-    assert np.array_equal(decode_mask_png(encode_mask_png(mask.astype(np.uint8) * 255)), mask)
-    with pytest.raises(ValueError, match="two values"):
-        encode_mask_png(np.array([[0, 1], [2, 0]]))
 
 
 def test_predict_cli_writes_qata_masks_and_probability_maps(tmp_path, capsys):

@@ -45,6 +45,8 @@ from annotation.services.exports.manifest import (
     stats_key,
 )
 from annotation.services.jobs import job_enqueue
+from cxrio.masks import mask_to_png_0_255
+from cxrio.qata import LABEL_COLUMNS, LABELS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +236,7 @@ def _write_zip(export: Export, cases, *, target, tmp: str, progress) -> int:
             for name in ("csv", "json", "labels", "folds")
         }
         spools["csv"].write(csv_line(CSV_COLUMNS))
-        spools["labels"].write("name,label,finding,patient_id,split\n")
+        spools["labels"].write(",".join(LABEL_COLUMNS) + "\n")
         spools["folds"].write("image,mask,label,patient_key,fold\n")
         coco = None
         if "coco" in formats:
@@ -273,11 +275,11 @@ def _write_zip(export: Export, cases, *, target, tmp: str, progress) -> int:
 
 def _write_case(archive, coco, case, namer, *, split, fold, with_masks, image_id) -> dict:
     r = case.radiograph
-    paths = qata.case_paths(namer.name_for(r), folder=qata.split_folder(r, split_mode=split))
+    paths = qata.case_paths(namer.name_for(r), split=qata.split_of(r, split_mode=split))
     image_sha = archive.write_bytes(paths.image, qata.display_png(r))
     truth = case.ground_truth
     mask = qata.full_size_mask(r, truth.mask.png.name if truth is not None else None)
-    mask_sha = archive.write_bytes(paths.mask, qata.mask_png_0_255(mask)) if with_masks else None
+    mask_sha = archive.write_bytes(paths.mask, mask_to_png_0_255(mask)) if with_masks else None
     if coco is not None:
         coco.add(
             image_id=image_id,
@@ -330,8 +332,8 @@ def _write_metadata(archive, coco, spools, *, formats, split, folds) -> list[str
     files = ["Train Set/, Test Set/" if split == "stored" else "Images/"]
     if "qata" in formats:
         files[0] += " (Images/ and Ground-truths/)" if split == "stored" else ", Ground-truths/"
-    archive.write_file("labels.csv", _binary(spools["labels"]))
-    files.append("labels.csv (name, label, finding, patient_id, split: read by import_cxr)")
+    archive.write_file(LABELS_FILE, _binary(spools["labels"]))
+    files.append(f"{LABELS_FILE} ({', '.join(LABEL_COLUMNS)}: read by import_cxr)")
     if coco is not None:
         archive.write_chunks("annotations/instances.json", coco.chunks())
         files.append("annotations/instances.json (COCO, RLE masks)")

@@ -8,7 +8,6 @@ COVID-19 and has no accepted mask: it is exported with an empty mask.
 from __future__ import annotations
 
 import gc
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -108,20 +107,14 @@ def group_of(radiograph: Radiograph) -> str:
 
 def kfold_assign(queryset: QuerySet[Radiograph], *, folds: int, seed: int) -> dict[int, int]:
     """radiograph id -> fold (1-based): stratified by label, one patient never in two folds."""
-    import numpy as np
-    from sklearn.model_selection import StratifiedGroupKFold
+    from mlworker.data import kfold_splits  # numpy + scikit-learn, no Keras
 
-    rows = list(queryset.order_by("id").values_list("id", "label", "patient_key"))
-    ids = np.array([r[0] for r in rows])
-    labels = np.array([r[1] for r in rows])
-    groups = np.array([r[2] or f"case-{r[0]}" for r in rows])
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    rows = list(queryset.order_by("id").only("id", "label", "patient_key"))
+    labels = [r.label for r in rows]
+    groups = [group_of(r) for r in rows]
     assigned: dict[int, int] = {}
-    with warnings.catch_warnings():
-        # "The least populated class has only N members": expected with few controls.
-        warnings.simplefilter("ignore", UserWarning)
-        for fold, (_, test) in enumerate(splitter.split(ids, labels, groups), start=1):
-            assigned.update((int(i), fold) for i in ids[test])
+    for fold, (_train, test) in enumerate(kfold_splits(labels, groups, folds, seed), start=1):
+        assigned.update((rows[i].pk, fold) for i in test)
     return assigned
 
 

@@ -1,27 +1,25 @@
-"""The QaTa-COV19 layout: Images/<name>.png and Ground-truths/mask_<name>.png.
+"""Export cases in the QaTa-COV19 layout (cxrio.qata): Images/<name>.png and
+Ground-truths/mask_<name>.png, in Train Set/ and Test Set/ when the stored split is kept.
 
 The image is the stored 8-bit display PNG, byte for byte. The mask is the accepted mask,
 stored at the working resolution, brought back to the image's full size by nearest-neighbour
-upscaling and written as an 8-bit PNG with values 0 and 255, as in the published dataset.
-`import_cxr` reads this layout back (folder names, mask_ prefix, labels.csv, Train/Test Set).
+upscaling and written as an 8-bit PNG with values 0 and 255 (cxrio.masks.mask_to_png_0_255),
+as in the published dataset. `import_cxr` reads this layout back.
 """
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
-from PIL import Image
 
-from annotation.models import Radiograph, Split
+from annotation.models import Radiograph
 from annotation.storage import blob_read
+from cxrio import qata
 from cxrio.masks import mask_from_png, resize_nearest
 
-SPLIT_FOLDERS = {Split.TRAIN: "Train Set", Split.TEST: "Test Set"}
-IMAGES, MASKS = "Images", "Ground-truths"
 _UNSAFE = re.compile(r"[\x00-\x1f/\\:*?\"<>|]")
 
 
@@ -53,17 +51,15 @@ class Namer:
         return name
 
 
-def case_paths(name: str, *, folder: str) -> CasePaths:
-    prefix = f"{folder}/" if folder else ""
-    return CasePaths(
-        name=name, image=f"{prefix}{IMAGES}/{name}", mask=f"{prefix}{MASKS}/mask_{name}"
-    )
+def case_paths(name: str, *, split: str) -> CasePaths:
+    """Where a case goes in the export; split is "train", "test" or "" (no split folder)."""
+    image, mask = qata.case_paths(name, split=split)
+    return CasePaths(name=name, image=image, mask=mask)
 
 
-def split_folder(radiograph: Radiograph, *, split_mode: str) -> str:
-    if split_mode != "stored":
-        return ""
-    return SPLIT_FOLDERS[radiograph.split]
+def split_of(radiograph: Radiograph, *, split_mode: str) -> str:
+    """The split folder a case is exported into: its stored split, or none."""
+    return radiograph.split if split_mode == "stored" else ""
 
 
 def display_png(radiograph: Radiograph) -> bytes:
@@ -76,10 +72,3 @@ def full_size_mask(radiograph: Radiograph, mask_png_path: str | None) -> np.ndar
         return np.zeros((radiograph.height, radiograph.width), dtype=bool)
     work = mask_from_png(blob_read(mask_png_path))
     return resize_nearest(work, width=radiograph.width, height=radiograph.height)
-
-
-def mask_png_0_255(mask: np.ndarray) -> bytes:
-    """8-bit greyscale PNG, 0 = background and 255 = infection."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -42,7 +42,8 @@ INFER_LIMITS = {"soft_time_limit": 300, "time_limit": 330}
 # --- loading cases ------------------------------------------------------------------------
 # --- the detector -------------------------------------------------------------------------
 def _detector(ctx: JobContext) -> dict[str, Any]:
-    from mlworker.detector import evaluate_detector, train_detector
+    from mlworker.detection.evaluate import evaluate_detector, evaluation_record
+    from mlworker.detection.train import train_detector
 
     job, p = ctx.job, ctx.params
     existing = ModelVersion.objects.filter(job=job).first()
@@ -83,6 +84,7 @@ def _detector(ctx: JobContext) -> dict[str, Any]:
         result.model, test_images, test_masks, test_covid, batch_size=p["batch_size"],
         progress=lambda done, total: ctx.progress(0.92 + 0.06 * done / total, phase="evaluating"),
     )  # fmt: skip
+    record = evaluation_record(evaluation)
     mv = register_model(
         ctx,
         result.model,
@@ -93,17 +95,17 @@ def _detector(ctx: JobContext) -> dict[str, Any]:
         metrics={
             "history": result.history,
             "epochs": result.epochs_done,
-            "evaluation": evaluation.to_json(),
+            "evaluation": record,
             "test_cases": [r for r, _ in p["test"]],
         },
     )
-    case = evaluation.case
+    case = record["case"]
     return {
         "model_version": mv.pk,
-        "case_tp": case.tp,
-        "case_fp": case.fp,
-        "case_tn": case.tn,
-        "case_fn": case.fn,
+        "case_tp": case["tp"],
+        "case_fp": case["fp"],
+        "case_tn": case["tn"],
+        "case_fn": case["fn"],
     }
 
 
@@ -114,7 +116,8 @@ def detector_job(self, job_id: int) -> str:
 
 # --- the Grad-CAM classifier ------------------------------------------------------------------
 def _classifier(ctx: JobContext) -> dict[str, Any]:
-    from mlworker.detector import evaluate_classifier, train_classifier
+    from mlworker.detection.evaluate import evaluate_classifier
+    from mlworker.detection.train import train_classifier
 
     job, p = ctx.job, ctx.params
     existing = ModelVersion.objects.filter(job=job).first()
@@ -184,7 +187,7 @@ def _xray_of(ctx: JobContext, detector: ModelVersion) -> np.ndarray:
 
 
 def _infer(ctx: JobContext) -> dict[str, Any]:
-    from mlworker.detector import analyse_case, gradcam_overlay
+    from mlworker.detection.analyse import analyse_case, gradcam_overlay
     from mlworker.predict import encode_probability_png
 
     job, p = ctx.job, ctx.params

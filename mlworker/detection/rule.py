@@ -1,4 +1,4 @@
-"""COVID-19 detection and severity from a probability map Ŷ.
+"""The detection rule: COVID-19 and severity from a probability map Ŷ.
 
 Degerli et al. 2021, section "COVID-19 detection": a CXR is classified COVID-19 when at
 least one pixel of its infection map is at or above 0.5. Severity grading follows the
