@@ -16,7 +16,8 @@ from annotation.models import (
     Stage,
 )
 from annotation.services import jobs as job_services
-from annotation.services.candidates import candidates_offer, mask_create
+from annotation.services.candidates import mask_create
+from annotation.services.model_versions import prediction_record
 from annotation.services.stages import (
     StageError,
     stage_advance,
@@ -25,6 +26,7 @@ from annotation.services.stages import (
     stage_launch,
     stage_maybe_close,
 )
+from cxrio.masks import mask_to_png_0_255
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 
@@ -47,14 +49,14 @@ def _finish_predictions(stage, *, rng):
         mv = ModelVersion.objects.get(pk=job.params["model_version"])
         for radiograph in Radiograph.objects.filter(id__in=job.params["radiographs"]):
             pixels = rng.random((radiograph.work_height, radiograph.work_width)) > 0.7
-            mask = mask_create(
-                radiograph=radiograph,
-                pixels=pixels,
-                kind=Mask.Kind.NETWORK,
-                model_version=mv,
+            prediction_record(
                 stage=stage,
+                radiograph=radiograph,
+                model_version=mv,
+                pixels=pixels,
+                # A network certain of every pixel: its probability map is the mask itself.
+                probability_png=mask_to_png_0_255(pixels),
             )
-            candidates_offer(stage=stage, radiograph=radiograph, masks=[mask])
         job.state = Job.State.SUCCEEDED
         job.save()
 
