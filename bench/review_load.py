@@ -98,9 +98,9 @@ def seed(args, var_dir: Path) -> tuple[int, list[str]]:
     from django.contrib.auth.models import Group
     from django.core.management import call_command
 
+    from annotation.demo.review import review_demo_stage
     from annotation.models import Dataset, Radiograph
     from annotation.services.candidates import mask_create
-    from annotation.services.review_demo import review_demo_stage
     from annotation.storage import DISPLAY, blob_write, content_path
     from cxrio.images import encode_png
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import FakeBroker, wait_for
+
 # Playwright's sync API runs an event loop in the test thread; the ORM calls the tests
 # make beside it are still synchronous and safe.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -84,6 +86,16 @@ CHROMIUM_ARGS = [
 ]
 
 
+@pytest.fixture
+def broker(monkeypatch) -> FakeBroker:
+    """No broker: the messages the services send (task, job id, queue) are kept here."""
+    from celery import current_app
+
+    fake = FakeBroker()
+    monkeypatch.setattr(current_app._get_current_object(), "send_task", fake.send_task)
+    return fake
+
+
 @pytest.fixture(scope="session")
 def broker_url(tmp_path_factory):
     """A real Redis: the one REDIS_URL names (CI), else an embedded one on a unix socket."""
@@ -148,7 +160,6 @@ def start_worker(celery_broker, transactional_db, _isolated_media, tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     started = []
 
@@ -174,10 +185,17 @@ def start_worker(celery_broker, transactional_db, _isolated_media, tmp_path):
         proc.log_path = log_path
         proc.kill_hard = lambda: (os.killpg(proc.pid, signal.SIGKILL), proc.wait())
         started.append(proc)
-        deadline = time.monotonic() + 120
-        while not celery_broker.control.ping(destination=[proc.hostname], timeout=0.5):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the Celery worker did not start:\n" + log_path.read_text())
+        wait_for(
+            lambda: (
+                proc.poll() is not None
+                or celery_broker.control.ping(destination=[proc.hostname], timeout=0.5)
+            ),
+            what="the Celery worker to start",
+            timeout=120,
+            explain=log_path.read_text,
+        )
+        if proc.poll() is not None:
+            pytest.fail("the Celery worker did not start:\n" + log_path.read_text())
         return proc
 
     try:

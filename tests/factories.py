@@ -136,7 +136,7 @@ def review_stage(
     distinct network candidates, and open review tasks."""
     import numpy as np
 
-    from annotation.services.review_demo import review_demo_stage
+    from annotation.demo.review import review_demo_stage
 
     dataset = DatasetFactory()
     rng = np.random.default_rng(seed)

@@ -10,11 +10,13 @@ import pytest
 import yaml
 from django.core.management import get_commands
 
+from annotation.services.jobs import TASKS
 from config.celery_app import app as celery_app
 from tests.conftest import REPO_ROOT
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 OUR_IMAGES = {"collabmask:latest", "collabmask:gpu"}
+ROUTED = {queue for _name, queue in TASKS.values()}
 
 
 def _our_services():
@@ -41,8 +43,7 @@ def _assert_entry_point(argv: list[str]) -> None:
             assert celery_app.conf.beat_schedule, "beat runs but nothing is scheduled"
             return
         queues = set(argv[argv.index("--queues") + 1].split(","))
-        routed = {route["queue"] for route in celery_app.conf.task_routes.values()}
-        assert queues <= routed | {celery_app.conf.task_default_queue}, queues
+        assert queues <= ROUTED | {celery_app.conf.task_default_queue}, queues
     else:
         pytest.fail(f"unknown entry point {program!r}")
 
@@ -52,6 +53,26 @@ def test_every_service_command_names_a_real_entry_point():
     assert {"web", "worker-cpu", "worker-gpu0", "migrate", "beat"} <= services.keys()
     for spec in services.values():
         _assert_entry_point(spec["command"])
+
+
+def _consumed(command: list[str]) -> set[str]:
+    return set(command[command.index("--queues") + 1].split(","))
+
+
+def test_every_routed_queue_has_a_worker_and_every_routed_task_exists():
+    # Settings hold no routes of their own: annotation.services.jobs.TASKS is the one table.
+    assert not celery_app.conf.task_routes
+    workers = [spec["command"] for spec in _our_services().values() if "worker" in spec["command"]]
+    consumed = set().union(*map(_consumed, workers))
+    assert ROUTED | {celery_app.conf.task_default_queue} <= consumed, consumed
+    celery_app.loader.import_default_modules()
+    assert {name for name, _queue in TASKS.values()} <= set(celery_app.tasks)
+
+
+def test_the_embedded_worker_serves_every_routed_queue():
+    source = (REPO_ROOT / "annotation/management/commands/run_embedded.py").read_text()
+    queues = re.search(r'"--queues", "([^"]+)"', source).group(1)
+    assert ROUTED | {celery_app.conf.task_default_queue} <= set(queues.split(","))
 
 
 def test_the_gpu_worker_reserves_a_gpu_and_serves_the_gpu_queue_alone():

@@ -27,7 +27,6 @@ from rest_framework.authtoken.models import Token
 
 from annotation import blinding
 from annotation.models import Job
-from annotation.services import jobs as job_services
 from annotation.services.assignment import task_lease_next
 from annotation.services.detector import detector_deploy
 from annotation.services.exports import export_build, export_request
@@ -120,9 +119,8 @@ class World:
 
 
 @pytest.fixture
-def world(db, tmp_path, in_process_requests, monkeypatch) -> World:
-    monkeypatch.setattr(job_services, "_send", lambda job: None)  # no broker in this test
-    return World(tmp_path)
+def world(db, tmp_path, in_process_requests, broker) -> World:
+    return World(tmp_path)  # `broker` keeps the messages: no broker in this test
 
 
 def _load_schema():

@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from annotation.models import Dataset, GroundTruth, Job, ModelVersion, Radiograph, Stage
-from annotation.services.exports_manifest import reader_name
+from annotation.services.exports.manifest import reader_name
 
 
 class DatasetSerializer(serializers.ModelSerializer):

@@ -22,7 +22,7 @@ from annotation.api.serializers import (
 )
 from annotation.models import GroundTruth, Label, Radiograph
 from annotation.selectors.datasets import dataset_overview
-from annotation.services.exports_qata import full_size_mask
+from annotation.services.exports.qata import full_size_mask
 from annotation.storage import blob_read
 from cxrio.masks import mask_to_png_0_255
 

@@ -57,14 +57,19 @@ def job_enqueue(
     dataset: Dataset | None = None,
     stage: Stage | None = None,
     created_by: AbstractBaseUser | None = None,
+    send: bool = True,
 ) -> Job:
-    """Create a queued job; its message is sent once the surrounding transaction commits."""
+    """Create a queued job; its message is sent once the surrounding transaction commits.
+
+    With send=False no message goes out: the caller claims and runs the job in-process
+    (`manage.py export_dataset`, say)."""
     if kind not in TASKS:
         raise ValueError(f"unknown job kind {kind!r}")
     job = Job.objects.create(
         kind=kind, params=params or {}, dataset=dataset, stage=stage, created_by=created_by
     )
-    transaction.on_commit(lambda: _send(job))
+    if send:
+        transaction.on_commit(lambda: _send(job))
     return job
 
 

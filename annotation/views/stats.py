@@ -22,8 +22,8 @@ def index(request: HttpRequest) -> HttpResponse:
 @role_required(ADMIN, RESEARCHER)
 def stage(request: HttpRequest, stage_id: int) -> HttpResponse:
     # numpy/scipy/matplotlib load on the first statistics page, not at web start.
-    from annotation.services.statistics import stage_statistics
-    from annotation.services.stats_plots import stage_plots
+    from annotation.selectors.statistics import stage_statistics
+    from annotation.selectors.stats_plots import stage_plots
 
     stats = stage_statistics(stage=get_object_or_404(Stage, pk=stage_id))
     ctx = {"stats": stats, "stage": stats.stage}

@@ -7,7 +7,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation.models import Job, Stage
-from annotation.services import jobs as job_services
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -18,13 +17,6 @@ def api(role: str) -> APIClient:
     token = Token.objects.create(user=UserFactory(roles=[role]))
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    messages = []
-    monkeypatch.setattr(job_services, "_send", lambda job: messages.append(job.pk))
-    return messages
 
 
 @pytest.fixture
@@ -39,7 +31,7 @@ def create(client, dataset, /, **body):
 
 
 def test_an_admin_creates_launches_and_cancels_a_stage(
-    dataset, sent, django_capture_on_commit_callbacks
+    dataset, broker, django_capture_on_commit_callbacks
 ):
     admin = api("admin")
     config = {"epochs": 1, "networks": [{"arch": "unet", "encoder": "tiny"}]}
@@ -57,7 +49,9 @@ def test_an_admin_creates_launches_and_cancels_a_stage(
         launched = admin.post(url + "launch/")
     assert launched.status_code == 200 and launched.json()["status"] == "training"
     jobs = Job.objects.filter(stage_id=created["id"], kind="train")
-    assert jobs.count() == 2 and sorted(sent) == sorted(j.pk for j in jobs)  # one per fold
+    assert jobs.count() == 2 and sorted(broker.job_ids) == sorted(
+        j.pk for j in jobs
+    )  # one per fold
     again = admin.post(url + "launch/")
     assert again.status_code == 409 and "not a draft" in again.json()["detail"]
 
@@ -85,7 +79,7 @@ def test_a_bad_stage_is_refused_with_the_reason(dataset, body, status, message):
     assert not Stage.objects.exists()
 
 
-def test_an_admin_cancels_and_retries_a_job(dataset, sent, django_capture_on_commit_callbacks):
+def test_an_admin_cancels_and_retries_a_job(dataset, broker, django_capture_on_commit_callbacks):
     admin = api("admin")
     job = Job.objects.create(kind="train", dataset=dataset)
     url = f"/api/jobs/{job.pk}/"
@@ -98,13 +92,13 @@ def test_an_admin_cancels_and_retries_a_job(dataset, sent, django_capture_on_com
     with django_capture_on_commit_callbacks(execute=True):
         retried = admin.post(url + "retry/")
     assert retried.status_code == 200 and retried.json()["state"] == "queued"
-    assert sent == [job.pk]
+    assert broker.job_ids == [job.pk]
     refused = admin.post(url + "retry/")
     assert refused.status_code == 409 and "only failed or cancelled" in refused.json()["detail"]
 
 
 @pytest.mark.parametrize("role", ["researcher", "md", "senior_md"])
-def test_only_admins_write(dataset, role, sent):
+def test_only_admins_write(dataset, role, broker):
     client = api(role)
     stage = Stage.objects.create(dataset=dataset, number=1, config={})
     job = Job.objects.create(kind="train", dataset=dataset)
@@ -118,5 +112,5 @@ def test_only_admins_write(dataset, role, sent):
     assert answers == [403] * 5
     stage.refresh_from_db()
     job.refresh_from_db()
-    assert (stage.status, job.state, sent) == ("draft", "queued", [])
+    assert (stage.status, job.state, broker.messages) == ("draft", "queued", [])
     assert APIClient().post(f"/api/jobs/{job.pk}/cancel/").status_code == 401

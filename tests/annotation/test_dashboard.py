@@ -9,14 +9,7 @@ from annotation.models import Job, Stage, WorkerNode
 from annotation.services import jobs as job_services
 from tests.factories import UserFactory
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def sent(monkeypatch):
-    messages = []
-    monkeypatch.setattr(job_services, "_send", lambda job: messages.append(job.pk))
-    return messages
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 
 
 @pytest.fixture
@@ -37,7 +30,7 @@ def test_anonymous_users_are_sent_to_log_in(client):
 
 
 def test_an_admin_creates_and_launches_a_stage_from_a_preset(
-    admin_client, phantom_dataset, sent, django_capture_on_commit_callbacks
+    admin_client, phantom_dataset, broker, django_capture_on_commit_callbacks
 ):
     dataset, _ = phantom_dataset(n_covid=8, n_control=2, manual_fraction=1.0)
     page = admin_client.get("/dashboard/").content.decode()
@@ -59,7 +52,7 @@ def test_an_admin_creates_and_launches_a_stage_from_a_preset(
         admin_client.post(f"/dashboard/stages/{stage.pk}/launch")
     stage.refresh_from_db()
     assert stage.status == "training"
-    assert len(sent) == Job.objects.filter(stage=stage, kind="train").count() == 6
+    assert len(broker.messages) == Job.objects.filter(stage=stage, kind="train").count() == 6
 
 
 def test_the_stage_form_explains_what_is_wrong(admin_client, phantom_dataset):
@@ -93,7 +86,9 @@ def test_the_job_board_shows_live_progress_as_an_htmx_fragment(admin_client):
     assert "Train unet/tiny, fold 1" in html and "<polyline" in html
 
 
-def test_an_admin_cancels_and_retries_a_job(admin_client, sent, django_capture_on_commit_callbacks):
+def test_an_admin_cancels_and_retries_a_job(
+    admin_client, broker, django_capture_on_commit_callbacks
+):
     job = Job.objects.create(kind="train")
     admin_client.post(f"/dashboard/jobs/{job.pk}/cancel")
     job.refresh_from_db()
@@ -101,7 +96,7 @@ def test_an_admin_cancels_and_retries_a_job(admin_client, sent, django_capture_o
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(f"/dashboard/jobs/{job.pk}/retry")
     job.refresh_from_db()
-    assert job.state == "queued" and sent == [job.pk]
+    assert job.state == "queued" and broker.job_ids == [job.pk]
     response = admin_client.post(f"/dashboard/jobs/{job.pk}/retry", follow=True)
     assert "only failed or cancelled jobs can be retried" in response.content.decode()
 
@@ -128,7 +123,7 @@ def _phantom_folder(tmp_path, n_covid=3, n_control=1):
     return folder
 
 
-def test_a_folder_upload_keeps_its_layout(admin_client, tmp_path, sent):
+def test_a_folder_upload_keeps_its_layout(admin_client, tmp_path, broker):
     from django.core.files.storage import default_storage
     from django.core.files.uploadedfile import SimpleUploadedFile
 

@@ -7,7 +7,6 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from annotation.models import GroundTruth, Job, Label, ModelVersion, Radiograph
-from annotation.services import jobs as job_services
 from annotation.services.detector import (
     DetectorError,
     deployed_classifier,
@@ -18,14 +17,7 @@ from annotation.services.detector import (
 from tests.annotation.detecting import detector_dataset, registered_model
 from tests.factories import UserFactory
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def sent(monkeypatch):
-    messages = []
-    monkeypatch.setattr(job_services, "_send", lambda job: messages.append((job.pk, job.kind)))
-    return messages
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 
 
 def _fast(**overrides):
@@ -35,7 +27,7 @@ def _fast(**overrides):
 
 
 def test_a_kfold_run_trains_each_network_on_every_fold_with_patients_kept_apart(
-    phantom_dataset, sent, django_capture_on_commit_callbacks
+    phantom_dataset, broker, django_capture_on_commit_callbacks
 ):
     dataset, _ = detector_dataset(phantom_dataset, n_covid=10, n_control=10)
     # A COVID-19 case without an accepted mask is left out; controls need none.
@@ -47,7 +39,9 @@ def test_a_kfold_run_trains_each_network_on_every_fold_with_patients_kept_apart(
     detectors = [j for j in launched.jobs if j.kind == Job.Kind.DETECTOR]
     classifiers = [j for j in launched.jobs if j.kind == Job.Kind.CLASSIFIER]
     assert len(detectors) == 2 * 2 and len(classifiers) == 1 * 2  # one encoder, two folds
-    assert {kind for _pk, kind in sent} == {"detector", "classifier"} and len(sent) == 6
+    tasks = {m.task for m in broker.messages}
+    assert tasks == {"annotation.worker.detector_job", "annotation.worker.classifier_job"}
+    assert len(broker.messages) == 6
     truth = dict(GroundTruth.objects.values_list("radiograph_id", "mask_id"))
     label = dict(Radiograph.objects.values_list("id", "label"))
     patient = dict(Radiograph.objects.values_list("id", "patient_key"))

@@ -19,17 +19,14 @@ from annotation.services.inference import case_inference_request, inference_requ
 from cxrio.images import encode_png
 from tests.annotation.detecting import detector_dataset
 from tests.factories import UserFactory
+from tests.support import wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _wait(jobs: list[Job], worker, timeout: float = 150) -> None:
-    deadline = time.monotonic() + timeout
+def _succeed(jobs: list[Job], worker, timeout: float = 150) -> None:
     for job in jobs:
-        job.refresh_from_db()
-        while job.state in (Job.State.QUEUED, Job.State.RUNNING) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            job.refresh_from_db()
+        wait_for_job(job, worker=worker, timeout=timeout)
         assert job.state == Job.State.SUCCEEDED, job.error or worker.log_path.read_text()[-4000:]
 
 
@@ -55,7 +52,7 @@ def test_a_worker_trains_evaluates_and_then_maps_cases_and_uploads(
         },
     )
     assert [j.kind for j in launched.jobs] == ["detector", "classifier"]
-    _wait(launched.jobs, worker_process)
+    _succeed(launched.jobs, worker_process)
     assert all(j.worker.startswith(worker_process.hostname) for j in launched.jobs)
 
     report = run_report(run=launched.run)
@@ -77,9 +74,9 @@ def test_a_worker_trains_evaluates_and_then_maps_cases_and_uploads(
     xray = np.random.default_rng(0).integers(0, 255, (1024, 1024), dtype=np.uint8)
     started = time.monotonic()
     upload_job = inference_request(upload_bytes=encode_png(xray), filename="big.png", user=None)
-    _wait([upload_job], worker_process, timeout=60)
+    _succeed([upload_job], worker_process, timeout=60)
     seconds = time.monotonic() - started
-    _wait([case_job], worker_process, timeout=60)
+    _succeed([case_job], worker_process, timeout=60)
 
     upload = inference_result(job=upload_job)
     assert upload["images"] == ["xray", "map", "gradcam", "probability"]

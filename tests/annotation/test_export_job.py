@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import transaction
 
@@ -13,6 +11,7 @@ from annotation.services.jobs import job_cancel
 from annotation.storage import blob_read, stored_paths
 from annotation.worker.tasks.data import export_build_task
 from tests.annotation.exporting import provenance_scenario, read_zip
+from tests.support import Message, wait_for_job
 
 
 @pytest.mark.django_db
@@ -69,11 +68,26 @@ def test_a_build_that_cannot_be_made_fails_with_the_reason(tmp_path):
 
 
 @pytest.mark.django_db
-def test_the_job_is_sent_once_the_request_commits(tmp_path, django_capture_on_commit_callbacks):
+def test_the_job_is_sent_once_the_request_commits(
+    tmp_path, django_capture_on_commit_callbacks, broker
+):
     scenario = provenance_scenario(tmp_path)
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        export_request(dataset=scenario.dataset, created_by=None)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        export = export_request(dataset=scenario.dataset, created_by=None)
+        assert broker.messages == []
     assert len(callbacks) == 1
+    # Routed like every job: the export task, on the CPU workers' queue.
+    assert broker.messages == [Message("annotation.worker.export_job", export.job_id, "default")]
+
+
+@pytest.mark.django_db
+def test_an_export_run_in_process_sends_no_message(
+    tmp_path, django_capture_on_commit_callbacks, broker
+):
+    scenario = provenance_scenario(tmp_path)
+    with django_capture_on_commit_callbacks(execute=True):
+        export = export_request(dataset=scenario.dataset, created_by=None, enqueue=False)
+    assert broker.messages == [] and export.job.state == "queued"
 
 
 @pytest.mark.integration
@@ -83,11 +97,7 @@ def test_a_real_worker_builds_a_requested_export(worker_process, tmp_path):
     with transaction.atomic():
         export = export_request(dataset=scenario.dataset, created_by=scenario.users["md1"])
 
-    deadline = time.monotonic() + 90
-    job = export.job
-    while job.state in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.3)
-        job.refresh_from_db()
+    job = wait_for_job(export.job, worker=worker_process, timeout=90)
     assert job.state == "succeeded", job.error or worker_process.log_path.read_text()
     assert job.worker.startswith(worker_process.hostname)
     export.refresh_from_db()

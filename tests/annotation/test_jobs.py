@@ -17,20 +17,14 @@ from django.utils import timezone
 from annotation.models import Job
 from annotation.services import jobs as job_services
 from annotation.worker import runner as jobrunner
+from tests.support import Message, wait_for
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def sent(monkeypatch):
-    """The Celery messages the services send (by job id), without a broker."""
-    messages: list[tuple[str, int]] = []
-    monkeypatch.setattr(
-        job_services,
-        "_send",
-        lambda job: messages.append((job_services.TASKS[job.kind][0], job.pk)),
-    )
-    return messages
+def _train_message(job: Job) -> Message:
+    """The message that sends a training job to the GPU workers."""
+    return Message("annotation.worker.train_job", job.pk, "gpu")
 
 
 def _job(**fields) -> Job:
@@ -44,11 +38,11 @@ def _task(hostname="gpu0@host", retries=0):
     return SimpleNamespace(request=SimpleNamespace(hostname=hostname, retries=retries), retry=retry)
 
 
-def test_enqueue_sends_the_message_only_after_commit(django_capture_on_commit_callbacks, sent):
+def test_enqueue_sends_the_message_only_after_commit(django_capture_on_commit_callbacks, broker):
     with django_capture_on_commit_callbacks(execute=True):
         job = job_services.job_enqueue(kind=Job.Kind.TRAIN, params={"epochs": 1})
-        assert sent == []
-    assert sent == [("annotation.worker.train_job", job.pk)]
+        assert broker.messages == []
+    assert broker.messages == [_train_message(job)]
 
 
 def test_a_job_is_claimed_once():
@@ -99,22 +93,22 @@ def test_a_running_job_hears_the_cancel_at_its_next_report():
     assert job.state == "running" and job.progress == pytest.approx(0.4)
 
 
-def test_finished_jobs_cannot_be_cancelled_and_only_failed_ones_retried(sent):
+def test_finished_jobs_cannot_be_cancelled_and_only_failed_ones_retried(broker):
     job = _job(state=Job.State.SUCCEEDED)
     with pytest.raises(job_services.JobStateError, match="already succeeded"):
         job_services.job_cancel(job=job)
     with pytest.raises(job_services.JobStateError, match="only failed or cancelled"):
         job_services.job_retry(job=job)
-    assert sent == []
+    assert broker.messages == []
 
 
-def test_retry_requeues_a_failed_job(django_capture_on_commit_callbacks, sent):
+def test_retry_requeues_a_failed_job(django_capture_on_commit_callbacks, broker):
     job = _job(state=Job.State.FAILED, error="boom", attempts=1)
     with django_capture_on_commit_callbacks(execute=True):
         job_services.job_retry(job=job)
     job.refresh_from_db()
     assert (job.state, job.error) == ("queued", "")
-    assert sent == [("annotation.worker.train_job", job.pk)]
+    assert broker.messages == [_train_message(job)]
 
 
 def test_progress_keeps_a_bounded_log_tail():
@@ -127,7 +121,7 @@ def test_progress_keeps_a_bounded_log_tail():
     assert job.log.rstrip().endswith("line 02999 " + "x" * 20)
 
 
-def test_jobs_of_a_silent_worker_are_requeued(django_capture_on_commit_callbacks, sent):
+def test_jobs_of_a_silent_worker_are_requeued(django_capture_on_commit_callbacks, broker):
     stale = _job(
         state=Job.State.RUNNING, worker="gone@h:1", heartbeat_at=timezone.now() - timedelta(hours=1)
     )
@@ -137,10 +131,10 @@ def test_jobs_of_a_silent_worker_are_requeued(django_capture_on_commit_callbacks
     stale.refresh_from_db()
     fresh.refresh_from_db()
     assert (stale.state, fresh.state) == ("queued", "running")
-    assert sent == [("annotation.worker.train_job", stale.pk)]
+    assert broker.messages == [_train_message(stale)]
 
 
-def test_a_restarted_worker_requeues_what_its_dead_process_left(sent):
+def test_a_restarted_worker_requeues_what_its_dead_process_left(broker):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     mine_dead = _job(
@@ -231,9 +225,7 @@ def test_a_transient_error_hands_the_job_back_for_a_retry():
 def test_an_unreaped_dead_process_counts_as_dead():
     # A child that exits while its parent does not wait for it stays a zombie.
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = __import__("time").monotonic() + 10
-    while not jobrunner._is_zombie(child.pid) and __import__("time").monotonic() < deadline:
-        __import__("time").sleep(0.05)
+    wait_for(lambda: jobrunner._is_zombie(child.pid), what="the child to become a zombie")
     try:
         assert jobrunner._dead_here(f"gpu0@host:{child.pid}", "gpu0@host")
         assert not jobrunner._dead_here(f"gpu0@host:{os.getpid()}", "gpu0@host")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import random
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,17 +20,16 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from annotation.demo.reader import SimulatedReader
 from annotation.models import Decision, GroundTruth, Job, Mask, Radiograph, ReviewTask, Stage
 from annotation.services.detector import detector_launch
 from annotation.storage import blob_read
 from cxrio.masks import mask_from_png, resize_nearest
 from mlworker.metrics import dice
 from tests.factories import UserFactory
+from tests.support import jobs_and_logs, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.keras]
-
-NOISE = 0.05  # spread of the Dice the simulated reader perceives around the true one
-DRAW_BELOW = 0.35  # best candidate Dice under which the reader rejects all and draws
 
 
 def _client(*roles: str) -> APIClient:
@@ -41,24 +39,13 @@ def _client(*roles: str) -> APIClient:
     return client
 
 
-def _wait(predicate, *, timeout: float, what: str, worker=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    jobs = "\n".join(
-        f"#{j.pk} {j.kind} {j.state} {j.error[-300:]}" for j in Job.objects.order_by("pk")
-    )
-    log = worker.log_path.read_text()[-3000:] if worker else ""
-    pytest.fail(f"timed out waiting for {what}\n{jobs}\n{log}")
-
-
-class SimulatedReader:
-    """An MD who knows the hidden truth, looks at each candidate and picks the closest one."""
+class ApiReader:
+    """An MD who knows the hidden truth, reads through the review API and judges each
+    candidate by its Dice against the truth, as a simulated reader does."""
 
     def __init__(self, client: APIClient, truth_dir: Path, rng: random.Random):
         self.client, self.truth_dir, self.rng = client, truth_dir, rng
+        self.judgement = SimulatedReader(rng)
         self.drawn = 0
 
     def _get(self, url: str):
@@ -76,13 +63,11 @@ class SimulatedReader:
         with Image.open(io.BytesIO(answer.content)) as image:
             return np.asarray(image) > 0  # palette index 1 is infection
 
-    def _best(self, screen: dict) -> tuple[int, float]:
+    def _choose(self, screen: dict) -> int | None:
+        """The position picked, or None to reject all and draw."""
         truth = self._truth(screen["task"], screen["mask_width"], screen["mask_height"])
         scores = {p["position"]: dice(self._pane_mask(p), truth) for p in screen["panes"]}
-        # A reader's judgement is noisy: near-equal masks get confused, clearly worse ones rarely.
-        seen = {position: score + self.rng.gauss(0.0, NOISE) for position, score in scores.items()}
-        best = max(sorted(seen), key=seen.get)
-        return best, max(scores.values())
+        return self.judgement.choose(scores)
 
     def _post(self, screen: dict, action: str, **body):
         answer = self.client.post(
@@ -115,15 +100,15 @@ class SimulatedReader:
             screen = answer.json()
             while screen is not None:
                 if screen["kind"] == "pairwise":
-                    best, score = self._best(screen)
-                    choice = "neither" if score < DRAW_BELOW else ("A", "B")[best - 1]
+                    best = self._choose(screen)
+                    choice = "neither" if best is None else ("A", "B")[best - 1]
                     result = self._post(
                         screen, "round", number=screen["knockout"]["round"], choice=choice
                     )
                     screen = result["screen"]
                 elif screen["kind"] == "nway":
-                    best, score = self._best(screen)
-                    if score < DRAW_BELOW:
+                    best = self._choose(screen)
+                    if best is None:
                         self._draw(screen)
                     else:
                         self._post(screen, "pick", position=best)
@@ -161,7 +146,13 @@ def _run_stage(admin: APIClient, dataset, preset: str, config: dict, worker) -> 
         stage.refresh_from_db()
         return stage.status == Stage.Status.REVIEWING
 
-    _wait(reviewing, timeout=600, what=f"{preset} to reach review", worker=worker)
+    wait_for(
+        reviewing,
+        what=f"{preset} to reach review",
+        timeout=600,
+        every=0.5,
+        explain=jobs_and_logs(worker),
+    )
     return stage
 
 
@@ -177,7 +168,7 @@ def test_the_loop_from_phantoms_to_a_detector_improves_the_masks(
     manual_dice = _mean_dice_to_truth(manual, truth_dir)
 
     admin = _client("admin")
-    reader = SimulatedReader(_client("md"), truth_dir, random.Random(5))
+    reader = ApiReader(_client("md"), truth_dir, random.Random(5))
 
     # Stage I: manual masks against out-of-fold network masks, pairwise.
     fast = {
@@ -232,7 +223,13 @@ def test_the_loop_from_phantoms_to_a_detector_improves_the_masks(
             .exists()
         )
 
-    _wait(trained, timeout=600, what="the detector", worker=worker_process)
+    wait_for(
+        trained,
+        what="the detector",
+        timeout=600,
+        every=0.5,
+        explain=jobs_and_logs(worker_process),
+    )
     client.force_login(UserFactory(roles=["researcher"]))
     report = client.get(f"/detector/runs/{run.run}/")
     assert report.status_code == 200

@@ -28,7 +28,6 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.authtoken.models import Token
 
 from annotation.models import Decision, ReviewTask
-from annotation.services import jobs as job_services
 from tests.annotation.permission_world import (
     ADMIN,
     ANON,
@@ -274,9 +273,8 @@ MATRIX: list[Row] = [
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch):
+def world(tmp_path, broker):
     # Nothing here reaches a broker: queued jobs stay rows.
-    monkeypatch.setattr(job_services, "_send", lambda job: None)
     return build_world(tmp_path)
 
 

@@ -3,32 +3,17 @@ tasks — and a worker killed mid-training whose job resumes from its checkpoint
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import transaction
 
 from annotation.models import Candidate, Job, Mask, ModelVersion, ReviewTask, Stage
 from annotation.services.jobs import job_claim
 from annotation.services.stages import stage_create, stage_launch
+from tests.support import jobs_and_logs, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.keras]
 
 ONE_NET = {"networks": [{"arch": "unet", "encoder": "tiny"}], "image_size": 64, "batch_size": 4}
-
-
-def _wait(predicate, *, timeout, what, logs=()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    tails = "\n".join(path.read_text()[-4000:] for path in logs)
-    jobs = "\n".join(
-        f"{j.pk} {j.kind} {j.state} {j.progress:.2f} {j.error[-500:]}" for j in Job.objects.all()
-    )
-    pytest.fail(f"timed out waiting for {what}\njobs:\n{jobs}\nworker logs:\n{tails}")
 
 
 def _launch(dataset, **config):
@@ -46,11 +31,12 @@ def _status(stage):
 def test_a_worker_turns_a_launched_stage_into_review_tasks(phantom_dataset, worker_process):
     dataset, _ = phantom_dataset(n_covid=8, n_control=2, manual_fraction=1.0)
     stage = _launch(dataset, epochs=1)
-    _wait(
+    wait_for(
         lambda: _status(stage),
-        timeout=300,
         what="the stage to reach review",
-        logs=[worker_process.log_path],
+        timeout=300,
+        every=0.5,
+        explain=jobs_and_logs(worker_process),
     )
 
     models = list(ModelVersion.objects.filter(stage=stage))
@@ -89,17 +75,22 @@ def test_a_training_job_whose_worker_dies_resumes_and_the_stage_completes(
             stage=stage, kind="train", state="running", progress_detail__curve__1__epoch=2
         ).first()
 
-    job = _wait(
-        a_job_past_epoch_two, timeout=300, what="a job to checkpoint epoch 2", logs=[first.log_path]
+    job = wait_for(
+        a_job_past_epoch_two,
+        what="a job to checkpoint epoch 2",
+        timeout=300,
+        every=0.5,
+        explain=jobs_and_logs(first),
     )
     first.kill_hard()  # the whole worker, mid-training
 
     second = start_worker(first.node_name)  # the machine comes back
-    _wait(
+    wait_for(
         lambda: _status(stage),
-        timeout=400,
         what="the stage to complete",
-        logs=[first.log_path, second.log_path],
+        timeout=400,
+        every=0.5,
+        explain=jobs_and_logs(first, second),
     )
 
     job.refresh_from_db()

@@ -16,7 +16,8 @@ from annotation.models import (
     Stage,
 )
 from annotation.services import jobs as job_services
-from annotation.services.candidates import candidates_offer, mask_create
+from annotation.services.candidates import mask_create
+from annotation.services.model_versions import prediction_record
 from annotation.services.stages import (
     StageError,
     stage_advance,
@@ -25,15 +26,9 @@ from annotation.services.stages import (
     stage_launch,
     stage_maybe_close,
 )
+from cxrio.masks import mask_to_png_0_255
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def sent(monkeypatch):
-    messages = []
-    monkeypatch.setattr(job_services, "_send", lambda job: messages.append(job.pk))
-    return messages
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 
 
 def _finish_training(stage):
@@ -54,14 +49,14 @@ def _finish_predictions(stage, *, rng):
         mv = ModelVersion.objects.get(pk=job.params["model_version"])
         for radiograph in Radiograph.objects.filter(id__in=job.params["radiographs"]):
             pixels = rng.random((radiograph.work_height, radiograph.work_width)) > 0.7
-            mask = mask_create(
-                radiograph=radiograph,
-                pixels=pixels,
-                kind=Mask.Kind.NETWORK,
-                model_version=mv,
+            prediction_record(
                 stage=stage,
+                radiograph=radiograph,
+                model_version=mv,
+                pixels=pixels,
+                # A network certain of every pixel: its probability map is the mask itself.
+                probability_png=mask_to_png_0_255(pixels),
             )
-            candidates_offer(stage=stage, radiograph=radiograph, masks=[mask])
         job.state = Job.State.SUCCEEDED
         job.save()
 
@@ -107,7 +102,7 @@ def test_impossible_settings_are_refused_with_a_reason(phantom_dataset, config, 
 
 
 def test_stage_one_trains_each_network_on_folds_and_predicts_only_unseen_cases(
-    phantom_dataset, sent
+    phantom_dataset, broker
 ):
     dataset, _ = phantom_dataset(n_covid=12, n_control=4, manual_fraction=1.0)
     stage = stage_create(dataset=dataset, preset="fast-cpu")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from annotation.models import Job
 from tests.annotation.test_dashboard import _phantom_folder
 from tests.factories import UserFactory
+from tests.support import wait_for_job
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
 
@@ -39,10 +38,7 @@ def test_an_uploaded_zip_is_imported_by_a_worker(client, worker_process, tmp_pat
     )
     job = Job.objects.get(kind="import")
     assert response["Location"] == f"/dashboard/jobs/{job.pk}/"
-    deadline = time.monotonic() + 120
-    while job.state in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.5)
-        job.refresh_from_db()
+    wait_for_job(job, worker=worker_process, timeout=120)
     assert job.state == "succeeded", job.error
     assert job.result["imported"] == 4 and job.result["rejected"] == []
     assert Radiograph.objects.filter(dataset__name="Hospital A").count() == 4

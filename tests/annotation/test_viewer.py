@@ -26,14 +26,7 @@ from tests.annotation.cxrfiles import PATIENT_NAME, dicom_bytes, mono2_12bit, pn
 from tests.annotation.detecting import registered_model
 from tests.factories import UserFactory
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def sent(monkeypatch):
-    messages = []
-    monkeypatch.setattr(job_services, "_send", lambda job: messages.append(job.pk))
-    return messages
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 
 
 @pytest.fixture
@@ -71,7 +64,7 @@ def _finish(job: Job, *, covid=True, severity=0.125) -> None:
     job.save()
 
 
-def test_an_upload_is_queued_for_the_deployed_detector_on_the_cpu_queue(deployed, sent):
+def test_an_upload_is_queued_for_the_deployed_detector_on_the_cpu_queue(deployed, broker):
     _dataset, detector, classifier = deployed
     job = inference_request(upload_bytes=png8(96, 80), filename="chest.png", user=None)
     assert job.kind == "infer" and job_services.TASKS["infer"][1] == "default"

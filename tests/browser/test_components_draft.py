@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +20,7 @@ from tests.browser.harness.support import (
     png_bytes,
     preset_mask,
 )
+from tests.support import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -72,15 +72,6 @@ def status(page) -> str:
     return page.inner_text("[data-cm-draft-status]")
 
 
-def wait_until(predicate, timeout=10.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def local_draft(page, key: str) -> dict | None:
     raw = page.evaluate("k => localStorage.getItem(k)", f"cm-draft:{key}")
     return json.loads(raw) if raw else None
@@ -95,7 +86,7 @@ def test_reload_right_after_a_stroke_restores_it_from_this_browser(context, serv
     page = context.new_page()
     g = open_draw(page, server, key)
     stroke(page, g, 200)
-    wait_until(lambda: local_draft(page, key), what="the local draft")
+    wait_for(lambda: local_draft(page, key), what="the local draft")
     drawn = editor_png(page)
     assert (decode_data_url(local_draft(page, key)["png"]) == drawn).all()
     page.reload()
@@ -110,8 +101,8 @@ def test_a_new_browser_gets_the_draft_from_the_server(browser, context, server, 
     stroke(page, g, 150)
     stroke(page, g, 300)
     drawn = editor_png(page)
-    wait_until(lambda: key in server.drafts, what="the server draft")
-    wait_until(lambda: status(page) == "Saved", what="'Saved'")
+    wait_for(lambda: key in server.drafts, what="the server draft")
+    wait_for(lambda: status(page) == "Saved", what="'Saved'")
     put = server.put_log[-1]
     assert put["csrf"] == "harness-csrf-token" and put["content_type"] == "image/png"
     other = browser.new_context(
@@ -155,7 +146,7 @@ def test_the_newer_of_server_and_local_draft_wins_over_the_initial_mask(
     expected = server_mask if newer == "server" else local_mask
     assert ((editor_png(page) == 255) == expected).all()
     if newer == "local":  # the server missed those edits: it gets them now
-        wait_until(
+        wait_for(
             lambda: server.drafts[key][1] == newest, what="the local draft to reach the server"
         )
 
@@ -165,13 +156,13 @@ def test_offline_keeps_the_draft_locally_and_flushes_it_later(context, server, k
     page = context.new_page()
     g = open_draw(page, server, key)
     stroke(page, g, 240)
-    wait_until(lambda: status(page) == "Offline — kept in this browser", what="the offline status")
+    wait_for(lambda: status(page) == "Offline — kept in this browser", what="the offline status")
     page.screenshot(path=artifacts_dir / "draw-offline.png")
     assert local_draft(page, key) is not None
     assert key not in server.drafts and server.put_log and server.put_log[-1]["status"] == 503
     server.draft_failure = None  # the server is back; the retry (with backoff) delivers it
-    wait_until(lambda: key in server.drafts, timeout=8, what="the retried PUT")
-    wait_until(lambda: status(page) == "Saved", what="'Saved'")
+    wait_for(lambda: key in server.drafts, timeout=8, what="the retried PUT")
+    wait_for(lambda: status(page) == "Saved", what="'Saved'")
     restored = np.asarray(Image.open(io.BytesIO(server.drafts[key][0])))
     assert (restored == editor_png(page)).all()
 
@@ -181,9 +172,9 @@ def test_lost_network_then_back_online_flushes_at_once(context, server, key):
     g = open_draw(page, server, key)
     context.set_offline(True)
     stroke(page, g, 240)
-    wait_until(lambda: status(page) == "Offline — kept in this browser", what="the offline status")
+    wait_for(lambda: status(page) == "Offline — kept in this browser", what="the offline status")
     context.set_offline(False)
-    wait_until(
+    wait_for(
         lambda: key in server.drafts, timeout=3, what="the flush when the browser is back online"
     )
 
@@ -192,11 +183,11 @@ def test_leaving_the_page_before_the_debounce_still_reaches_the_server(context, 
     page = context.new_page()
     g = open_draw(page, server, key)
     stroke(page, g, 240)
-    wait_until(lambda: local_draft(page, key), what="the local draft")
+    wait_for(lambda: local_draft(page, key), what="the local draft")
     drawn = editor_png(page)
     assert key not in server.drafts, "the PUT waits ~1 s after the last edit"
     page.goto("about:blank")  # pagehide: flushed with fetch keepalive
-    wait_until(lambda: key in server.drafts, timeout=5, what="the keepalive flush")
+    wait_for(lambda: key in server.drafts, timeout=5, what="the keepalive flush")
     assert (np.asarray(Image.open(io.BytesIO(server.drafts[key][0]))) == drawn).all()
 
 
@@ -204,7 +195,7 @@ def test_discard_draft_clears_both_copies(context, server, key):
     page = context.new_page()
     g = open_draw(page, server, key)
     stroke(page, g, 240)
-    wait_until(lambda: key in server.drafts, what="the server draft")
+    wait_for(lambda: key in server.drafts, what="the server draft")
     page.evaluate("CM.draw(document.querySelector('[data-cm-draw]')).discardDraft()")
     assert local_draft(page, key) is None
     assert key not in server.drafts

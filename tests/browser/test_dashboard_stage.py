@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import login
 from tests.factories import UserFactory
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
@@ -43,8 +42,8 @@ def test_a_stage_launched_from_the_dashboard_shows_live_progress(
 
     # The job rows refresh themselves (htmx): record what the bars show without reloading.
     seen: list[tuple[int, ...]] = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+
+    def reviewing() -> bool:
         values = tuple(
             int(v)
             for v in page.locator("#stage-jobs progress").evaluate_all(
@@ -54,10 +53,18 @@ def test_a_stage_launched_from_the_dashboard_shows_live_progress(
         if not seen or values != seen[-1]:
             seen.append(values)
         if "stage reviewing" in page.locator("#stage-jobs .summary").inner_text():
-            break
+            return True
         if len(seen) == 3:
             page.screenshot(path=artifacts_dir / "stage-progress.png", full_page=True)
-        time.sleep(0.3)
+        return False
+
+    wait_for(
+        reviewing,
+        what="the stage to reach review",
+        timeout=300,
+        every=0.3,
+        explain=lambda: f"progress bars seen: {seen[-5:]}",
+    )
     page.screenshot(path=artifacts_dir / "stage-done.png", full_page=True)
     assert "stage reviewing" in page.locator("#stage-jobs .summary").inner_text(), seen[-5:]
     # The bars moved through intermediate values without a reload, not just 0 → 100.

@@ -15,6 +15,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from annotation.management.commands.run_embedded import _redis_answers
 from tests.conftest import CHROMIUM_ARGS, REPO_ROOT, chromium_path, free_port
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -83,21 +84,21 @@ def test_make_run_serves_login_health_and_demo_accounts(tmp_path, artifacts_dir)
             page.screenshot(path=artifacts_dir / "login.png")
 
             # The worker may still be starting: the health page turns OK once it answers.
-            deadline = time.monotonic() + 90
-            while True:
+            def health() -> dict[str, str]:
                 page.goto(url + "healthz")
-                states = {
+                return {
                     row.get_attribute("data-check"): row.locator("td").nth(1).inner_text()
                     for row in page.locator("#health tbody tr").all()
                 }
-                if (
-                    states == {"database": "OK", "broker": "OK", "worker": "OK"}
-                    or time.monotonic() > deadline
-                ):
-                    break
-                time.sleep(2)
+
+            wait_for(
+                lambda: health() == {"database": "OK", "broker": "OK", "worker": "OK"},
+                what="every health check to say OK",
+                timeout=90,
+                every=2,
+                explain=lambda: f"health page: {health()}",
+            )
             page.screenshot(path=artifacts_dir / "healthz.png")
-            assert states == {"database": "OK", "broker": "OK", "worker": "OK"}
 
             page.goto(url)
             page.get_by_label("User name").fill("demo-md")

@@ -11,7 +11,7 @@ import secrets
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from annotation.services.demo import DEMO_DATASET, demo_accounts_ensure, demo_dataset_ensure
+from annotation.demo.seed import DEMO_DATASET, demo_accounts_ensure, demo_dataset_ensure
 
 
 class Command(BaseCommand):

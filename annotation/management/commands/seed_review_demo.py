@@ -11,12 +11,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation import roles
-from annotation.models import Dataset, Label, Stage
-from annotation.services.review_demo import (
+from annotation.demo.review import (
     DEMO_NETWORKS,
     review_demo_simulate,
     review_demo_stage,
 )
+from annotation.models import Dataset, Label, Stage
 
 
 class Command(BaseCommand):

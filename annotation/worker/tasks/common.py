@@ -3,7 +3,6 @@ worker, trained models from the registry."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import shutil
@@ -17,10 +16,10 @@ import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
 from PIL import Image
 
 from annotation.models import Job, Mask, ModelVersion, Radiograph
+from annotation.services.model_versions import model_version_register, model_version_weights_fetch
 from annotation.worker.runner import JobContext
 from cxrio import masks as maskio
 
@@ -126,14 +125,6 @@ def work_dir(job: Job) -> Path:
     return base / f"job-{job.pk}"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --- progress, registration and loading of trained networks -------------------------------
 def number(value: Any) -> Any:
     """JSON-ready numbers for progress details (numpy floats, rounded)."""
@@ -200,42 +191,24 @@ def register_model(
     training: list[list[int]],
     metrics: dict[str, Any],
 ) -> ModelVersion:
-    """Save the trained network to storage and register it, in one transaction; the job's
-    model (ModelVersion.job is unique) so a rerun finds it instead of registering twice."""
-    from mlworker.nets import count_params
+    """Save the trained network and register it as the job's model."""
+    from mlworker.saved import save_model
 
-    job, p = ctx.job, ctx.params
-    folder = work_dir(job)
+    folder = work_dir(ctx.job)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "final.keras"
-    model.save(path)
-    trainable, frozen = count_params(model)
-    digest = sha256_file(path)
-    case_lists = ("training", "predict", "train", "test")
-    with transaction.atomic():
-        mv = ModelVersion.objects.create(
-            dataset=job.dataset,
-            stage=job.stage,
-            purpose=purpose,
-            arch=arch,
-            encoder=encoder,
-            frozen=bool(p.get("frozen")),
-            fold=p.get("fold"),
-            config={k: v for k, v in p.items() if k not in case_lists},
-            training_set=[r for r, _ in training],
-            training_set_sha256=hashlib.sha256(
-                repr(sorted(map(tuple, training))).encode()
-            ).hexdigest(),
-            metrics=metrics,
-            weights_sha256=digest,
-            params_trainable=trainable,
-            params_non_trainable=frozen,
-            job=job,
-        )
-        with open(path, "rb") as handle:
-            mv.weights.save(
-                f"models/{mv.pk}-{digest[:12]}.keras", ContentFile(handle.read()), save=True
-            )
+    trainable, frozen = save_model(model, path)
+    mv = model_version_register(
+        job=ctx.job,
+        weights=path,
+        purpose=purpose,
+        arch=arch,
+        encoder=encoder,
+        training=training,
+        metrics=metrics,
+        params_trainable=trainable,
+        params_non_trainable=frozen,
+    )
     shutil.rmtree(folder, ignore_errors=True)
     return mv
 
@@ -247,20 +220,14 @@ _LOADED: OrderedDict[int, Any] = OrderedDict()
 def load_model_version(mv: ModelVersion):
     """A registered network, checked against its sha256 and kept loaded in this worker process
     (the last few used)."""
-    import keras
-
-    import mlworker.nets  # noqa: F401 - registers the custom layers the saved models use
+    from mlworker.saved import load_model
 
     if mv.pk in _LOADED:
         _LOADED.move_to_end(mv.pk)
         return _LOADED[mv.pk]
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        with default_storage.open(mv.weights.name, "rb") as src, open(path, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        if mv.weights_sha256 and sha256_file(path) != mv.weights_sha256:
-            raise ValueError(f"weights of model #{mv.pk} do not match their sha256")
-        model = keras.saving.load_model(path)
+        path = model_version_weights_fetch(model_version=mv, target=Path(tmp) / "model.keras")
+        model = load_model(path)
     _LOADED[mv.pk] = model
     while len(_LOADED) > MODELS_KEPT:
         _LOADED.popitem(last=False)

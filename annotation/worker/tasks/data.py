@@ -17,7 +17,7 @@ from annotation.services.uploads import import_upload_run
 from annotation.worker.runner import JobContext, run_job
 
 
-# Named as annotation.services.jobs.TASKS sends it (job retry and stale-job requeue use it).
+# Named as annotation.services.jobs.TASKS sends it, like every job task.
 @shared_task(
     bind=True,
     name="annotation.worker.export_job",

@@ -8,11 +8,9 @@ import logging
 from typing import Any
 
 from celery import shared_task
-from django.core.files.base import ContentFile
-from django.db import transaction
 
 from annotation.models import Job, Mask, ModelVersion, Radiograph, Stage
-from annotation.services.candidates import candidates_offer, mask_create
+from annotation.services.model_versions import prediction_record
 from annotation.worker.runner import JobCancelled, JobContext, run_job
 from annotation.worker.tasks.common import (
     PREDICT_BATCH,
@@ -135,20 +133,13 @@ def _predict(ctx: JobContext) -> dict[str, Any]:
         images = [load_image(r, (r.work_height, r.work_width)) for r in chunk]
         probs = predict_probabilities(model, images, batch_size=PREDICT_BATCH)
         for radiograph, prob in zip(chunk, probs, strict=True):
-            with transaction.atomic():
-                mask = mask_create(
-                    radiograph=radiograph,
-                    pixels=binarize(prob),
-                    kind=Mask.Kind.NETWORK,
-                    model_version=mv,
-                    stage=stage,
-                )
-                mask.probability.save(
-                    f"probabilities/{mask.pk}.png",
-                    ContentFile(encode_probability_png(prob)),
-                    save=True,
-                )
-                candidates_offer(stage=stage, radiograph=radiograph, masks=[mask])
+            prediction_record(
+                stage=stage,
+                radiograph=radiograph,
+                model_version=mv,
+                pixels=binarize(prob),
+                probability_png=encode_probability_png(prob),
+            )
         done_now = start + len(chunk)
         ctx.progress(done_now / len(todo), phase="predicting", done=done_now, total=len(todo))
     return {"predicted": len(todo), "already_done": len(done)}

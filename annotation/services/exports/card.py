@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from annotation.models import Dataset, ModelVersion, Stage
-from annotation.services.exports_manifest import CONTROL, IMPORTED, StageStats
+from annotation.services.exports.manifest import CONTROL, IMPORTED, StageStats
 
 METHOD_CITATION = (
     "Degerli, A., Ahishali, M., Yamac, M., Kiranyaz, S., Chowdhury, M. E. H., Hameed, K., "

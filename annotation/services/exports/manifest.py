@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from annotation.models import Decision, GroundTruth, Mask
-from annotation.services.exports_cases import ExportCase
+from annotation.services.exports.cases import ExportCase
 
 CONTROL = "control"
 IMPORTED = "imported"

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
 
-from annotation.services.statistics import StageStatistics  # noqa: E402
+from annotation.selectors.statistics import StageStatistics  # noqa: E402
 
 # Okabe–Ito, as the review screens use.
 COLOURS = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]

@@ -8,14 +8,21 @@ trained networks' predictions instead.
 
 from __future__ import annotations
 
+import math
+import random
+import uuid
+
 import numpy as np
 from django.db import transaction
 from django.db.models import Max
 from scipy import ndimage
 
+from annotation.demo.reader import SimulatedReader
 from annotation.models import Dataset, Label, Mask, ModelVersion, Radiograph, Stage
 from annotation.services.assignment import review_tasks_create, task_lease_next
 from annotation.services.candidates import candidates_offer, mask_create
+from annotation.storage import blob_read
+from cxrio.masks import mask_from_png, mask_to_png_0_255, pixel_sha256
 
 # (arch, encoder) of the pretend networks, as in the QaTa-COV19 study's candidate generators.
 DEMO_NETWORKS = (
@@ -93,9 +100,6 @@ def review_demo_stage(
     ).order_by("id")
     if max_cases is not None:
         cases = cases[:max_cases]
-    from annotation.storage import blob_read
-    from cxrio.masks import mask_from_png, pixel_sha256
-
     for radiograph in cases:
         manual = radiograph.masks.filter(kind=Mask.Kind.MANUAL).order_by("id").first()
         shape = (radiograph.work_height, radiograph.work_width)
@@ -126,8 +130,6 @@ def review_demo_stage(
 
 
 def _key() -> str:
-    import uuid
-
     return str(uuid.uuid4())
 
 
@@ -142,61 +144,45 @@ def review_demo_simulate(
     """Decide every task the readers can take, as pretend readers would (for demos and the
     statistics page only: the stage is marked simulated). Returns the number of decisions.
 
-    machine_preference is the chance of picking a network's mask over the manual one when both
-    are on screen; draw_rate the chance of rejecting all and drawing."""
-
+    machine_preference is about the chance of picking a network's mask over the manual one
+    when both are on screen; draw_rate the chance of rejecting all and drawing."""
     from annotation.models import Candidate, ReviewTask
     from annotation.services.decisions import decision_record, decision_record_drawing
     from annotation.services.review import knockout_state, round_record
 
-    rng = np.random.default_rng(seed)
+    rng = random.Random(seed)
+    # No hidden truth here: a network's mask is worth `machine_preference`, another one its
+    # complement, seen through noise wide enough that the better one wins only about that often.
+    reader_of = SimulatedReader(rng, noise=0.5, draw_below=0.0, draw_rate=draw_rate)
     stage.config = {**stage.config, "simulated": True}
     stage.save(update_fields=["config"])
-    kinds = {
-        c.pk: c.mask.kind for c in Candidate.objects.filter(stage=stage).select_related("mask")
+    quality = {
+        c.pk: machine_preference if c.mask.kind == Mask.Kind.NETWORK else 1.0 - machine_preference
+        for c in Candidate.objects.filter(stage=stage).select_related("mask")
     }
 
-    def prefer(ids: list[int]) -> int:
-        machine = [i for i in ids if kinds[i] == Mask.Kind.NETWORK]
-        others = [i for i in ids if kinds[i] != Mask.Kind.NETWORK]
-        pool = machine if machine and (not others or rng.random() < machine_preference) else others
-        return int(rng.choice(pool))
-
     def ms() -> int:
-        return int(rng.lognormal(np.log(6000), 0.5))
+        return int(rng.lognormvariate(math.log(6000), 0.5))
 
-    def drawing(task: ReviewTask) -> bytes:
-        from annotation.storage import blob_read
-        from cxrio.masks import mask_from_png, mask_to_png_0_255
-
+    def draw(task: ReviewTask, reader) -> None:
         base = Candidate.objects.get(pk=task.candidate_order[0]).mask
         pixels = ndimage.binary_dilation(mask_from_png(blob_read(base.png.name)), iterations=2)
-        return mask_to_png_0_255(pixels)
+        decision_record_drawing(
+            task=task,
+            reader=reader,
+            png=mask_to_png_0_255(pixels),
+            idempotency_key=_key(),
+            time_on_screen_ms=ms(),
+        )
 
     decided = 0
     for reader in readers:
         while (task := task_lease_next(stage=stage, reader=reader)) is not None:
-            if rng.random() < draw_rate:
-                if stage.mode == Stage.Mode.PAIRWISE and len(task.candidate_order) > 1:
-                    state = knockout_state(task=task)
-                    round_record(
-                        task=task,
-                        reader=reader,
-                        number=state.number,
-                        choice="neither",
-                        idempotency_key=_key(),
-                    )
-                decision_record_drawing(
-                    task=task,
-                    reader=reader,
-                    png=drawing(task),
-                    idempotency_key=_key(),
-                    time_on_screen_ms=ms(),
-                )
-            elif stage.mode == Stage.Mode.PAIRWISE and len(task.candidate_order) > 1:
+            if stage.mode == Stage.Mode.PAIRWISE and len(task.candidate_order) > 1:
                 while (state := knockout_state(task=task)).number is not None:
-                    winner = prefer([state.left, state.right])
-                    choice = "A" if winner == state.left else "B"
+                    pair = [state.left, state.right]
+                    winner = reader_of.choose({i: quality[i] for i in pair})
+                    choice = "neither" if winner is None else "AB"[pair.index(winner)]
                     round_record(
                         task=task,
                         reader=reader,
@@ -205,15 +191,21 @@ def review_demo_simulate(
                         idempotency_key=_key(),
                         time_on_screen_ms=ms(),
                     )
+                    if winner is None:
+                        draw(task, reader)
+                        break
             else:
                 order = list(task.candidate_order)
-                position = order.index(prefer(order)) + 1
-                decision_record(
-                    task=task,
-                    reader=reader,
-                    position=position,
-                    idempotency_key=_key(),
-                    time_on_screen_ms=ms(),
-                )
+                picked = reader_of.choose({i: quality[i] for i in order})
+                if picked is None:
+                    draw(task, reader)
+                else:
+                    decision_record(
+                        task=task,
+                        reader=reader,
+                        position=order.index(picked) + 1,
+                        idempotency_key=_key(),
+                        time_on_screen_ms=ms(),
+                    )
             decided += 1
     return decided

@@ -24,14 +24,14 @@ from annotation.models import (
     ReviewTask,
     Stage,
 )
-from annotation.services.consensus import option_key
-from annotation.services.stats_math import (
+from annotation.selectors.stats_math import (
     PositionBias,
     bradley_terry,
     dice,
     fleiss_kappa,
     position_bias,
 )
+from annotation.services.consensus import option_key
 from annotation.storage import blob_read
 from cxrio import masks as maskio
 

@@ -25,16 +25,17 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from annotation.models import Dataset, Export, Job, Radiograph, Stage
-from annotation.services import exports_qata as qata
-from annotation.services.exports_card import dataset_card
-from annotation.services.exports_cases import (
+from annotation.services.exports import qata
+from annotation.services.exports.archive import SUMS_NAME, HashingZip, file_sha256
+from annotation.services.exports.card import dataset_card
+from annotation.services.exports.cases import (
     distinct_groups,
     iter_cases,
     kfold_assign,
     selected_cases,
 )
-from annotation.services.exports_coco import CocoWriter
-from annotation.services.exports_manifest import (
+from annotation.services.exports.coco import CocoWriter
+from annotation.services.exports.manifest import (
     CSV_COLUMNS,
     StageStats,
     case_record,
@@ -43,7 +44,7 @@ from annotation.services.exports_manifest import (
     json_item,
     stats_key,
 )
-from annotation.services.exports_zip import SUMS_NAME, HashingZip, file_sha256
+from annotation.services.jobs import job_enqueue
 from cxrio.masks import mask_to_png_0_255
 from cxrio.qata import LABEL_COLUMNS, LABELS_FILE
 
@@ -152,21 +153,17 @@ def export_request(
         "citation": citation.strip(),
     }
     with transaction.atomic():
-        job = Job.objects.create(
-            kind=Job.Kind.EXPORT, dataset=dataset, params=params, created_by=created_by
+        job = job_enqueue(
+            kind=Job.Kind.EXPORT,
+            params=params,
+            dataset=dataset,
+            created_by=created_by,
+            send=enqueue,
         )
         export = Export.objects.create(
             dataset=dataset, job=job, created_by=created_by, params=params
         )
-        if enqueue:
-            transaction.on_commit(lambda: _send(job.pk))
     return export
-
-
-def _send(job_id: int) -> None:
-    from annotation.worker.tasks.data import export_build_task  # the task module imports this one
-
-    export_build_task.delay(job_id)
 
 
 def export_build(*, export: Export, progress: ProgressCallback | None = None) -> dict[str, Any]:
