@@ -86,6 +86,11 @@ class Radiograph(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.get_label_display()})"
 
+    @property
+    def patient_group(self) -> str:
+        """The group for splits by patient: a case without a patient key is its own group."""
+        return self.patient_key or f"case-{self.pk}"
+
 
 class Stage(models.Model):
     """One turn of the loop: training, candidates, review, accepted masks."""

@@ -34,13 +34,14 @@ from annotation.selectors.stats_math import (
 from annotation.services.consensus import option_key
 from annotation.storage import blob_read
 from cxrio import masks as maskio
+from mlworker.networks import network_label
 
 MANUAL = "manual"
 
 
-def network_label(version: ModelVersion) -> str:
+def version_label(version: ModelVersion) -> str:
     """Folds of one architecture count as one network."""
-    return f"{version.arch}/{version.encoder}" + (" (frozen)" if version.frozen else "")
+    return network_label(version.arch, version.encoder) + (" (frozen)" if version.frozen else "")
 
 
 @dataclass
@@ -86,7 +87,7 @@ def _candidate_labels(stage: Stage) -> dict[int, set[str]]:
             if mask.kind == Mask.Kind.MANUAL:
                 names.add(MANUAL)
             elif mask.model_version_id:
-                names.add(network_label(mask.model_version))
+                names.add(version_label(mask.model_version))
     return labels
 
 
@@ -94,7 +95,7 @@ def _sources(stats: StageStatistics, truths: list[GroundTruth]) -> None:
     credit: Counter[str] = Counter()
     for truth in truths:
         if truth.source == GroundTruth.Source.NETWORK:
-            names = sorted({network_label(v) for v in truth.model_versions.all()}) or ["network"]
+            names = sorted({version_label(v) for v in truth.model_versions.all()}) or ["network"]
             for name in names:  # identical masks from several networks share the credit
                 credit[name] += 1 / len(names)
         else:

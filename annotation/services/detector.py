@@ -165,7 +165,7 @@ def detector_plan(*, dataset: Dataset, protocol: str, folds: int, seed: int = 0)
         from mlworker.data import kfold_splits  # numpy + scikit-learn, no Keras
 
         labels = [int(m is not None) for _r, m in cases]
-        groups = [r.patient_key or f"case-{r.pk}" for r in rows]
+        groups = [r.patient_group for r in rows]
         try:
             indices = kfold_splits(labels, groups, k=folds, seed=seed)
         except ValueError as exc:  # DataError, or scikit-learn on too few cases of a class

@@ -12,10 +12,10 @@ from PIL import Image
 from scipy import ndimage
 
 from mlworker.__main__ import main
+from mlworker.metrics import dice
 from mlworker.phantoms import (
     CONTROL_FINDINGS,
     assign_splits,
-    dice,
     generate_case,
     generate_cohort,
     plan_cohort,

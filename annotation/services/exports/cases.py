@@ -100,18 +100,13 @@ def _decisions_for(rows: list[Radiograph]) -> dict[int, list[Decision]]:
     return found
 
 
-def group_of(radiograph: Radiograph) -> str:
-    """The patient group for splits; a case without a patient key is its own group."""
-    return radiograph.patient_key or f"case-{radiograph.pk}"
-
-
 def kfold_assign(queryset: QuerySet[Radiograph], *, folds: int, seed: int) -> dict[int, int]:
     """radiograph id -> fold (1-based): stratified by label, one patient never in two folds."""
     from mlworker.data import kfold_splits  # numpy + scikit-learn, no Keras
 
     rows = list(queryset.order_by("id").only("id", "label", "patient_key"))
     labels = [r.label for r in rows]
-    groups = [group_of(r) for r in rows]
+    groups = [r.patient_group for r in rows]
     assigned: dict[int, int] = {}
     for fold, (_train, test) in enumerate(kfold_splits(labels, groups, folds, seed), start=1):
         assigned.update((rows[i].pk, fold) for i in test)
