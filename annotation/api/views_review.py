@@ -1,29 +1,36 @@
-"""The review API for MDs and senior MDs: their queue, the next case, its screen, decisions.
+"""The review API for MDs and senior MDs: their queue, the next case, its screen, decisions,
+and what the review screens' JavaScript needs besides (keeping a case, leasing the next one
+ahead, drawing drafts). It is the one JSON protocol of the review: review.js and cm-draft.js
+talk to it with the browser's session and CSRF token, scripts with an API token.
 
-The same services as the browser screens (annotation/views/review.py) and the same blinding:
-a screen names panes by position and label, with opaque, access-checked image URLs; no
-candidate, mask, network or source appears. Every write carries the client's idempotency_key:
-a retry with the same key answers 200 with the stored result; another key (a second tab) on a
-case already decided answers 409 with the decision that stands.
+The same services as the browser screens and the same blinding: a screen names panes by
+position and label, with opaque, access-checked image URLs; no candidate, mask, network or
+source appears. Every write carries the client's idempotency_key: a retry with the same key
+answers 200 with the stored result; another key (a second tab) on a case already decided
+answers 409 with the decision that stands. Answers carry `page_url`, the browser page the
+screens go to next.
 
-Status codes: 400 the request is malformed (or the drawing unusable); 404 the case is not in
-your queue (never had it, or it went to another reader: the two look the same); 409 the
-request is well formed but does not fit the case as it stands (another round is current, no
-such position, stage closed, already decided, nothing to undo).
+Status codes are the review errors' own (annotation.services.review_errors): 400 the request is
+malformed (or the drawing unusable); 404 the case is not in your queue (never had it, or it
+went to another reader: the two look the same); 409 the request is well formed but does not
+fit the case as it stands (another round is current, no such position, stage closed, already
+decided, nothing to undo).
 """
 
 from __future__ import annotations
 
 from django.core.validators import RegexValidator
 from django.http import HttpResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import blinding
 from annotation.api.base import MAX_ID, ApiView
 from annotation.api.fields import (
     StrictBooleanField,
@@ -35,49 +42,66 @@ from annotation.api.fields import (
 from annotation.api.permissions import IsMD, IsReader
 from annotation.api.schema import ErrorDetail
 from annotation.api.serializers_review import (
+    AheadOut,
     ConflictOut,
+    KeepOut,
     QueueRowOut,
     ResultOut,
     ScreenOut,
     decision_data,
     next_url,
+    page_url,
     round_data,
     screen_data,
 )
 from annotation.api.views_data import PNG
-from annotation.models import Decision, ReviewTask, Stage
+from annotation.models import DrawingDraft, ReviewTask, Stage
 from annotation.roles import MD, SENIOR_MD, has_role
 from annotation.selectors.review import (
     candidate_at_position,
     media_image_png,
     media_overlay_png,
     reader_queue,
+    refusal_page,
+    result_page,
+    screen_page,
+    task_screen,
 )
-from annotation.services.assignment import task_held, task_lease_next, task_lease_renew
-from annotation.services.consensus import pick_record
-from annotation.services.decisions import decision_record_drawing, decision_undo
-from annotation.services.review import round_record
+from annotation.services.assignment import (
+    task_held,
+    task_lease_keep,
+    task_lease_next,
+    task_lease_renew,
+)
+from annotation.services.decisions import KEY_HELP, KEY_PATTERN
+from annotation.services.drafts import draft_delete, draft_save
+from annotation.services.review import (
+    CHOICES,
+    ReviewResult,
+    decision_record_drawing,
+    decision_undo,
+    pick_record,
+    round_record,
+)
 from annotation.services.review_errors import (
     InvalidChoice,
-    InvalidMask,
-    NoTaskAvailable,
-    NotYourTask,
     ReviewError,
     RoundAlreadyRecorded,
     TaskAlreadyDecided,
 )
+from annotation.views.review_media import png_response
 
 KINDS = [(k, k) for k in ReviewTask.Kind.values]
 CONFLICT = OpenApiResponse(
     response=ConflictOut,
     description="does not fit the case as it stands; a decided case comes with its decision",
 )
-NOT_YOURS = OpenApiResponse(response=ErrorDetail, description="this case is not in your queue")
+NOT_YOURS = OpenApiResponse(response=ConflictOut, description="this case is not in your queue")
 
 
 def key_field(help_text: str) -> StrictCharField:
     return StrictCharField(
-        validators=[RegexValidator(r"^[A-Za-z0-9_.:-]{8,64}$")],
+        validators=[RegexValidator(KEY_PATTERN)],
         min_length=8,
         max_length=64,
         help_text=help_text,
@@ -90,23 +114,21 @@ def ms_field() -> StrictIntegerField:
     )
 
 
-DECISION_KEY = "a fresh key per decision (8-64 of A-Z a-z 0-9 _ . : -); resend it on retry"
+DECISION_KEY = f"a fresh key per decision ({KEY_HELP}); resend it on retry"
 
 
-def review_error(exc: ReviewError) -> Response:
-    """A service refusal as the API answers it; nothing was changed."""
+def review_error(exc: ReviewError, request) -> Response:
+    """A service refusal as the API answers it, with the error's own status; nothing was
+    changed. `page_url` names the browser page the refusal leaves the reader on, if another."""
     body: dict = {"detail": str(exc)}
-    if isinstance(exc, TaskAlreadyDecided):
+    if isinstance(exc, TaskAlreadyDecided) and exc.decision is not None:
         body["decision"] = decision_data(exc.decision)
     elif isinstance(exc, RoundAlreadyRecorded):
         body["round"] = round_data(exc.round)
-    if isinstance(exc, NotYourTask | NoTaskAvailable):
-        code = status.HTTP_404_NOT_FOUND
-    elif isinstance(exc, InvalidMask):
-        code = status.HTTP_400_BAD_REQUEST
-    else:
-        code = status.HTTP_409_CONFLICT
-    return Response(body, status=code)
+    page = refusal_page(exc)
+    if page is not None:
+        body["page_url"] = page_url(page, request)
+    return Response(body, status=exc.status)
 
 
 def _stage(stage_id: int) -> Stage:
@@ -117,10 +139,7 @@ def _stage(stage_id: int) -> Stage:
 
 
 def _held(request, token: str) -> ReviewTask:
-    try:
-        return task_held(token=token, reader=request.user)
-    except NotYourTask as exc:
-        raise NotFound(str(exc)) from None
+    return task_held(token=token, reader=request.user)
 
 
 def _screen(request, task: ReviewTask) -> dict:
@@ -131,6 +150,11 @@ class ReviewView(ApiView, APIView):
     permission_classes = [IsReader]
     parser_classes = [JSONParser]
     pagination_class = None  # a reader's queue is a few stages
+
+    def handle_exception(self, exc):
+        if isinstance(exc, ReviewError):
+            return review_error(exc, self.request)
+        return super().handle_exception(exc)
 
 
 class QueueView(ReviewView):
@@ -191,10 +215,7 @@ class NextView(ReviewView):
         if stage.status == Stage.Status.CLOSED:
             # Its last case was accepted: nothing left, as for the browser screens.
             return Response(status=status.HTTP_204_NO_CONTENT)
-        try:
-            task = task_lease_next(stage=stage, reader=request.user, kind=kind)
-        except ReviewError as exc:
-            return review_error(exc)
+        task = task_lease_next(stage=stage, reader=request.user, kind=kind)
         if task is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(_screen(request, task))
@@ -209,24 +230,22 @@ class TaskView(ReviewView):
         if task.status == ReviewTask.Status.LEASED:
             task_lease_renew(task=task, reader=request.user)
             task.refresh_from_db(fields=["lease_expires_at"])
-        try:
-            return Response(_screen(request, task))
-        except ReviewError as exc:
-            return review_error(exc)
+        return Response(_screen(request, task))
 
 
-def _result(request, task: ReviewTask, *, decision, replayed: bool, round=None) -> Response:
+def _result(request, result: ReviewResult) -> Response:
     screen = None
-    if decision is None:
-        screen = _screen(request, _held(request, task.token))
+    if result.decision is None:
+        screen = _screen(request, _held(request, result.task.token))
     body = {
-        "decision": decision_data(decision) if decision is not None else None,
-        "round": round_data(round) if round is not None else None,
+        "decision": decision_data(result.decision) if result.decision is not None else None,
+        "round": round_data(result.round) if result.round is not None else None,
         "screen": screen,
-        "replayed": replayed,
-        "next_url": next_url(task.stage, request),
+        "replayed": result.replayed,
+        "next_url": next_url(result.task.stage, request),
+        "page_url": page_url(result_page(result=result, reader=request.user), request),
     }
-    return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_201_CREATED)
+    return Response(body, status=status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED)
 
 
 RESULT = {200: ResultOut, 201: ResultOut, 404: NOT_YOURS, 409: CONFLICT}
@@ -234,7 +253,7 @@ RESULT = {200: ResultOut, 201: ResultOut, 404: NOT_YOURS, 409: CONFLICT}
 
 class RoundIn(serializers.Serializer):
     number = StrictIntegerField(min_value=1, max_value=32767, help_text="knockout.round")
-    choice = StrictChoiceField(choices=[(c, c) for c in ("A", "B", "neither")])
+    choice = StrictChoiceField(choices=[(c, c) for c in CHOICES])
     idempotency_key = key_field(DECISION_KEY)
     time_on_screen_ms = ms_field()
 
@@ -250,12 +269,8 @@ class RoundView(ReviewView):
         task = _held(request, token)  # someone else's case: 404 whatever the body says
         given = RoundIn(data=request.data)
         given.is_valid(raise_exception=True)
-        try:
-            result = round_record(task=task, reader=request.user, **given.validated_data)
-        except ReviewError as exc:
-            return review_error(exc)
         return _result(
-            request, task, decision=result.decision, replayed=result.replayed, round=result.round
+            request, round_record(task=task, reader=request.user, **given.validated_data)
         )
 
 
@@ -263,10 +278,6 @@ class PickIn(serializers.Serializer):
     position = StrictIntegerField(min_value=1, max_value=32767, help_text="a pane's position")
     idempotency_key = key_field(DECISION_KEY)
     time_on_screen_ms = ms_field()
-
-
-def _replayed(request, key: str) -> bool:
-    return Decision.objects.filter(idempotency_key=key, reader=request.user).exists()
 
 
 class PickView(ReviewView):
@@ -277,12 +288,7 @@ class PickView(ReviewView):
         task = _held(request, token)
         given = PickIn(data=request.data)
         given.is_valid(raise_exception=True)
-        replayed = _replayed(request, given.validated_data["idempotency_key"])
-        try:
-            decision = pick_record(task=task, reader=request.user, **given.validated_data)
-        except ReviewError as exc:
-            return review_error(exc)
-        return _result(request, task, decision=decision, replayed=replayed)
+        return _result(request, pick_record(task=task, reader=request.user, **given.validated_data))
 
 
 class DrawingIn(serializers.Serializer):
@@ -312,32 +318,33 @@ class DrawingView(ReviewView):
         given = DrawingIn(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
-        replayed = _replayed(request, data["idempotency_key"])
-        try:
-            base = None
-            if "base" in data:
-                base = candidate_at_position(task=task, position=data["base"])
-                if base is None:
-                    raise InvalidChoice(f"this case shows no pane at position {data['base']}")
-            decision = decision_record_drawing(
-                task=task,
-                reader=request.user,
-                png=data["mask"].read(),
-                base=base,
-                no_infection=data["no_infection"],
-                idempotency_key=data["idempotency_key"],
-                time_on_screen_ms=data["time_on_screen_ms"],
-            )
-        except ReviewError as exc:
-            return review_error(exc)
-        return _result(request, task, decision=decision, replayed=replayed)
+        base = None
+        if "base" in data:
+            base = candidate_at_position(task=task, position=data["base"])
+            if base is None:
+                raise InvalidChoice(f"this case shows no pane at position {data['base']}")
+        result = decision_record_drawing(
+            task=task,
+            reader=request.user,
+            png=data["mask"].read(),
+            base=base,
+            no_infection=data["no_infection"],
+            idempotency_key=data["idempotency_key"],
+            time_on_screen_ms=data["time_on_screen_ms"],
+        )
+        return _result(request, result)
 
 
 class UndoIn(serializers.Serializer):
     idempotency_key = key_field(
         "the key your last decision in this stage was made with: only that decision is "
-        "taken back, so a retried undo never takes back the one before it"
+        "taken back, so a retried undo never takes back the one before it; absent: your last "
+        "decision, whichever it is"
     )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["idempotency_key"].required = False
 
 
 class UndoView(ReviewView):
@@ -350,20 +357,128 @@ class UndoView(ReviewView):
         given = UndoIn(data=request.data)
         given.is_valid(raise_exception=True)
         stage = _stage(stage_id)
+        result = decision_undo(stage=stage, reader=request.user, **given.validated_data)
+        return Response(_screen(request, result.task))
+
+
+class KeepView(ReviewView):
+    """Keep the case while you are still at its screen: the lease otherwise runs from the time
+    the screen was opened. 409 (or 404) once the case is no longer yours to decide."""
+
+    @extend_schema(request=None, responses={200: KeepOut, 404: NOT_YOURS, 409: CONFLICT})
+    def post(self, request, token: str):
+        task = _held(request, token)
+        until = task_lease_keep(task=task, reader=request.user)
+        return Response({"lease_expires_at": until, "lease_seconds": task.stage.lease_seconds})
+
+
+class AheadView(ReviewView):
+    """Lease your next case ahead, while you look at this one, so the browser can prerender its
+    page; asking again holds no third case."""
+
+    permission_classes = [IsMD]
+
+    @extend_schema(request=None, responses={200: AheadOut, 404: NOT_YOURS})
+    def post(self, request, token: str):
+        task = _held(request, token)
+        nothing = Response({"page_url": None, "prefetch": []})
+        if task.kind != ReviewTask.Kind.REVIEW or not task.stage.config.get("prefetch", True):
+            return nothing
         try:
-            task = decision_undo(stage=stage, reader=request.user, **given.validated_data)
-            return Response(_screen(request, task))
-        except ReviewError as exc:
-            return review_error(exc)
+            nxt = task_lease_next(stage=task.stage, reader=request.user, skip=task.pk)
+        except ReviewError:  # the stage closed meanwhile: nothing to look ahead to
+            nxt = None
+        if nxt is None:
+            return nothing
+        screen = task_screen(task=nxt, reader=request.user, progress=False)
+        return Response(
+            {
+                "page_url": page_url(screen_page(screen), request),
+                "prefetch": [screen.image_url, *(p.mask_url for p in screen.panes)],
+            }
+        )
 
 
-def _png(data: bytes | None) -> HttpResponse:
-    if data is None:
-        raise NotFound("no such image")
-    response = HttpResponse(data, content_type="image/png")
-    for name, value in blinding.IMAGE_HEADERS.items():
-        response[name] = value
-    return response
+class PNGParser(BaseParser):
+    """A request body that is one PNG image: the bytes as sent."""
+
+    media_type = "image/png"
+
+    def parse(self, stream, media_type=None, parser_context=None) -> bytes:
+        return stream.read() if stream is not None else b""
+
+
+def _stamp(draft: DrawingDraft) -> str:
+    return draft.updated_at.isoformat().replace("+00:00", "Z")
+
+
+def _client_time(value: str):
+    """The browser's ISO time of the drawing, or None when absent or unreadable."""
+    try:
+        parsed = parse_datetime(value.strip())
+    except ValueError:
+        return None
+    if parsed is None or timezone.is_naive(parsed):
+        return None
+    return parsed
+
+
+DRAFT_STAMP = "when the browser made the drawing (ISO time)"
+
+
+class DraftView(ReviewView):
+    """The drawing in progress on a case you hold, kept server-side (one per case and reader):
+    GET it, PUT a newer one (image/png, X-Draft-Updated: when it was drawn), DELETE it."""
+
+    parser_classes = [PNGParser]
+
+    @extend_schema(
+        responses={
+            (200, "image/png"): OpenApiResponse(
+                response=OpenApiTypes.BINARY,
+                description=f"the draft; X-Draft-Updated: {DRAFT_STAMP}",
+            ),
+            204: OpenApiResponse(description="no draft"),
+            404: NOT_YOURS,
+        }
+    )
+    def get(self, request, token: str):
+        task = _held(request, token)
+        stored = DrawingDraft.objects.filter(task=task, reader=request.user).first()
+        if stored is None:
+            return HttpResponse(status=204)
+        response = HttpResponse(bytes(stored.png), content_type="image/png")
+        response["X-Draft-Updated"] = _stamp(stored)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @extend_schema(
+        request={"image/png": OpenApiTypes.BINARY},
+        responses={
+            204: OpenApiResponse(
+                description=f"kept (or a newer one was); X-Draft-Updated: {DRAFT_STAMP}"
+            ),
+            404: NOT_YOURS,
+            409: CONFLICT,
+            415: OpenApiResponse(response=ErrorDetail, description="a draft is sent as image/png"),
+        },
+    )
+    def put(self, request, token: str):
+        task = _held(request, token)
+        stored = draft_save(
+            task=task,
+            reader=request.user,
+            png=request.data,
+            updated_at=_client_time(request.headers.get("X-Draft-Updated", "")),
+        )
+        response = HttpResponse(status=204)
+        response["X-Draft-Updated"] = _stamp(stored)
+        return response
+
+    @extend_schema(responses={204: OpenApiResponse(description="dropped"), 404: NOT_YOURS})
+    def delete(self, request, token: str):
+        draft_delete(task=_held(request, token), reader=request.user)
+        return HttpResponse(status=204)
 
 
 class ImageView(ReviewView):
@@ -380,3 +495,9 @@ class MaskView(ReviewView):
     @extend_schema(responses={(200, "image/png"): PNG})
     def get(self, request, opaque: str):
         return _png(media_overlay_png(opaque=opaque, reader=request.user))
+
+
+def _png(data: bytes | None) -> HttpResponse:
+    if data is None:
+        raise NotFound("no such image")
+    return png_response(data)

@@ -149,8 +149,12 @@ def review_demo_simulate(
     from PIL import Image
 
     from annotation.models import Candidate, ReviewTask
-    from annotation.services.decisions import decision_record, decision_record_drawing
-    from annotation.services.review import knockout_state, round_record
+    from annotation.services.review import (
+        decision_record,
+        decision_record_drawing,
+        knockout_state,
+        round_record,
+    )
 
     rng = np.random.default_rng(seed)
     stage.config = {**stage.config, "simulated": True}

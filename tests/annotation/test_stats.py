@@ -11,8 +11,7 @@ from scipy import stats as scistats
 from annotation.models import Candidate, Mask, Stage
 from annotation.roles import ADMIN, MD, RESEARCHER
 from annotation.services.assignment import task_lease_next
-from annotation.services.decisions import decision_record
-from annotation.services.review import knockout_state, round_record
+from annotation.services.review import decision_record, knockout_state, round_record
 from annotation.services.statistics import stage_statistics
 from annotation.services.stats_math import bradley_terry, dice, fleiss_kappa, position_bias
 from tests.factories import PASSWORD, DatasetFactory, RadiographFactory, UserFactory, review_stage
