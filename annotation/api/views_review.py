@@ -394,7 +394,10 @@ class AheadView(ReviewView):
         return Response(
             {
                 "page_url": page_url(screen_page(screen), request),
-                "prefetch": [screen.image_url, *(p.mask_url for p in screen.panes)],
+                "prefetch": [
+                    page_url(url, request)
+                    for url in (screen.image_url, *(pane.mask_url for pane in screen.panes))
+                ],
             }
         )
 
