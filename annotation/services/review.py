@@ -228,6 +228,11 @@ def _replayed(task: ReviewTask, decision: Decision) -> ReviewResult:
     return ReviewResult(task=task, decision=decision, replayed=True, truth=truth)
 
 
+def _check_position(position: int, panes: int) -> None:
+    if not isinstance(position, int) or not 1 <= position <= panes:
+        raise InvalidChoice(f"position must be 1 to {panes}, not {position!r}")
+
+
 def decision_record(
     *,
     task: ReviewTask,
@@ -246,8 +251,7 @@ def decision_record(
             raise InvalidChoice("adjudication is recorded with adjudication_record")
         if is_knockout(locked):
             raise InvalidChoice("a pairwise case is decided round by round")
-        if not isinstance(position, int) or not 1 <= position <= len(order):
-            raise InvalidChoice(f"position must be 1 to {len(order)}, not {position!r}")
+        _check_position(position, len(order))
         candidate = Candidate.objects.select_related("mask").get(pk=order[position - 1])
         decision, created = decision_write(
             task=locked,
@@ -343,8 +347,7 @@ def adjudication_record(
         if stored is not None:
             return _replayed(locked, stored)
         options = adjudication_options(task=locked)
-        if not isinstance(position, int) or not 1 <= position <= len(options):
-            raise InvalidChoice(f"position must be 1 to {len(options)}, not {position!r}")
+        _check_position(position, len(options))
         picked, _count = options[position - 1]
         decision, created = decision_write(
             task=locked,
