@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from annotation.api import views_review as review
+from annotation.api import views_review_screen as review_screen
 from annotation.api.base import TokenView, not_found
 from annotation.api.views_data import DatasetViewSet, GroundTruthViewSet, RadiographViewSet
 from annotation.api.views_exports import ExportViewSet
@@ -35,9 +36,9 @@ review_urls = [
     path("tasks/<str:token>/round/", review.RoundView.as_view(), name="review-round"),
     path("tasks/<str:token>/pick/", review.PickView.as_view(), name="review-pick"),
     path("tasks/<str:token>/drawing/", review.DrawingView.as_view(), name="review-drawing"),
-    path("tasks/<str:token>/keep/", review.KeepView.as_view(), name="review-keep"),
-    path("tasks/<str:token>/ahead/", review.AheadView.as_view(), name="review-ahead"),
-    path("tasks/<str:token>/draft/", review.DraftView.as_view(), name="review-draft"),
+    path("tasks/<str:token>/keep/", review_screen.KeepView.as_view(), name="review-keep"),
+    path("tasks/<str:token>/ahead/", review_screen.AheadView.as_view(), name="review-ahead"),
+    path("tasks/<str:token>/draft/", review_screen.DraftView.as_view(), name="review-draft"),
     path("images/<str:token>.png", review.ImageView.as_view(), name="review-image"),
     path("masks/<str:opaque>.png", review.MaskView.as_view(), name="review-mask"),
 ]

@@ -1,7 +1,7 @@
-"""The review API for MDs and senior MDs: their queue, the next case, its screen, decisions,
-and what the review screens' JavaScript needs besides (keeping a case, leasing the next one
-ahead, drawing drafts). It is the one JSON protocol of the review: review.js and cm-draft.js
-talk to it with the browser's session and CSRF token, scripts with an API token.
+"""The review API for MDs and senior MDs: their queue, the next case, its screen, decisions.
+It is the one JSON protocol of the review: review.js and cm-draft.js talk to it with the
+browser's session and CSRF token, scripts with an API token (what only the screens need
+besides, keep-alive, look-ahead and drafts, is in views_review_screen.py).
 
 The same services as the browser screens and the same blinding: a screen names panes by
 position and label, with opaque, access-checked image URLs; no candidate, mask, network or
@@ -21,13 +21,10 @@ from __future__ import annotations
 
 from django.core.validators import RegexValidator
 from django.http import HttpResponse
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -42,9 +39,7 @@ from annotation.api.fields import (
 from annotation.api.permissions import IsMD, IsReader
 from annotation.api.schema import ErrorDetail
 from annotation.api.serializers_review import (
-    AheadOut,
     ConflictOut,
-    KeepOut,
     QueueRowOut,
     ResultOut,
     ScreenOut,
@@ -55,7 +50,7 @@ from annotation.api.serializers_review import (
     screen_data,
 )
 from annotation.api.views_data import PNG
-from annotation.models import DrawingDraft, ReviewTask, Stage
+from annotation.models import ReviewTask, Stage
 from annotation.roles import MD, SENIOR_MD, has_role
 from annotation.selectors.review import (
     candidate_at_position,
@@ -64,17 +59,13 @@ from annotation.selectors.review import (
     reader_queue,
     refusal_page,
     result_page,
-    screen_page,
-    task_screen,
 )
 from annotation.services.assignment import (
     task_held,
-    task_lease_keep,
     task_lease_next,
     task_lease_renew,
 )
 from annotation.services.decisions import KEY_HELP, KEY_PATTERN
-from annotation.services.drafts import draft_delete, draft_save
 from annotation.services.review import (
     CHOICES,
     ReviewResult,
@@ -138,7 +129,8 @@ def _stage(stage_id: int) -> Stage:
     return stage
 
 
-def _held(request, token: str) -> ReviewTask:
+def held(request, token: str) -> ReviewTask:
+    """The case behind a token, if it is in your queue (NotYourTask: 404 otherwise)."""
     return task_held(token=token, reader=request.user)
 
 
@@ -226,7 +218,7 @@ class TaskView(ReviewView):
 
     @extend_schema(responses={200: ScreenOut, 404: NOT_YOURS, 409: CONFLICT})
     def get(self, request, token: str):
-        task = _held(request, token)
+        task = held(request, token)
         if task.status == ReviewTask.Status.LEASED:
             task_lease_renew(task=task, reader=request.user)
             task.refresh_from_db(fields=["lease_expires_at"])
@@ -236,7 +228,7 @@ class TaskView(ReviewView):
 def _result(request, result: ReviewResult) -> Response:
     screen = None
     if result.decision is None:
-        screen = _screen(request, _held(request, result.task.token))
+        screen = _screen(request, held(request, result.task.token))
     body = {
         "decision": decision_data(result.decision) if result.decision is not None else None,
         "round": round_data(result.round) if result.round is not None else None,
@@ -266,7 +258,7 @@ class RoundView(ReviewView):
 
     @extend_schema(request=RoundIn, responses=RESULT)
     def post(self, request, token: str):
-        task = _held(request, token)  # someone else's case: 404 whatever the body says
+        task = held(request, token)  # someone else's case: 404 whatever the body says
         given = RoundIn(data=request.data)
         given.is_valid(raise_exception=True)
         return _result(
@@ -285,7 +277,7 @@ class PickView(ReviewView):
 
     @extend_schema(request=PickIn, responses=RESULT)
     def post(self, request, token: str):
-        task = _held(request, token)
+        task = held(request, token)
         given = PickIn(data=request.data)
         given.is_valid(raise_exception=True)
         return _result(request, pick_record(task=task, reader=request.user, **given.validated_data))
@@ -314,7 +306,7 @@ class DrawingView(ReviewView):
 
     @extend_schema(request={"multipart/form-data": DrawingIn}, responses=RESULT)
     def post(self, request, token: str):
-        task = _held(request, token)
+        task = held(request, token)
         given = DrawingIn(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
@@ -359,129 +351,6 @@ class UndoView(ReviewView):
         stage = _stage(stage_id)
         result = decision_undo(stage=stage, reader=request.user, **given.validated_data)
         return Response(_screen(request, result.task))
-
-
-class KeepView(ReviewView):
-    """Keep the case while you are still at its screen: the lease otherwise runs from the time
-    the screen was opened. 409 (or 404) once the case is no longer yours to decide."""
-
-    @extend_schema(request=None, responses={200: KeepOut, 404: NOT_YOURS, 409: CONFLICT})
-    def post(self, request, token: str):
-        task = _held(request, token)
-        until = task_lease_keep(task=task, reader=request.user)
-        return Response({"lease_expires_at": until, "lease_seconds": task.stage.lease_seconds})
-
-
-class AheadView(ReviewView):
-    """Lease your next case ahead, while you look at this one, so the browser can prerender its
-    page; asking again holds no third case."""
-
-    permission_classes = [IsMD]
-
-    @extend_schema(request=None, responses={200: AheadOut, 404: NOT_YOURS})
-    def post(self, request, token: str):
-        task = _held(request, token)
-        nothing = Response({"page_url": None, "prefetch": []})
-        if task.kind != ReviewTask.Kind.REVIEW or not task.stage.config.get("prefetch", True):
-            return nothing
-        try:
-            nxt = task_lease_next(stage=task.stage, reader=request.user, skip=task.pk)
-        except ReviewError:  # the stage closed meanwhile: nothing to look ahead to
-            nxt = None
-        if nxt is None:
-            return nothing
-        screen = task_screen(task=nxt, reader=request.user, progress=False)
-        return Response(
-            {
-                "page_url": page_url(screen_page(screen), request),
-                "prefetch": [
-                    page_url(url, request)
-                    for url in (screen.image_url, *(pane.mask_url for pane in screen.panes))
-                ],
-            }
-        )
-
-
-class PNGParser(BaseParser):
-    """A request body that is one PNG image: the bytes as sent."""
-
-    media_type = "image/png"
-
-    def parse(self, stream, media_type=None, parser_context=None) -> bytes:
-        return stream.read() if stream is not None else b""
-
-
-def _stamp(draft: DrawingDraft) -> str:
-    return draft.updated_at.isoformat().replace("+00:00", "Z")
-
-
-def _client_time(value: str):
-    """The browser's ISO time of the drawing, or None when absent or unreadable."""
-    try:
-        parsed = parse_datetime(value.strip())
-    except ValueError:
-        return None
-    if parsed is None or timezone.is_naive(parsed):
-        return None
-    return parsed
-
-
-DRAFT_STAMP = "when the browser made the drawing (ISO time)"
-
-
-class DraftView(ReviewView):
-    """The drawing in progress on a case you hold, kept server-side (one per case and reader):
-    GET it, PUT a newer one (image/png, X-Draft-Updated: when it was drawn), DELETE it."""
-
-    parser_classes = [PNGParser]
-
-    @extend_schema(
-        responses={
-            (200, "image/png"): OpenApiResponse(
-                response=OpenApiTypes.BINARY,
-                description=f"the draft; X-Draft-Updated: {DRAFT_STAMP}",
-            ),
-            204: OpenApiResponse(description="no draft"),
-            404: NOT_YOURS,
-        }
-    )
-    def get(self, request, token: str):
-        task = _held(request, token)
-        stored = DrawingDraft.objects.filter(task=task, reader=request.user).first()
-        if stored is None:
-            return HttpResponse(status=204)
-        response = HttpResponse(bytes(stored.png), content_type="image/png")
-        response["X-Draft-Updated"] = _stamp(stored)
-        response["Cache-Control"] = "no-store"
-        return response
-
-    @extend_schema(
-        request={"image/png": OpenApiTypes.BINARY},
-        responses={
-            204: OpenApiResponse(
-                description=f"kept (or a newer one was); X-Draft-Updated: {DRAFT_STAMP}"
-            ),
-            404: NOT_YOURS,
-            409: CONFLICT,
-            415: OpenApiResponse(response=ErrorDetail, description="a draft is sent as image/png"),
-        },
-    )
-    def put(self, request, token: str):
-        task = _held(request, token)
-        stored = draft_save(
-            task=task,
-            reader=request.user,
-            png=request.data,
-            updated_at=_client_time(request.headers.get("X-Draft-Updated", "")),
-        )
-        response = HttpResponse(status=204)
-        response["X-Draft-Updated"] = _stamp(stored)
-        return response
-
-    @extend_schema(responses={204: OpenApiResponse(description="dropped"), 404: NOT_YOURS})
-    def delete(self, request, token: str):
-        draft_delete(task=_held(request, token), reader=request.user)
-        return HttpResponse(status=204)
 
 
 class ImageView(ReviewView):
