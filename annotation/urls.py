@@ -3,7 +3,7 @@ from django.urls import include, path
 from annotation.views import exports, review, review_media, stats
 
 urlpatterns: list = [
-    # review screens (MDs, senior MDs)
+    # review screens (MDs, senior MDs); their JavaScript acts through the review API (/api/review/)
     path("review/", review.queue, name="review_queue"),
     path("review/s/<int:stage_id>/next", review.next_task, name="review_next"),
     path(
@@ -16,11 +16,7 @@ urlpatterns: list = [
     path("review/t/<str:token>/round", review.round_submit, name="review_round"),
     path("review/t/<str:token>/pick", review.pick_submit, name="review_pick"),
     path("review/t/<str:token>/draw", review.draw_view, name="review_draw"),
-    path("review/t/<str:token>/submit", review.draw_submit, name="review_draw_submit"),
-    path("review/t/<str:token>/draft", review_media.draft, name="review_draft"),
-    path("review/t/<str:token>/ahead", review.ahead, name="review_ahead"),
     path("review/t/<str:token>/progress", review.progress, name="review_progress"),
-    path("review/t/<str:token>/keep", review.keep, name="review_keep"),
     # images by opaque, access-checked names
     path("review/m/<str:opaque>.png", review_media.mask_png, name="review_mask"),
     path("review/i/<str:token>.png", review_media.image_png, name="review_image"),

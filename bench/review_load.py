@@ -5,7 +5,8 @@
 Creates a scratch database (dropped afterwards unless --keep) on the PostgreSQL server that
 --database-url names, seeds a five-way (or pairwise) stage with generated cases, starts gunicorn
 on it, and lets every reader log in and work through the queue as a browser would: open the
-screen, fetch the image and the masks, ask for the next case ahead, post the choice. Some posts
+screen, fetch the image and the masks, ask the review API for the next case ahead, post the
+choice to the review API (JSON, session cookie and CSRF token, as review.js does). Some posts
 are sent twice with the same key (a network retry) and some again with a fresh key (a second
 tab). It prints p50/p95 latency of the review screen, the images and the decision submission,
 decisions per second, and checks the database afterwards: every acknowledged decision stored
@@ -163,11 +164,16 @@ class Reader:
         self.errors: list[str] = []
         self.conflicts = 0
 
-    def request(self, path: str, data: dict | None = None, *, accept_json: bool = False):
+    def request(self, path: str, data: dict | None = None, *, api: dict | None = None, csrf=""):
+        """GET `path`; POST a form (`data`), or, with `api`, the review API's JSON body."""
         body = urllib.parse.urlencode(data).encode() if data is not None else None
+        if api is not None:
+            body = json.dumps(api).encode()
         req = urllib.request.Request(self.base + path if path.startswith("/") else path, data=body)
-        if accept_json:
+        if api is not None:
+            req.add_header("Content-Type", "application/json")
             req.add_header("Accept", "application/json")
+            req.add_header("X-CSRFToken", csrf)
         start = time.perf_counter()
         try:
             with self.opener.open(req, timeout=60) as response:
@@ -189,10 +195,13 @@ class Reader:
 
     def run(self) -> None:
         self.login()
-        status, url, html, _ = self.request(f"/review/s/{self.stage_id}/next")
-        while "/review/t/" in url:
+        url = f"/review/s/{self.stage_id}/next"
+        while True:
             start = time.perf_counter()
+            # A case's page, or a stage's "next" page that redirects to one (or says none left).
             status, url, html, elapsed = self.request(url)
+            if "/review/t/" not in url:
+                return
             if status != 200:
                 self.errors.append(f"screen {url}: HTTP {status}")
                 return
@@ -204,40 +213,43 @@ class Reader:
                 if status != 200:
                     self.errors.append(f"image {image}: HTTP {status}")
             token = url.rstrip("/").split("/")[-1]
-            self.request(f"/review/t/{token}/ahead", accept_json=True)
-            url = self.decide(page, token, start)
+            csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+            self.request(f"/api/review/tasks/{token}/ahead/", api={}, csrf=csrf)
+            url = self.decide(page, token, start, csrf)
             if url is None:
                 return
 
-    def decide(self, page: str, token: str, shown: float) -> str | None:
-        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    def decide(self, page: str, token: str, shown: float, csrf: str) -> str | None:
         key = str(uuid.uuid4())
-        think_ms = str(int((time.perf_counter() - shown) * 1000))
+        think_ms = int((time.perf_counter() - shown) * 1000)
         if 'data-review-screen="pairwise"' in page:
-            number = re.search(r'name="number" value="(\d+)"', page).group(1)
-            path = f"/review/t/{token}/round"
-            fields = {"number": number, "choice": self.rng.choice("AB"), "key": key, "ms": think_ms}
+            number = int(re.search(r'name="number" value="(\d+)"', page).group(1))
+            path = f"/api/review/tasks/{token}/round/"
+            body = {"number": number, "choice": self.rng.choice("AB")}
         else:
             n = len(re.findall(r'name="position" value="\d+"', page))
-            path = f"/review/t/{token}/pick"
-            fields = {"position": str(self.rng.randint(1, n)), "key": key, "ms": think_ms}
-        fields["csrfmiddlewaretoken"] = csrf
-        status, _, payload, elapsed = self.request(path, fields, accept_json=True)
+            path = f"/api/review/tasks/{token}/pick/"
+            body = {"position": self.rng.randint(1, n)}
+        body.update(idempotency_key=key, time_on_screen_ms=think_ms)
+        status, _, payload, elapsed = self.request(path, api=body, csrf=csrf)
         self.timings["submit"].append(elapsed)
         if status not in (200, 201):
             self.errors.append(f"submit {path}: HTTP {status} {payload[:200]!r}")
             return None
-        redirect = json.loads(payload)["redirect"]
+        answer = json.loads(payload)
         if self.rng.random() < self.args.retry_rate:  # the network retried: same key
-            again = self.request(path, fields, accept_json=True)
+            again = self.request(path, api=body, csrf=csrf)
             if again[0] not in (200, 201):
                 self.errors.append(f"retry {path}: HTTP {again[0]}")
         if self.rng.random() < self.args.tab_rate:  # a second tab: a fresh key
-            other = self.request(path, {**fields, "key": str(uuid.uuid4())}, accept_json=True)
+            other = self.request(
+                path, api={**body, "idempotency_key": str(uuid.uuid4())}, csrf=csrf
+            )
             self.conflicts += other[0] == 409
-        if token not in redirect:  # the case is decided (pairwise: after its last round)
+        if answer["decision"] is not None:  # the case is decided (pairwise: its last round)
             self.acknowledged[token] = key
-        return self.base + redirect if redirect.startswith("/") else redirect
+        page_url = answer["page_url"]
+        return self.base + page_url if page_url.startswith("/") else page_url
 
 
 # --- run --------------------------------------------------------------------------------------

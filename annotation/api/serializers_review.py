@@ -16,7 +16,13 @@ from rest_framework.request import Request
 from rest_framework.reverse import reverse
 
 from annotation.models import Decision, PairwiseRound, ReviewTask, Stage
-from annotation.selectors.review import Screen, reader_progress, task_overlays_warm, task_screen
+from annotation.selectors.review import (
+    Screen,
+    reader_progress,
+    screen_page,
+    task_overlays_warm,
+    task_screen,
+)
 
 SCREEN_KINDS = ("pairwise", "nway", "draw", "adjudication", "done")
 ACTIONS = ("chose", "refined", "drew")
@@ -68,6 +74,7 @@ class ScreenOut(serializers.Serializer):
     total = serializers.IntegerField(help_text="done + still yours to do")
     lease_expires_at = serializers.DateTimeField(allow_null=True)
     decision = DecisionOut(allow_null=True)
+    page_url = serializers.CharField(help_text="this case's page in the browser")
 
 
 class QueueRowOut(serializers.Serializer):
@@ -88,12 +95,34 @@ class ResultOut(serializers.Serializer):
     screen = ScreenOut(allow_null=True, help_text="what this case shows now, while undecided")
     replayed = serializers.BooleanField(help_text="a retry: the stored result, nothing changed")
     next_url = serializers.CharField(help_text="POST here for the next case")
+    page_url = serializers.CharField(
+        help_text="the browser page to show now: this case's next round or drawing, or (once "
+        "decided) your next case"
+    )
 
 
 class ConflictOut(serializers.Serializer):
     detail = serializers.CharField()
     decision = DecisionOut(allow_null=True, required=False)
     round = RoundOut(allow_null=True, required=False)
+    page_url = serializers.CharField(
+        required=False,
+        help_text="the browser page this leaves you on (absent: stay, nothing changed)",
+    )
+
+
+class AheadOut(serializers.Serializer):
+    page_url = serializers.CharField(
+        allow_null=True, help_text="the page of your next case, leased ahead; null: none"
+    )
+    prefetch = serializers.ListField(
+        child=serializers.CharField(), help_text="that page's image and mask URLs"
+    )
+
+
+class KeepOut(serializers.Serializer):
+    lease_expires_at = serializers.DateTimeField()
+    lease_seconds = serializers.IntegerField(help_text="how long a lease runs from a renewal")
 
 
 def _fields(serializer: type[serializers.Serializer]) -> set[str]:
@@ -106,12 +135,17 @@ REVIEW_FIELDS = frozenset().union(
         _fields,
         (PaneOut, KnockoutOut, DecisionOut, RoundOut, ScreenOut, QueueRowOut, ResultOut),
     ),
-    _fields(ConflictOut),
+    *map(_fields, (ConflictOut, AheadOut, KeepOut)),
 )
 
 
 def next_url(stage: Stage, request: Request) -> str:
     return reverse("api:review-next", kwargs={"stage_id": stage.pk}, request=request)
+
+
+def page_url(path: str, request: Request) -> str:
+    """A browser page of the review screens, as an absolute URL like the API's own."""
+    return request.build_absolute_uri(path)
 
 
 def decision_data(decision: Decision) -> dict[str, Any]:
@@ -186,4 +220,5 @@ def screen_data(*, task: ReviewTask, reader: AbstractBaseUser, request: Request)
         "total": screen.total,
         "lease_expires_at": None if decided else task.lease_expires_at,
         "decision": decision_data(decision) if decision is not None else None,
+        "page_url": page_url(screen_page(screen), request),
     }

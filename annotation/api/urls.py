@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from annotation.api import views_review as review
+from annotation.api import views_review_screen as review_screen
 from annotation.api.base import TokenView, not_found
 from annotation.api.views_data import DatasetViewSet, GroundTruthViewSet, RadiographViewSet
 from annotation.api.views_exports import ExportViewSet
@@ -25,7 +26,8 @@ router.register("jobs", JobViewSet, basename="job")
 router.register("exports", ExportViewSet, basename="export")
 router.register("inference", InferenceViewSet, basename="inference")
 
-# The review API for MDs and senior MDs: no provenance, decisions with idempotency keys.
+# The review API for MDs and senior MDs (and the review screens' JavaScript): no provenance,
+# decisions with idempotency keys.
 review_urls = [
     path("stages/", review.QueueView.as_view(), name="review-queue"),
     path("stages/<int:stage_id>/next/", review.NextView.as_view(), name="review-next"),
@@ -34,6 +36,9 @@ review_urls = [
     path("tasks/<str:token>/round/", review.RoundView.as_view(), name="review-round"),
     path("tasks/<str:token>/pick/", review.PickView.as_view(), name="review-pick"),
     path("tasks/<str:token>/drawing/", review.DrawingView.as_view(), name="review-drawing"),
+    path("tasks/<str:token>/keep/", review_screen.KeepView.as_view(), name="review-keep"),
+    path("tasks/<str:token>/ahead/", review_screen.AheadView.as_view(), name="review-ahead"),
+    path("tasks/<str:token>/draft/", review_screen.DraftView.as_view(), name="review-draft"),
     path("images/<str:token>.png", review.ImageView.as_view(), name="review-image"),
     path("masks/<str:opaque>.png", review.MaskView.as_view(), name="review-mask"),
 ]

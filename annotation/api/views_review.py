@@ -1,15 +1,20 @@
 """The review API for MDs and senior MDs: their queue, the next case, its screen, decisions.
+It is the one JSON protocol of the review: review.js and cm-draft.js talk to it with the
+browser's session and CSRF token, scripts with an API token (what only the screens need
+besides, keep-alive, look-ahead and drafts, is in views_review_screen.py).
 
-The same services as the browser screens (annotation/views/review.py) and the same blinding:
-a screen names panes by position and label, with opaque, access-checked image URLs; no
-candidate, mask, network or source appears. Every write carries the client's idempotency_key:
-a retry with the same key answers 200 with the stored result; another key (a second tab) on a
-case already decided answers 409 with the decision that stands.
+The same services as the browser screens and the same blinding: a screen names panes by
+position and label, with opaque, access-checked image URLs; no candidate, mask, network or
+source appears. Every write carries the client's idempotency_key: a retry with the same key
+answers 200 with the stored result; another key (a second tab) on a case already decided
+answers 409 with the decision that stands. Answers carry `page_url`, the browser page the
+screens go to next.
 
-Status codes: 400 the request is malformed (or the drawing unusable); 404 the case is not in
-your queue (never had it, or it went to another reader: the two look the same); 409 the
-request is well formed but does not fit the case as it stands (another round is current, no
-such position, stage closed, already decided, nothing to undo).
+Status codes are the review errors' own (annotation.services.review_errors): 400 the request is
+malformed (or the drawing unusable); 404 the case is not in your queue (never had it, or it
+went to another reader: the two look the same); 409 the request is well formed but does not
+fit the case as it stands (another round is current, no such position, stage closed, already
+decided, nothing to undo).
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import blinding
 from annotation.api.base import MAX_ID, ApiView
 from annotation.api.fields import (
     StrictBooleanField,
@@ -41,43 +45,54 @@ from annotation.api.serializers_review import (
     ScreenOut,
     decision_data,
     next_url,
+    page_url,
     round_data,
     screen_data,
 )
 from annotation.api.views_data import PNG
-from annotation.models import Decision, ReviewTask, Stage
+from annotation.models import ReviewTask, Stage
 from annotation.roles import MD, SENIOR_MD, has_role
 from annotation.selectors.review import (
     candidate_at_position,
     media_image_png,
     media_overlay_png,
     reader_queue,
+    refusal_page,
+    result_page,
 )
-from annotation.services.assignment import task_held, task_lease_next, task_lease_renew
-from annotation.services.consensus import pick_record
-from annotation.services.decisions import decision_record_drawing, decision_undo
-from annotation.services.review import round_record
+from annotation.services.assignment import (
+    task_held,
+    task_lease_next,
+    task_lease_renew,
+)
+from annotation.services.decisions import KEY_HELP, KEY_PATTERN
+from annotation.services.review import (
+    CHOICES,
+    ReviewResult,
+    decision_record_drawing,
+    decision_undo,
+    pick_record,
+    round_record,
+)
 from annotation.services.review_errors import (
     InvalidChoice,
-    InvalidMask,
-    NoTaskAvailable,
-    NotYourTask,
     ReviewError,
     RoundAlreadyRecorded,
     TaskAlreadyDecided,
 )
+from annotation.views.review_media import png_response
 
 KINDS = [(k, k) for k in ReviewTask.Kind.values]
 CONFLICT = OpenApiResponse(
     response=ConflictOut,
     description="does not fit the case as it stands; a decided case comes with its decision",
 )
-NOT_YOURS = OpenApiResponse(response=ErrorDetail, description="this case is not in your queue")
+NOT_YOURS = OpenApiResponse(response=ConflictOut, description="this case is not in your queue")
 
 
 def key_field(help_text: str) -> StrictCharField:
     return StrictCharField(
-        validators=[RegexValidator(r"^[A-Za-z0-9_.:-]{8,64}$")],
+        validators=[RegexValidator(KEY_PATTERN)],
         min_length=8,
         max_length=64,
         help_text=help_text,
@@ -90,23 +105,21 @@ def ms_field() -> StrictIntegerField:
     )
 
 
-DECISION_KEY = "a fresh key per decision (8-64 of A-Z a-z 0-9 _ . : -); resend it on retry"
+DECISION_KEY = f"a fresh key per decision ({KEY_HELP}); resend it on retry"
 
 
-def review_error(exc: ReviewError) -> Response:
-    """A service refusal as the API answers it; nothing was changed."""
+def review_error(exc: ReviewError, request) -> Response:
+    """A service refusal as the API answers it, with the error's own status; nothing was
+    changed. `page_url` names the browser page the refusal leaves the reader on, if another."""
     body: dict = {"detail": str(exc)}
-    if isinstance(exc, TaskAlreadyDecided):
+    if isinstance(exc, TaskAlreadyDecided) and exc.decision is not None:
         body["decision"] = decision_data(exc.decision)
     elif isinstance(exc, RoundAlreadyRecorded):
         body["round"] = round_data(exc.round)
-    if isinstance(exc, NotYourTask | NoTaskAvailable):
-        code = status.HTTP_404_NOT_FOUND
-    elif isinstance(exc, InvalidMask):
-        code = status.HTTP_400_BAD_REQUEST
-    else:
-        code = status.HTTP_409_CONFLICT
-    return Response(body, status=code)
+    page = refusal_page(exc)
+    if page is not None:
+        body["page_url"] = page_url(page, request)
+    return Response(body, status=exc.status)
 
 
 def _stage(stage_id: int) -> Stage:
@@ -116,11 +129,9 @@ def _stage(stage_id: int) -> Stage:
     return stage
 
 
-def _held(request, token: str) -> ReviewTask:
-    try:
-        return task_held(token=token, reader=request.user)
-    except NotYourTask as exc:
-        raise NotFound(str(exc)) from None
+def held(request, token: str) -> ReviewTask:
+    """The case behind a token, if it is in your queue (NotYourTask: 404 otherwise)."""
+    return task_held(token=token, reader=request.user)
 
 
 def _screen(request, task: ReviewTask) -> dict:
@@ -131,6 +142,11 @@ class ReviewView(ApiView, APIView):
     permission_classes = [IsReader]
     parser_classes = [JSONParser]
     pagination_class = None  # a reader's queue is a few stages
+
+    def handle_exception(self, exc):
+        if isinstance(exc, ReviewError):
+            return review_error(exc, self.request)
+        return super().handle_exception(exc)
 
 
 class QueueView(ReviewView):
@@ -191,10 +207,7 @@ class NextView(ReviewView):
         if stage.status == Stage.Status.CLOSED:
             # Its last case was accepted: nothing left, as for the browser screens.
             return Response(status=status.HTTP_204_NO_CONTENT)
-        try:
-            task = task_lease_next(stage=stage, reader=request.user, kind=kind)
-        except ReviewError as exc:
-            return review_error(exc)
+        task = task_lease_next(stage=stage, reader=request.user, kind=kind)
         if task is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(_screen(request, task))
@@ -205,28 +218,26 @@ class TaskView(ReviewView):
 
     @extend_schema(responses={200: ScreenOut, 404: NOT_YOURS, 409: CONFLICT})
     def get(self, request, token: str):
-        task = _held(request, token)
+        task = held(request, token)
         if task.status == ReviewTask.Status.LEASED:
             task_lease_renew(task=task, reader=request.user)
             task.refresh_from_db(fields=["lease_expires_at"])
-        try:
-            return Response(_screen(request, task))
-        except ReviewError as exc:
-            return review_error(exc)
+        return Response(_screen(request, task))
 
 
-def _result(request, task: ReviewTask, *, decision, replayed: bool, round=None) -> Response:
+def _result(request, result: ReviewResult) -> Response:
     screen = None
-    if decision is None:
-        screen = _screen(request, _held(request, task.token))
+    if result.decision is None:
+        screen = _screen(request, held(request, result.task.token))
     body = {
-        "decision": decision_data(decision) if decision is not None else None,
-        "round": round_data(round) if round is not None else None,
+        "decision": decision_data(result.decision) if result.decision is not None else None,
+        "round": round_data(result.round) if result.round is not None else None,
         "screen": screen,
-        "replayed": replayed,
-        "next_url": next_url(task.stage, request),
+        "replayed": result.replayed,
+        "next_url": next_url(result.task.stage, request),
+        "page_url": page_url(result_page(result=result, reader=request.user), request),
     }
-    return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_201_CREATED)
+    return Response(body, status=status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED)
 
 
 RESULT = {200: ResultOut, 201: ResultOut, 404: NOT_YOURS, 409: CONFLICT}
@@ -234,7 +245,7 @@ RESULT = {200: ResultOut, 201: ResultOut, 404: NOT_YOURS, 409: CONFLICT}
 
 class RoundIn(serializers.Serializer):
     number = StrictIntegerField(min_value=1, max_value=32767, help_text="knockout.round")
-    choice = StrictChoiceField(choices=[(c, c) for c in ("A", "B", "neither")])
+    choice = StrictChoiceField(choices=[(c, c) for c in CHOICES])
     idempotency_key = key_field(DECISION_KEY)
     time_on_screen_ms = ms_field()
 
@@ -247,15 +258,11 @@ class RoundView(ReviewView):
 
     @extend_schema(request=RoundIn, responses=RESULT)
     def post(self, request, token: str):
-        task = _held(request, token)  # someone else's case: 404 whatever the body says
+        task = held(request, token)  # someone else's case: 404 whatever the body says
         given = RoundIn(data=request.data)
         given.is_valid(raise_exception=True)
-        try:
-            result = round_record(task=task, reader=request.user, **given.validated_data)
-        except ReviewError as exc:
-            return review_error(exc)
         return _result(
-            request, task, decision=result.decision, replayed=result.replayed, round=result.round
+            request, round_record(task=task, reader=request.user, **given.validated_data)
         )
 
 
@@ -265,24 +272,15 @@ class PickIn(serializers.Serializer):
     time_on_screen_ms = ms_field()
 
 
-def _replayed(request, key: str) -> bool:
-    return Decision.objects.filter(idempotency_key=key, reader=request.user).exists()
-
-
 class PickView(ReviewView):
     """Pick the pane at a position: an N-way case, or (senior MDs) an adjudication."""
 
     @extend_schema(request=PickIn, responses=RESULT)
     def post(self, request, token: str):
-        task = _held(request, token)
+        task = held(request, token)
         given = PickIn(data=request.data)
         given.is_valid(raise_exception=True)
-        replayed = _replayed(request, given.validated_data["idempotency_key"])
-        try:
-            decision = pick_record(task=task, reader=request.user, **given.validated_data)
-        except ReviewError as exc:
-            return review_error(exc)
-        return _result(request, task, decision=decision, replayed=replayed)
+        return _result(request, pick_record(task=task, reader=request.user, **given.validated_data))
 
 
 class DrawingIn(serializers.Serializer):
@@ -308,36 +306,37 @@ class DrawingView(ReviewView):
 
     @extend_schema(request={"multipart/form-data": DrawingIn}, responses=RESULT)
     def post(self, request, token: str):
-        task = _held(request, token)
+        task = held(request, token)
         given = DrawingIn(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
-        replayed = _replayed(request, data["idempotency_key"])
-        try:
-            base = None
-            if "base" in data:
-                base = candidate_at_position(task=task, position=data["base"])
-                if base is None:
-                    raise InvalidChoice(f"this case shows no pane at position {data['base']}")
-            decision = decision_record_drawing(
-                task=task,
-                reader=request.user,
-                png=data["mask"].read(),
-                base=base,
-                no_infection=data["no_infection"],
-                idempotency_key=data["idempotency_key"],
-                time_on_screen_ms=data["time_on_screen_ms"],
-            )
-        except ReviewError as exc:
-            return review_error(exc)
-        return _result(request, task, decision=decision, replayed=replayed)
+        base = None
+        if "base" in data:
+            base = candidate_at_position(task=task, position=data["base"])
+            if base is None:
+                raise InvalidChoice(f"this case shows no pane at position {data['base']}")
+        result = decision_record_drawing(
+            task=task,
+            reader=request.user,
+            png=data["mask"].read(),
+            base=base,
+            no_infection=data["no_infection"],
+            idempotency_key=data["idempotency_key"],
+            time_on_screen_ms=data["time_on_screen_ms"],
+        )
+        return _result(request, result)
 
 
 class UndoIn(serializers.Serializer):
     idempotency_key = key_field(
         "the key your last decision in this stage was made with: only that decision is "
-        "taken back, so a retried undo never takes back the one before it"
+        "taken back, so a retried undo never takes back the one before it; absent: your last "
+        "decision, whichever it is"
     )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["idempotency_key"].required = False
 
 
 class UndoView(ReviewView):
@@ -350,20 +349,8 @@ class UndoView(ReviewView):
         given = UndoIn(data=request.data)
         given.is_valid(raise_exception=True)
         stage = _stage(stage_id)
-        try:
-            task = decision_undo(stage=stage, reader=request.user, **given.validated_data)
-            return Response(_screen(request, task))
-        except ReviewError as exc:
-            return review_error(exc)
-
-
-def _png(data: bytes | None) -> HttpResponse:
-    if data is None:
-        raise NotFound("no such image")
-    response = HttpResponse(data, content_type="image/png")
-    for name, value in blinding.IMAGE_HEADERS.items():
-        response[name] = value
-    return response
+        result = decision_undo(stage=stage, reader=request.user, **given.validated_data)
+        return Response(_screen(request, result.task))
 
 
 class ImageView(ReviewView):
@@ -380,3 +367,9 @@ class MaskView(ReviewView):
     @extend_schema(responses={(200, "image/png"): PNG})
     def get(self, request, opaque: str):
         return _png(media_overlay_png(opaque=opaque, reader=request.user))
+
+
+def _png(data: bytes | None) -> HttpResponse:
+    if data is None:
+        raise NotFound("no such image")
+    return png_response(data)

@@ -147,8 +147,12 @@ def review_demo_simulate(
     machine_preference is about the chance of picking a network's mask over the manual one
     when both are on screen; draw_rate the chance of rejecting all and drawing."""
     from annotation.models import Candidate, ReviewTask
-    from annotation.services.decisions import decision_record, decision_record_drawing
-    from annotation.services.review import knockout_state, round_record
+    from annotation.services.review import (
+        decision_record,
+        decision_record_drawing,
+        knockout_state,
+        round_record,
+    )
 
     rng = random.Random(seed)
     # No hidden truth here: a network's mask is worth `machine_preference`, another one its

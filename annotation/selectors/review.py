@@ -14,7 +14,14 @@ from annotation.models import Candidate, Decision, ReviewTask, Stage
 from annotation.roles import SENIOR_MD, has_role
 from annotation.services.assignment import reader_task
 from annotation.services.consensus import adjudication_options
-from annotation.services.review import Knockout, knockout_state
+from annotation.services.review import Knockout, ReviewResult, is_knockout, knockout_state
+from annotation.services.review_errors import (
+    LeaseLost,
+    NotYourTask,
+    ReviewError,
+    RoundAlreadyRecorded,
+    TaskAlreadyDecided,
+)
 
 PAIR_LABELS = ("A", "B")
 
@@ -113,7 +120,7 @@ def task_screen(*, task: ReviewTask, reader: AbstractBaseUser, progress: bool = 
             )
         return screen
     order = list(task.candidate_order)
-    if task.stage.mode == Stage.Mode.PAIRWISE and len(order) > 1:
+    if is_knockout(task):
         state = knockout_state(task=task)
         screen.knockout = state
         if state.neither:
@@ -138,15 +145,6 @@ def option_mask(*, task: ReviewTask, option_id: int):
     if task.kind == ReviewTask.Kind.ADJUDICATION:
         return Decision.objects.select_related("mask").get(pk=option_id).mask
     return Candidate.objects.select_related("mask").get(pk=option_id).mask
-
-
-def candidate_by_token(*, task: ReviewTask, opaque: str) -> Candidate | None:
-    """The candidate an opaque token names within this task (for 'refine')."""
-    task_token, signature = blinding.split_token(opaque)
-    if task_token != task.token or task.kind != ReviewTask.Kind.REVIEW:
-        return None
-    option_id = blinding.resolve_option(task, signature)
-    return Candidate.objects.filter(pk=option_id).first() if option_id else None
 
 
 def candidate_at_position(*, task: ReviewTask, position: int) -> Candidate | None:
@@ -199,3 +197,68 @@ def task_overlays_warm(*, task: ReviewTask) -> None:
         blinding.mask_overlay(
             option_mask(task=task, option_id=option_id), radiograph=task.radiograph
         )
+
+
+# --- which page the browser shows next ---------------------------------------------------------
+
+
+def task_page(task: ReviewTask) -> str:
+    """The page of a case: its screen as it stands (a drawing screen sends on to draw_page)."""
+    return reverse("review_task", kwargs={"token": task.token})
+
+
+def draw_page(task: ReviewTask) -> str:
+    return reverse("review_draw", kwargs={"token": task.token})
+
+
+def stage_page(stage: Stage, kind: str) -> str:
+    """The page that leases the reader's next case of the stage (or says none is left)."""
+    name = "review_adjudicate_next" if kind == ReviewTask.Kind.ADJUDICATION else "review_next"
+    return reverse(name, kwargs={"stage_id": stage.pk})
+
+
+def reader_next_task(*, task: ReviewTask, reader: AbstractBaseUser) -> ReviewTask | None:
+    """The case the reader already holds next in the task's stage: the one leased ahead while
+    they looked at this one."""
+    return (
+        ReviewTask.objects.filter(
+            stage_id=task.stage_id, kind=task.kind, reader=reader, status=ReviewTask.Status.LEASED
+        )
+        .exclude(pk=task.pk)
+        .order_by("id")
+        .first()
+    )
+
+
+def next_page(*, task: ReviewTask, reader: AbstractBaseUser) -> str:
+    """Where the reader goes once `task` is decided: straight to the case they hold next (its
+    screen may be prerendered already), else the stage's page that leases one."""
+    nxt = reader_next_task(task=task, reader=reader)
+    return task_page(nxt) if nxt is not None else stage_page(task.stage, task.kind)
+
+
+def screen_page(screen: Screen) -> str:
+    return draw_page(screen.task) if screen.kind == "draw" else task_page(screen.task)
+
+
+def result_page(*, result: ReviewResult, reader: AbstractBaseUser) -> str:
+    """Where the reader goes after a review action: the next case once this one is decided,
+    the drawing after "neither", else this case's next round."""
+    if result.decision is not None:
+        return next_page(task=result.task, reader=reader)
+    if result.knockout is not None and result.knockout.neither:
+        return draw_page(result.task)
+    return task_page(result.task)
+
+
+def refusal_page(error: ReviewError) -> str | None:
+    """Where a refusal sends the reader, with its message: to the queue when the case is not
+    theirs, on when it is decided (in another tab), back to the case when a round was already
+    played; None to stay on the screen (the request did not fit, nothing changed)."""
+    if isinstance(error, NotYourTask | LeaseLost):
+        return reverse("review_queue")
+    if isinstance(error, TaskAlreadyDecided) and error.decision is not None:
+        return next_page(task=error.decision.task, reader=error.decision.reader)
+    if isinstance(error, RoundAlreadyRecorded):
+        return task_page(error.round.task)
+    return None

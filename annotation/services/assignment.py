@@ -25,7 +25,12 @@ from annotation.models import (
     Stage,
     _opaque_token,
 )
-from annotation.services.review_errors import NotYourTask, ReviewError
+from annotation.services.review_errors import (
+    LeaseLost,
+    NotYourTask,
+    ReviewError,
+    TaskAlreadyDecided,
+)
 
 # More candidates than this do not fit one N-way screen.
 NWAY_MAX_CHOICES = 6
@@ -181,7 +186,8 @@ def task_held(*, token: str, reader: AbstractBaseUser) -> ReviewTask:
     task = reader_task(token=token, reader=reader)
     if task is None:
         raise NotYourTask(
-            "this case is not in your queue (it may have been handed to another reader)"
+            "This case is not in your queue: if it was, its lease ran out while you were away "
+            "and it went to another reader. Your queue has your next case."
         )
     return task
 
@@ -197,3 +203,18 @@ def task_lease_renew(
         ).update(lease_expires_at=until)
         == 1
     )
+
+
+def task_lease_keep(*, task: ReviewTask, reader: AbstractBaseUser) -> datetime:
+    """Keep the case for a reader still at its screen; the new expiry. Refused once the case
+    is decided or no longer theirs, so the screen can say so before the reader chooses."""
+    if task.status == ReviewTask.Status.DONE:
+        decision = task.decisions.filter(reader=reader, revoked_at__isnull=True).first()
+        raise TaskAlreadyDecided("This case is already decided.", decision=decision)
+    until = timezone.now() + timedelta(seconds=task.stage.lease_seconds)
+    if not task_lease_renew(task=task, reader=reader, until=until):
+        raise LeaseLost(
+            "This case is no longer yours to decide: its lease ran out while you were away "
+            "and it went back to the pool. Your queue has your next case."
+        )
+    return until

@@ -1,9 +1,12 @@
-"""From readers' decisions to a case's ground truth.
+"""From readers' decisions to a case's ground truth: settle it, and unsettle it on undo.
 
 One reader: their choice is accepted. Several: a strict majority on the same candidate is
 accepted; otherwise a senior MD adjudicates between the readers' choices (shown blinded, by
 position, with how many readers picked each) and their pick is accepted. Drawn and refined
 masks are each their own option: two readers never "agree" on two different drawings.
+
+This layer reads decision rows and writes ground truths and adjudication tasks; it never calls
+the review actions (annotation.services.review) that call it.
 """
 
 from __future__ import annotations
@@ -22,15 +25,9 @@ from annotation.models import (
     Radiograph,
     ReviewTask,
     Stage,
+    _opaque_token,
 )
-from annotation.roles import SENIOR_MD, has_role
-from annotation.services.decisions import (
-    check_key,
-    decision_record,
-    decision_write,
-    lock_held_task,
-)
-from annotation.services.review_errors import ConsensusError, InvalidChoice, NotYourTask
+from annotation.services.review_errors import CaseFinal, ConsensusError
 
 _rng = random.SystemRandom()
 
@@ -55,11 +52,21 @@ def case_decisions(*, stage: Stage, radiograph: Radiograph) -> list[Decision]:
     )
 
 
+def _adjudication(stage: Stage, radiograph: Radiograph) -> ReviewTask | None:
+    return ReviewTask.objects.filter(
+        stage=stage, radiograph=radiograph, kind=ReviewTask.Kind.ADJUDICATION
+    ).first()
+
+
 def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | ReviewTask | None:
-    """Accept the case's mask, or open its adjudication, once every reader has decided.
+    """Accept the case's mask, or open its adjudication, once every reader has decided; once
+    a senior MD has adjudicated, accept their pick.
 
     Returns the GroundTruth, the adjudication task, or None while readers are still missing."""
     decisions = case_decisions(stage=stage, radiograph=radiograph)
+    adjudication = _adjudication(stage, radiograph)
+    if adjudication is not None and adjudication.status == ReviewTask.Status.DONE:
+        return _accept_adjudication(adjudication, decisions)
     if len(decisions) < stage.readers_per_case:
         return None
     votes = Counter(option_key(d) for d in decisions)
@@ -75,29 +82,59 @@ def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | R
             agreement=count / len(decisions),
         )
     # One representative decision per distinct option, in an order drawn for this task.
-    options = []
-    for key in votes:
-        options.append(next(d.pk for d in decisions if option_key(d) == key))
-    task, created = ReviewTask.objects.get_or_create(
-        stage=stage,
-        radiograph=radiograph,
-        kind=ReviewTask.Kind.ADJUDICATION,
-        slot=0,
-        defaults={"candidate_order": _rng.sample(options, len(options))},
-    )
-    if not created:
-        if task.status == ReviewTask.Status.DONE:
-            raise ConsensusError("this case was already adjudicated")
-        # Reopened after an undo: fresh options, fresh token, back in the pool.
-        from annotation.models import _opaque_token
+    options = [next(d.pk for d in decisions if option_key(d) == key) for key in votes]
+    if adjudication is None:
+        return ReviewTask.objects.create(
+            stage=stage,
+            radiograph=radiograph,
+            kind=ReviewTask.Kind.ADJUDICATION,
+            slot=0,
+            candidate_order=_rng.sample(options, len(options)),
+        )
+    # Reopened after an undo: fresh options, fresh token, back in the pool.
+    adjudication.candidate_order = _rng.sample(options, len(options))
+    adjudication.status = ReviewTask.Status.OPEN
+    adjudication.reader = None
+    adjudication.lease_expires_at = None
+    adjudication.token = _opaque_token()
+    adjudication.save()
+    return adjudication
 
-        task.candidate_order = _rng.sample(options, len(options))
-        task.status = ReviewTask.Status.OPEN
-        task.reader = None
-        task.lease_expires_at = None
-        task.token = _opaque_token()
-        task.save()
-    return task
+
+def _accept_adjudication(task: ReviewTask, decisions: list[Decision]) -> GroundTruth:
+    verdict = Decision.objects.select_related("reader").get(task=task, revoked_at__isnull=True)
+    by_id = {d.pk: d for d in decisions}
+    picked = by_id.get(task.candidate_order[verdict.position - 1])
+    if picked is None:
+        raise ConsensusError("a reader's decision changed; this adjudication is out of date")
+    count = sum(option_key(d) == option_key(picked) for d in decisions)
+    return ground_truth_accept(
+        stage=task.stage,
+        decision=picked,
+        readers=[d.reader for d in decisions] + [verdict.reader],
+        method=GroundTruth.Method.ADJUDICATION,
+        agreement=count / len(decisions),
+    )
+
+
+def consensus_unsettle(*, stage: Stage, radiograph: Radiograph) -> None:
+    """Withdraw the case's accepted mask (and any adjudication still open) before a reader's
+    decision is taken back; refused once the case is final."""
+    if stage.status == Stage.Status.CLOSED:
+        raise CaseFinal("the stage is closed; its decisions are final")
+    adjudication = _adjudication(stage, radiograph)
+    if adjudication is not None:
+        if adjudication.status == ReviewTask.Status.DONE:
+            raise CaseFinal("a senior MD has settled this case; it can no longer change")
+        # Readers disagreed; with this decision gone there is nothing to adjudicate yet.
+        ReviewTask.objects.filter(pk=adjudication.pk).update(
+            status=ReviewTask.Status.CANCELLED, reader=None, lease_expires_at=None
+        )
+    truth = GroundTruth.objects.filter(radiograph=radiograph).first()
+    if truth is not None:
+        if truth.stage_id != stage.pk:
+            raise CaseFinal("this case's accepted mask comes from another stage")
+        truth.delete()
 
 
 def _source_of(decision: Decision) -> tuple[str, list[ModelVersion]]:
@@ -172,69 +209,3 @@ def adjudication_options(*, task: ReviewTask) -> list[tuple[Decision, int]]:
             raise ConsensusError("a reader's decision changed; this adjudication is out of date")
         shown.append((decision, votes[option_key(decision)]))
     return shown
-
-
-def adjudication_record(
-    *,
-    task: ReviewTask,
-    reader: AbstractBaseUser,
-    position: int,
-    idempotency_key: str,
-    time_on_screen_ms: int = 0,
-) -> GroundTruth:
-    """A senior MD picks one of the readers' choices; it becomes the case's accepted mask."""
-    check_key(idempotency_key)
-    with transaction.atomic():
-        locked = lock_held_task(task_id=task.pk, reader=reader)
-        if locked.kind != ReviewTask.Kind.ADJUDICATION:
-            raise InvalidChoice("this case is not waiting for adjudication")
-        stored = Decision.objects.filter(idempotency_key=idempotency_key, task=locked).first()
-        if stored is not None:
-            return GroundTruth.objects.get(radiograph=locked.radiograph)
-        options = adjudication_options(task=locked)
-        if not isinstance(position, int) or not 1 <= position <= len(options):
-            raise InvalidChoice(f"position must be 1 to {len(options)}, not {position!r}")
-        picked, count = options[position - 1]
-        decision_write(
-            task=locked,
-            reader=reader,
-            idempotency_key=idempotency_key,
-            outcome=picked.outcome,
-            candidate=picked.candidate,
-            mask=picked.mask,
-            position=position,
-            time_on_screen_ms=time_on_screen_ms,
-        )
-        decisions = case_decisions(stage=locked.stage, radiograph=locked.radiograph)
-        return ground_truth_accept(
-            stage=locked.stage,
-            decision=picked,
-            readers=[d.reader for d in decisions] + [reader],
-            method=GroundTruth.Method.ADJUDICATION,
-            agreement=count / len(decisions),
-        )
-
-
-def pick_record(
-    *,
-    task: ReviewTask,
-    reader: AbstractBaseUser,
-    position: int,
-    idempotency_key: str,
-    time_on_screen_ms: int = 0,
-) -> Decision:
-    """The reader picks the option shown at `position`: a candidate of a review task, or (senior
-    MDs only) one of the readers' choices of an adjudication task. Returns the Decision."""
-    fields = {
-        "task": task,
-        "reader": reader,
-        "position": position,
-        "idempotency_key": idempotency_key,
-        "time_on_screen_ms": time_on_screen_ms,
-    }
-    if task.kind != ReviewTask.Kind.ADJUDICATION:
-        return decision_record(**fields)
-    if not has_role(reader, SENIOR_MD):
-        raise NotYourTask("adjudication is for senior MDs")
-    adjudication_record(**fields)
-    return Decision.objects.get(idempotency_key=idempotency_key)

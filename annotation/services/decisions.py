@@ -1,10 +1,13 @@
-"""Decisions: written once per (task, reader), idempotent on the client's key, undoable.
+"""Review rows: decisions and pairwise rounds, written once and revoked, nothing else.
 
-Every write locks the task row first (select_for_update on PostgreSQL; SQLite serialises
-writers with IMMEDIATE transactions), then looks the key up again, so a network retry returns
-the stored Decision and a second tab or a double click with a fresh key gets the existing one
-back as TaskAlreadyDecided instead of a second row. The partial unique constraint on
-(task, reader) is the last line of defence.
+Every write runs under the task row's lock (lock_held_task: select_for_update on PostgreSQL;
+SQLite serialises writers with IMMEDIATE transactions) and looks the client's key up again, so
+a network retry finds the stored row and a second tab or a double click with a fresh key gets
+the existing decision back as TaskAlreadyDecided instead of a second row. The partial unique
+constraint on (task, reader) is the last line of defence.
+
+What a decision means for the case's ground truth is annotation.services.consensus; the review
+actions that combine both are annotation.services.review.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -20,29 +24,30 @@ from annotation.models import (
     Candidate,
     Decision,
     DrawingDraft,
-    GroundTruth,
     Mask,
+    PairwiseRound,
     ReviewTask,
     Stage,
 )
-from annotation.services.candidates import mask_create
 from annotation.services.review_errors import (
-    CaseFinal,
     IdempotencyKeyReused,
-    InvalidChoice,
     InvalidMask,
+    MalformedRequest,
     NotYourTask,
     ReviewError,
     TaskAlreadyDecided,
 )
 from cxrio import masks as maskio
 
-_KEY = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
+# What a client's idempotency key may look like (the API's serializers check the same).
+KEY_PATTERN = r"^[A-Za-z0-9_.:-]{8,64}$"
+KEY_HELP = "8-64 of A-Z a-z 0-9 _ . : -"
+_KEY = re.compile(KEY_PATTERN)
 
 
 def check_key(key: str) -> None:
     if not isinstance(key, str) or not _KEY.match(key):
-        raise InvalidChoice(
+        raise MalformedRequest(
             "a request key of 8-64 letters, digits, '-', '_', '.' or ':' is required"
         )
 
@@ -53,6 +58,11 @@ def check_stage_open(stage: Stage) -> None:
             f"stage {stage.number} is {stage.get_status_display().lower()}: "
             "it takes no more decisions"
         )
+
+
+def screen_ms(value: int) -> int:
+    """A client's time on screen, kept within what the column holds."""
+    return max(0, min(int(value), 2**31 - 1))
 
 
 def lock_held_task(*, task_id: int, reader: AbstractBaseUser) -> ReviewTask:
@@ -70,11 +80,22 @@ def lock_held_task(*, task_id: int, reader: AbstractBaseUser) -> ReviewTask:
     return task
 
 
-def _stored(task: ReviewTask, reader: AbstractBaseUser, key: str) -> Decision | None:
+def decision_stored(*, task: ReviewTask, reader: AbstractBaseUser, key: str) -> Decision | None:
+    """The decision this reader already made on this task with this key (a retry), if any."""
     stored = Decision.objects.filter(idempotency_key=key).first()
     if stored is not None and (stored.task_id != task.pk or stored.reader_id != reader.pk):
         raise IdempotencyKeyReused("this request key was already used for another decision")
     return stored
+
+
+def _active(task: ReviewTask, reader: AbstractBaseUser) -> Decision | None:
+    return task.decisions.filter(reader=reader, revoked_at__isnull=True).first()
+
+
+def check_undecided(*, task: ReviewTask, reader: AbstractBaseUser) -> None:
+    active = _active(task, reader)
+    if active is not None:
+        raise TaskAlreadyDecided("you already decided this case", decision=active)
 
 
 def decision_write(
@@ -87,15 +108,14 @@ def decision_write(
     mask: Mask | None = None,
     position: int | None,
     time_on_screen_ms: int,
-) -> Decision:
-    """The one place a Decision row is created. The caller holds the task lock
-    (lock_held_task) inside an open transaction."""
-    stored = _stored(task, reader, idempotency_key)
+) -> tuple[Decision, bool]:
+    """The one place a Decision row is created: (decision, created). The caller holds the task
+    lock (lock_held_task) inside an open transaction; a retry gets the stored row, not created.
+    Deciding closes the task and drops the reader's draft."""
+    stored = decision_stored(task=task, reader=reader, key=idempotency_key)
     if stored is not None:
-        return stored
-    active = task.decisions.filter(reader=reader, revoked_at__isnull=True).first()
-    if active is not None:
-        raise TaskAlreadyDecided("you already decided this case", decision=active)
+        return stored, False
+    check_undecided(task=task, reader=reader)
     check_stage_open(task.stage)
     if task.status != ReviewTask.Status.LEASED:
         raise ReviewError(f"this case is {task.get_status_display().lower()}, not open")
@@ -108,68 +128,77 @@ def decision_write(
                 candidate=candidate,
                 mask=mask if mask is not None else candidate.mask,
                 position=position,
-                time_on_screen_ms=max(0, min(int(time_on_screen_ms), 2**31 - 1)),
+                time_on_screen_ms=screen_ms(time_on_screen_ms),
                 idempotency_key=idempotency_key,
             )
     except IntegrityError:
-        stored = _stored(task, reader, idempotency_key)
+        stored = decision_stored(task=task, reader=reader, key=idempotency_key)
         if stored is not None:
-            return stored
-        active = task.decisions.filter(reader=reader, revoked_at__isnull=True).first()
-        if active is not None:
-            raise TaskAlreadyDecided("you already decided this case", decision=active) from None
+            return stored, False
+        check_undecided(task=task, reader=reader)
         raise
     ReviewTask.objects.filter(pk=task.pk).update(
         status=ReviewTask.Status.DONE, completed_at=timezone.now(), lease_expires_at=None
     )
     task.status = ReviewTask.Status.DONE
     DrawingDraft.objects.filter(task=task, reader=reader).delete()
-    if task.kind == ReviewTask.Kind.REVIEW:
-        from annotation.services.consensus import consensus_settle
-
-        consensus_settle(stage=task.stage, radiograph=task.radiograph)
-    return decision
+    return decision, True
 
 
-def _replay_or_lock(task: ReviewTask, reader: AbstractBaseUser, key: str):
-    check_key(key)
-    locked = lock_held_task(task_id=task.pk, reader=reader)
-    return locked, _stored(locked, reader, key)
+def decision_revoke(*, decision: Decision, task: ReviewTask) -> ReviewTask:
+    """Take the decision back and lease its case to the reader again, as it was shown: the
+    round that produced the decision (the last pick, or "neither") goes too, so a pairwise
+    reader sees the same pair again. The caller holds the task lock."""
+    Decision.objects.filter(pk=decision.pk).update(revoked_at=timezone.now())
+    final_round = task.rounds.order_by("-number").first()
+    if final_round is not None:
+        final_round.delete()
+    lease_until = timezone.now() + timedelta(seconds=task.stage.lease_seconds)
+    ReviewTask.objects.filter(pk=task.pk).update(
+        status=ReviewTask.Status.LEASED, completed_at=None, lease_expires_at=lease_until
+    )
+    task.refresh_from_db()
+    return task
 
 
-def decision_record(
+def round_stored(*, task: ReviewTask, key: str) -> PairwiseRound | None:
+    """The round recorded with this key (a retry), if any; a key of another case is refused."""
+    stored = PairwiseRound.objects.filter(idempotency_key=key).first()
+    if stored is not None and stored.task_id != task.pk:
+        raise IdempotencyKeyReused("this request key was already used for another case")
+    return stored
+
+
+def round_write(
     *,
     task: ReviewTask,
-    reader: AbstractBaseUser,
-    position: int,
+    number: int,
+    left_id: int,
+    right_id: int,
+    winner_id: int | None,
     idempotency_key: str,
-    time_on_screen_ms: int = 0,
-) -> Decision:
-    """The reader picks the candidate shown at `position` (1-based) of an N-way screen."""
-    with transaction.atomic():
-        locked, stored = _replay_or_lock(task, reader, idempotency_key)
-        if stored is not None:
-            return stored
-        order = list(locked.candidate_order)
-        if locked.kind != ReviewTask.Kind.REVIEW:
-            raise InvalidChoice("adjudication is recorded with adjudication_record")
-        if locked.stage.mode == Stage.Mode.PAIRWISE and len(order) > 1:
-            raise InvalidChoice("a pairwise case is decided round by round")
-        if not isinstance(position, int) or not 1 <= position <= len(order):
-            raise InvalidChoice(f"position must be 1 to {len(order)}, not {position!r}")
-        candidate = Candidate.objects.select_related("mask").get(pk=order[position - 1])
-        return decision_write(
-            task=locked,
-            reader=reader,
-            idempotency_key=idempotency_key,
-            outcome=Decision.Outcome.CHOSE,
-            candidate=candidate,
-            position=position,
-            time_on_screen_ms=time_on_screen_ms,
-        )
+    time_on_screen_ms: int,
+) -> PairwiseRound | None:
+    """Create one pairwise round; None when a concurrent retry with the same key got in first.
+    The caller holds the task lock."""
+    try:
+        with transaction.atomic():
+            return PairwiseRound.objects.create(
+                task=task,
+                number=number,
+                left_id=left_id,
+                right_id=right_id,
+                winner_id=winner_id,
+                idempotency_key=idempotency_key,
+                time_on_screen_ms=screen_ms(time_on_screen_ms),
+            )
+    except IntegrityError:
+        if round_stored(task=task, key=idempotency_key) is not None:
+            return None
+        raise
 
 
-def drawing_validate(*, task: ReviewTask, png: bytes, allow_empty: bool):
+def drawing_validate(*, task: ReviewTask, png: bytes, allow_empty: bool) -> np.ndarray:
     """The boolean mask in a drawn PNG, checked against the case's working resolution."""
     size = (task.radiograph.work_width, task.radiograph.work_height)
     if not png:
@@ -189,136 +218,3 @@ def drawing_validate(*, task: ReviewTask, png: bytes, allow_empty: bool):
             "'no infection visible' to submit an empty mask"
         )
     return pixels
-
-
-def decision_record_drawing(
-    *,
-    task: ReviewTask,
-    reader: AbstractBaseUser,
-    png: bytes,
-    idempotency_key: str,
-    base: Candidate | None = None,
-    no_infection: bool = False,
-    time_on_screen_ms: int = 0,
-) -> Decision:
-    """The reader rejected the candidates and drew a mask, blank or from `base` (refined).
-
-    An empty mask is accepted only with no_infection=True and never as a refinement: a COVID-19
-    case without any marked region is a finding the reader must state, not an accident. A
-    'refinement' that changed no pixel is recorded as choosing that candidate."""
-    with transaction.atomic():
-        locked, stored = _replay_or_lock(task, reader, idempotency_key)
-        if stored is not None:
-            return stored
-        if locked.kind != ReviewTask.Kind.REVIEW:
-            raise InvalidChoice("adjudication picks one of the readers' masks")
-        order = list(locked.candidate_order)
-        if base is not None and base.pk not in order:
-            raise InvalidChoice("the mask to refine is not one of this case's candidates")
-        if base is not None and no_infection:
-            raise InvalidMask("a refined candidate cannot be empty; start from a blank drawing")
-        rounds = list(locked.rounds.order_by("number"))
-        knockout = locked.stage.mode == Stage.Mode.PAIRWISE and len(order) > 1
-        if knockout and (not rounds or rounds[-1].winner_id is not None):
-            raise InvalidChoice("in a pairwise case you draw after finding neither acceptable")
-        pixels = drawing_validate(task=locked, png=png, allow_empty=no_infection and base is None)
-        sha = maskio.pixel_sha256(pixels)
-        round_ms = sum(r.time_on_screen_ms for r in rounds)
-        if base is not None and sha == base.pixel_sha256:
-            return decision_write(
-                task=locked,
-                reader=reader,
-                idempotency_key=idempotency_key,
-                outcome=Decision.Outcome.CHOSE,
-                candidate=base,
-                position=order.index(base.pk) + 1,
-                time_on_screen_ms=round_ms + time_on_screen_ms,
-            )
-        # The key is checked before any file is written; a lost race leaves at most a blob
-        # that the same pixels would have produced anyway (content-addressed).
-        mask = mask_create(
-            radiograph=locked.radiograph,
-            pixels=pixels,
-            kind=Mask.Kind.REFINED if base is not None else Mask.Kind.DRAWN,
-            author=reader,
-            stage=locked.stage,
-        )
-        return decision_write(
-            task=locked,
-            reader=reader,
-            idempotency_key=idempotency_key,
-            outcome=Decision.Outcome.REFINED if base is not None else Decision.Outcome.DREW,
-            candidate=base,
-            mask=mask,
-            position=order.index(base.pk) + 1 if base is not None else None,
-            time_on_screen_ms=round_ms + time_on_screen_ms,
-        )
-
-
-def decision_undo(
-    *, stage: Stage, reader: AbstractBaseUser, idempotency_key: str | None = None
-) -> ReviewTask:
-    """Revoke the reader's most recent decision in the stage and give the case back to them,
-    as long as the case is not final (stage closed, or adjudicated).
-
-    With `idempotency_key` (the key that decision was made with) only that decision is taken
-    back: a retry finds it revoked already and returns its case again instead of undoing the
-    decision before it, and a decision that is no longer the last one is refused."""
-    with transaction.atomic():
-        named = None
-        if idempotency_key is not None:
-            check_key(idempotency_key)
-            named = Decision.objects.filter(
-                idempotency_key=idempotency_key,
-                reader=reader,
-                task__stage=stage,
-                task__kind=ReviewTask.Kind.REVIEW,
-            ).first()
-            if named is None:
-                raise ReviewError("no decision of yours in this stage was made with this key")
-            if named.revoked_at is not None:
-                return lock_held_task(task_id=named.task_id, reader=reader)
-        last = (
-            Decision.objects.filter(
-                reader=reader,
-                task__stage=stage,
-                task__kind=ReviewTask.Kind.REVIEW,
-                revoked_at__isnull=True,
-            )
-            .order_by("-created_at", "-id")
-            .first()
-        )
-        if last is None:
-            raise ReviewError("there is no decision of yours to undo in this stage")
-        if named is not None and named.pk != last.pk:
-            raise ReviewError("only your last decision in this stage can be undone")
-        task = lock_held_task(task_id=last.task_id, reader=reader)
-        if stage.status == Stage.Status.CLOSED:
-            raise CaseFinal("the stage is closed; its decisions are final")
-        adjudication = ReviewTask.objects.filter(
-            stage=stage, radiograph=task.radiograph, kind=ReviewTask.Kind.ADJUDICATION
-        ).first()
-        if adjudication is not None:
-            if adjudication.status == ReviewTask.Status.DONE:
-                raise CaseFinal("a senior MD has settled this case; it can no longer change")
-            # Readers disagreed; with this decision gone there is nothing to adjudicate yet.
-            ReviewTask.objects.filter(pk=adjudication.pk).update(
-                status=ReviewTask.Status.CANCELLED, reader=None, lease_expires_at=None
-            )
-        truth = GroundTruth.objects.filter(radiograph=task.radiograph).first()
-        if truth is not None:
-            if truth.stage_id != stage.pk:
-                raise CaseFinal("this case's accepted mask comes from another stage")
-            truth.delete()
-        Decision.objects.filter(pk=last.pk).update(revoked_at=timezone.now())
-        # The round that produced the decision (the last pick, or "neither") is taken back too,
-        # so the reader sees the same pair again.
-        final_round = task.rounds.order_by("-number").first()
-        if final_round is not None:
-            final_round.delete()
-        lease_until = timezone.now() + timedelta(seconds=stage.lease_seconds)
-        ReviewTask.objects.filter(pk=task.pk).update(
-            status=ReviewTask.Status.LEASED, completed_at=None, lease_expires_at=lease_until
-        )
-        task.refresh_from_db()
-        return task

@@ -1,6 +1,11 @@
-"""The pairwise knockout of Stage I: champion against challenger, one round at a time.
+"""Review actions: what a reader (or a senior MD) does on a case, start to finish.
 
-The challengers' order is the task's stored `candidate_order`. Which side (A = left, B = right)
+Each action locks the task, writes its rows (annotation.services.decisions), lets consensus
+settle or unsettle the case's ground truth (annotation.services.consensus), and returns a
+ReviewResult. A retry with the client's key returns what was stored, marked replayed.
+
+The pairwise knockout of Stage I plays champion against challenger, one round at a time. The
+challengers' order is the task's stored `candidate_order`. Which side (A = left, B = right)
 each candidate of a round takes is drawn from the task token and the round number, so a reload
 shows the same pair the same way round, and the champion does not always sit on one side.
 """
@@ -11,21 +16,45 @@ import hashlib
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
-from annotation.models import Candidate, Decision, PairwiseRound, ReviewTask, Stage
+from annotation.models import (
+    Candidate,
+    Decision,
+    GroundTruth,
+    Mask,
+    PairwiseRound,
+    ReviewTask,
+    Stage,
+)
+from annotation.roles import SENIOR_MD, has_role
+from annotation.services.candidates import mask_create
+from annotation.services.consensus import (
+    adjudication_options,
+    consensus_settle,
+    consensus_unsettle,
+)
 from annotation.services.decisions import (
     check_key,
     check_stage_open,
+    check_undecided,
+    decision_revoke,
+    decision_stored,
     decision_write,
+    drawing_validate,
     lock_held_task,
+    round_stored,
+    round_write,
 )
 from annotation.services.review_errors import (
-    IdempotencyKeyReused,
     InvalidChoice,
+    InvalidMask,
+    MalformedRequest,
+    NotYourTask,
+    ReviewError,
     RoundAlreadyRecorded,
-    TaskAlreadyDecided,
 )
+from cxrio import masks as maskio
 
 CHOICES = ("A", "B", "neither")
 
@@ -49,6 +78,22 @@ class Knockout:
     @property
     def finished(self) -> bool:
         return not self.neither and self.number is None
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    """What a review action did to a task."""
+
+    task: ReviewTask
+    decision: Decision | None = None  # the reader's decision, once the task is decided
+    replayed: bool = False  # a retry with a stored key: nothing changed
+    round: PairwiseRound | None = None  # the round a pairwise answer recorded
+    knockout: Knockout | None = None  # where the knockout stands after it
+    truth: GroundTruth | None = None  # the case's accepted mask, once settled
+
+    @property
+    def decided(self) -> bool:
+        return self.decision is not None
 
 
 def _swap(task_token: str, number: int) -> bool:
@@ -75,12 +120,18 @@ def knockout_state(*, task: ReviewTask, rounds: list[PairwiseRound] | None = Non
     return Knockout(order, done, champion, False, number=number, left=first, right=second)
 
 
-@dataclass(frozen=True)
-class RoundResult:
-    round: PairwiseRound
-    decision: Decision | None  # set when this round ended the knockout with a winner
-    state: Knockout
-    replayed: bool = False
+def is_knockout(task: ReviewTask) -> bool:
+    """A pairwise task with a pair to compare (a single candidate is picked, not played)."""
+    return task.stage.mode == Stage.Mode.PAIRWISE and len(task.candidate_order) > 1
+
+
+def _decided(task: ReviewTask, decision: Decision, created: bool, **extra) -> ReviewResult:
+    """The result of a decision row: settled by consensus when it is new."""
+    truth = None
+    if created:
+        settled = consensus_settle(stage=task.stage, radiograph=task.radiograph)
+        truth = settled if isinstance(settled, GroundTruth) else None
+    return ReviewResult(task=task, decision=decision, replayed=not created, truth=truth, **extra)
 
 
 def round_record(
@@ -91,20 +142,19 @@ def round_record(
     choice: str,
     idempotency_key: str,
     time_on_screen_ms: int = 0,
-) -> RoundResult:
+) -> ReviewResult:
     """Record one pairwise round. The last round's winner becomes the reader's Decision.
 
     A retry with the same key returns what was stored; the same round sent again with another
     key (a second tab) raises RoundAlreadyRecorded and changes nothing."""
     check_key(idempotency_key)
     if choice not in CHOICES:
-        raise InvalidChoice(f"choice must be one of {', '.join(CHOICES)}, not {choice!r}")
-    if task.stage.mode != Stage.Mode.PAIRWISE or task.kind != ReviewTask.Kind.REVIEW:
+        raise MalformedRequest(f"choice must be one of {', '.join(CHOICES)}, not {choice!r}")
+    if not is_knockout(task) or task.kind != ReviewTask.Kind.REVIEW:
         raise InvalidChoice("this case is not a pairwise comparison")
-    time_on_screen_ms = max(0, min(int(time_on_screen_ms), 2**31 - 1))
     with transaction.atomic():
         locked = lock_held_task(task_id=task.pk, reader=reader)
-        replay = _replay(locked, reader, idempotency_key)
+        replay = _round_replay(locked, reader, idempotency_key)
         if replay is not None:
             return replay
         rounds = list(locked.rounds.order_by("number"))
@@ -113,9 +163,7 @@ def round_record(
             raise RoundAlreadyRecorded(
                 f"round {number} was already recorded (in another tab?)", round=rounds[number - 1]
             )
-        active = locked.decisions.filter(reader=reader, revoked_at__isnull=True).first()
-        if active is not None:
-            raise TaskAlreadyDecided("you already decided this case", decision=active)
+        check_undecided(task=locked, reader=reader)
         check_stage_open(locked.stage)
         if state.number is None:
             raise InvalidChoice(
@@ -125,45 +173,257 @@ def round_record(
         if number != state.number:
             raise InvalidChoice(f"round {number} is not the current round ({state.number})")
         winner_id = {"A": state.left, "B": state.right}.get(choice)
-        try:
-            with transaction.atomic():
-                row = PairwiseRound.objects.create(
-                    task=locked,
-                    number=number,
-                    left_id=state.left,
-                    right_id=state.right,
-                    winner_id=winner_id,
-                    idempotency_key=idempotency_key,
-                    time_on_screen_ms=time_on_screen_ms,
-                )
-        except IntegrityError:
-            replay = _replay(locked, reader, idempotency_key)
-            if replay is not None:
-                return replay
-            raise
+        row = round_write(
+            task=locked,
+            number=number,
+            left_id=state.left,
+            right_id=state.right,
+            winner_id=winner_id,
+            idempotency_key=idempotency_key,
+            time_on_screen_ms=time_on_screen_ms,
+        )
+        if row is None:  # a concurrent retry with this key got in first
+            return _round_replay(locked, reader, idempotency_key)
         rounds.append(row)
         new_state = knockout_state(task=locked, rounds=rounds)
-        decision = None
-        if new_state.finished:
-            decision = decision_write(
-                task=locked,
-                reader=reader,
-                idempotency_key=idempotency_key,
-                outcome=Decision.Outcome.CHOSE,
-                candidate=Candidate.objects.get(pk=winner_id),
-                position=1 if choice == "A" else 2,
-                time_on_screen_ms=sum(r.time_on_screen_ms for r in rounds),
-            )
-        return RoundResult(round=row, decision=decision, state=new_state)
+        if not new_state.finished:
+            return ReviewResult(task=locked, round=row, knockout=new_state)
+        decision, created = decision_write(
+            task=locked,
+            reader=reader,
+            idempotency_key=idempotency_key,
+            outcome=Decision.Outcome.CHOSE,
+            candidate=Candidate.objects.get(pk=winner_id),
+            position=1 if choice == "A" else 2,
+            time_on_screen_ms=sum(r.time_on_screen_ms for r in rounds),
+        )
+        return _decided(locked, decision, created, round=row, knockout=new_state)
 
 
-def _replay(task: ReviewTask, reader: AbstractBaseUser, key: str) -> RoundResult | None:
-    stored = PairwiseRound.objects.filter(idempotency_key=key).first()
+def _round_replay(task: ReviewTask, reader: AbstractBaseUser, key: str) -> ReviewResult | None:
+    stored = round_stored(task=task, key=key)
     if stored is None:
         return None
-    if stored.task_id != task.pk:
-        raise IdempotencyKeyReused("this request key was already used for another case")
     decision = Decision.objects.filter(task=task, reader=reader, idempotency_key=key).first()
-    return RoundResult(
-        round=stored, decision=decision, state=knockout_state(task=task), replayed=True
+    return ReviewResult(
+        task=task,
+        decision=decision,
+        replayed=True,
+        round=stored,
+        knockout=knockout_state(task=task),
+        truth=GroundTruth.objects.filter(radiograph=task.radiograph).first(),
     )
+
+
+def _replay_or_lock(
+    task: ReviewTask, reader: AbstractBaseUser, key: str
+) -> tuple[ReviewTask, Decision | None]:
+    check_key(key)
+    locked = lock_held_task(task_id=task.pk, reader=reader)
+    return locked, decision_stored(task=locked, reader=reader, key=key)
+
+
+def _replayed(task: ReviewTask, decision: Decision) -> ReviewResult:
+    truth = GroundTruth.objects.filter(radiograph=task.radiograph).first()
+    return ReviewResult(task=task, decision=decision, replayed=True, truth=truth)
+
+
+def _check_position(position: int, panes: int) -> None:
+    if not isinstance(position, int) or not 1 <= position <= panes:
+        raise InvalidChoice(f"position must be 1 to {panes}, not {position!r}")
+
+
+def decision_record(
+    *,
+    task: ReviewTask,
+    reader: AbstractBaseUser,
+    position: int,
+    idempotency_key: str,
+    time_on_screen_ms: int = 0,
+) -> ReviewResult:
+    """The reader picks the candidate shown at `position` (1-based) of an N-way screen."""
+    with transaction.atomic():
+        locked, stored = _replay_or_lock(task, reader, idempotency_key)
+        if stored is not None:
+            return _replayed(locked, stored)
+        order = list(locked.candidate_order)
+        if locked.kind != ReviewTask.Kind.REVIEW:
+            raise InvalidChoice("adjudication is recorded with adjudication_record")
+        if is_knockout(locked):
+            raise InvalidChoice("a pairwise case is decided round by round")
+        _check_position(position, len(order))
+        candidate = Candidate.objects.select_related("mask").get(pk=order[position - 1])
+        decision, created = decision_write(
+            task=locked,
+            reader=reader,
+            idempotency_key=idempotency_key,
+            outcome=Decision.Outcome.CHOSE,
+            candidate=candidate,
+            position=position,
+            time_on_screen_ms=time_on_screen_ms,
+        )
+        return _decided(locked, decision, created)
+
+
+def decision_record_drawing(
+    *,
+    task: ReviewTask,
+    reader: AbstractBaseUser,
+    png: bytes,
+    idempotency_key: str,
+    base: Candidate | None = None,
+    no_infection: bool = False,
+    time_on_screen_ms: int = 0,
+) -> ReviewResult:
+    """The reader rejected the candidates and drew a mask, blank or from `base` (refined).
+
+    An empty mask is accepted only with no_infection=True and never as a refinement: a COVID-19
+    case without any marked region is a finding the reader must state, not an accident. A
+    'refinement' that changed no pixel is recorded as choosing that candidate."""
+    with transaction.atomic():
+        locked, stored = _replay_or_lock(task, reader, idempotency_key)
+        if stored is not None:
+            return _replayed(locked, stored)
+        if locked.kind != ReviewTask.Kind.REVIEW:
+            raise InvalidChoice("adjudication picks one of the readers' masks")
+        order = list(locked.candidate_order)
+        if base is not None and base.pk not in order:
+            raise InvalidChoice("the mask to refine is not one of this case's candidates")
+        if base is not None and no_infection:
+            raise InvalidMask("a refined candidate cannot be empty; start from a blank drawing")
+        rounds = list(locked.rounds.order_by("number"))
+        if is_knockout(locked) and (not rounds or rounds[-1].winner_id is not None):
+            raise InvalidChoice("in a pairwise case you draw after finding neither acceptable")
+        pixels = drawing_validate(task=locked, png=png, allow_empty=no_infection and base is None)
+        round_ms = sum(r.time_on_screen_ms for r in rounds)
+        fields = {
+            "task": locked,
+            "reader": reader,
+            "idempotency_key": idempotency_key,
+            "time_on_screen_ms": round_ms + time_on_screen_ms,
+        }
+        if base is not None and maskio.pixel_sha256(pixels) == base.pixel_sha256:
+            decision, created = decision_write(
+                outcome=Decision.Outcome.CHOSE,
+                candidate=base,
+                position=order.index(base.pk) + 1,
+                **fields,
+            )
+            return _decided(locked, decision, created)
+        # The key is checked before any file is written; a lost race leaves at most a blob
+        # that the same pixels would have produced anyway (content-addressed).
+        mask = mask_create(
+            radiograph=locked.radiograph,
+            pixels=pixels,
+            kind=Mask.Kind.REFINED if base is not None else Mask.Kind.DRAWN,
+            author=reader,
+            stage=locked.stage,
+        )
+        decision, created = decision_write(
+            outcome=Decision.Outcome.REFINED if base is not None else Decision.Outcome.DREW,
+            candidate=base,
+            mask=mask,
+            position=order.index(base.pk) + 1 if base is not None else None,
+            **fields,
+        )
+        return _decided(locked, decision, created)
+
+
+def adjudication_record(
+    *,
+    task: ReviewTask,
+    reader: AbstractBaseUser,
+    position: int,
+    idempotency_key: str,
+    time_on_screen_ms: int = 0,
+) -> ReviewResult:
+    """A senior MD picks one of the readers' choices; it becomes the case's accepted mask."""
+    check_key(idempotency_key)
+    with transaction.atomic():
+        locked = lock_held_task(task_id=task.pk, reader=reader)
+        if locked.kind != ReviewTask.Kind.ADJUDICATION:
+            raise InvalidChoice("this case is not waiting for adjudication")
+        stored = Decision.objects.filter(idempotency_key=idempotency_key, task=locked).first()
+        if stored is not None:
+            return _replayed(locked, stored)
+        options = adjudication_options(task=locked)
+        _check_position(position, len(options))
+        picked, _count = options[position - 1]
+        decision, created = decision_write(
+            task=locked,
+            reader=reader,
+            idempotency_key=idempotency_key,
+            outcome=picked.outcome,
+            candidate=picked.candidate,
+            mask=picked.mask,
+            position=position,
+            time_on_screen_ms=time_on_screen_ms,
+        )
+        return _decided(locked, decision, created)
+
+
+def pick_record(
+    *,
+    task: ReviewTask,
+    reader: AbstractBaseUser,
+    position: int,
+    idempotency_key: str,
+    time_on_screen_ms: int = 0,
+) -> ReviewResult:
+    """The reader picks the option shown at `position`: a candidate of a review task, or (senior
+    MDs only) one of the readers' choices of an adjudication task."""
+    fields = {
+        "task": task,
+        "reader": reader,
+        "position": position,
+        "idempotency_key": idempotency_key,
+        "time_on_screen_ms": time_on_screen_ms,
+    }
+    if task.kind != ReviewTask.Kind.ADJUDICATION:
+        return decision_record(**fields)
+    if not has_role(reader, SENIOR_MD):
+        raise NotYourTask("adjudication is for senior MDs")
+    return adjudication_record(**fields)
+
+
+def decision_undo(
+    *, stage: Stage, reader: AbstractBaseUser, idempotency_key: str | None = None
+) -> ReviewResult:
+    """Revoke the reader's most recent decision in the stage and give the case back to them,
+    as long as the case is not final (stage closed, or adjudicated).
+
+    With `idempotency_key` (the key that decision was made with) only that decision is taken
+    back: a retry finds it revoked already and returns its case again instead of undoing the
+    decision before it, and a decision that is no longer the last one is refused."""
+    with transaction.atomic():
+        named = None
+        if idempotency_key is not None:
+            check_key(idempotency_key)
+            named = Decision.objects.filter(
+                idempotency_key=idempotency_key,
+                reader=reader,
+                task__stage=stage,
+                task__kind=ReviewTask.Kind.REVIEW,
+            ).first()
+            if named is None:
+                raise ReviewError("no decision of yours in this stage was made with this key")
+            if named.revoked_at is not None:
+                task = lock_held_task(task_id=named.task_id, reader=reader)
+                return ReviewResult(task=task, replayed=True)
+        last = (
+            Decision.objects.filter(
+                reader=reader,
+                task__stage=stage,
+                task__kind=ReviewTask.Kind.REVIEW,
+                revoked_at__isnull=True,
+            )
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if last is None:
+            raise ReviewError("there is no decision of yours to undo in this stage")
+        if named is not None and named.pk != last.pk:
+            raise ReviewError("only your last decision in this stage can be undone")
+        task = lock_held_task(task_id=last.task_id, reader=reader)
+        consensus_unsettle(stage=stage, radiograph=task.radiograph)
+        return ReviewResult(task=decision_revoke(decision=last, task=task))

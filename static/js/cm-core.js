@@ -10,7 +10,7 @@
  *                                    setWindow(center, width), resetView(), focus(position)}
  *           A pane click/focus dispatches a bubbling CustomEvent 'cm:focus' {detail: {position}}.
  *   Draw:   <div data-cm-draw data-image-url data-width data-height data-work-width data-work-height
- *                data-initial-mask-url="(optional)" data-draft-url="/review/t/<token>/draft" data-draft-key="<token>">
+ *                data-initial-mask-url="(optional)" data-draft-url="/api/review/tasks/<token>/draft/" data-draft-key="<token>">
  *           window.CM.draw(el) -> editor {toBlob(), isEmpty(), clear(), undo(), redo(), setTool(), setBrushSize(),
  *                                         discardDraft(), ready}
  *   Script order: cm-core.js, cm-controls.js, then cm-viewer.js and/or cm-raster.js, cm-draft.js, cm-draw.js.

@@ -1,7 +1,7 @@
 /*
  * collabmask — draft autosave for the draw screen (needs cm-core.js). The DOM contract is in cm-draw.js.
  *
- * Protocol with the server (data-draft-url):
+ * Protocol with the server (data-draft-url: the review API's /api/review/tasks/<token>/draft/):
  *   GET    -> 200 image/png with header X-Draft-Updated: <ISO time>, or 204 when there is no draft
  *   PUT    <- image/png body, headers X-CSRFToken, Content-Type: image/png, X-Draft-Updated: <ISO time>
  *   DELETE <- after a successful submit (editor.discardDraft()); failures are ignored

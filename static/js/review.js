@@ -1,16 +1,22 @@
 /*
  * collabmask — the review screens' own glue (the viewer and draw components are cm-*.js).
  *
+ * Every action goes to the review API (/api/review/…, the one JSON protocol; session cookie
+ * and CSRF token): the choice forms name their endpoint in data-api-url. Their plain action
+ * is the fallback for a browser without JavaScript.
+ *
  * - Choice keys: every element with data-choice-keys="a ArrowLeft" is pressed by those keys
  *   (digits, A, B, N, R, Enter, arrows, U, Ctrl+Enter: the components never use them).
- * - Submitting: forms post with fetch and Accept: application/json, retried on network errors
- *   with the same request key (the server returns the stored decision for a repeated key), and
- *   guarded against double submission. The answer says where to go next.
- * - Time on screen: visible time from "screen usable" (cm:ready) to the choice, sent as ms.
+ * - Submitting: a choice is posted as JSON (the drawing as multipart), retried on network
+ *   errors with the same idempotency key (the server returns the stored decision for a
+ *   repeated key), and guarded against double submission. The answer's page_url says where to
+ *   go next; a refusal's detail is said there (or here, when it names no page).
+ * - Undo (U, or the bar's button) takes back the decision this tab made last, by its key.
+ * - Time on screen: visible time from "screen usable" (cm:ready) to the choice, sent in ms.
  * - Transition time: from a choice to the next screen being usable, kept in
  *   window.cmReview.transitionMs (the browser tests report it).
- * - The next case: once this screen is in use, data-ahead-url names the reader's next case
- *   (leased ahead) and the browser prerenders it (speculation rules), or at least fetches its
+ * - The next case: once this screen is in use, data-ahead-url leases the reader's next case
+ *   ahead and the browser prerenders its page (speculation rules), or at least fetches its
  *   images; the choice then lands on a screen that is already drawn. A prerendered screen
  *   starts its clock when it is shown, and refreshes its progress strip (htmx).
  * - Keeping the case: while the reader is at the screen (page visible, and a key, click, pointer
@@ -71,17 +77,17 @@
     if (!screen) return;
     let next;
     try {
-      const r = await fetch(screen.dataset.aheadUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const r = await fetch(screen.dataset.aheadUrl, { method: "POST", credentials: "same-origin", headers: HEADERS() });
       if (!r.ok) return;
       next = await r.json();
     } catch (_) {
       return; // prefetching is a nicety
     }
-    if (!next.url) return;
+    if (!next.page_url) return;
     if (HTMLScriptElement.supports && HTMLScriptElement.supports("speculationrules")) {
       const rules = document.createElement("script");
       rules.type = "speculationrules";
-      rules.textContent = JSON.stringify({ prerender: [{ source: "list", urls: [next.url] }] });
+      rules.textContent = JSON.stringify({ prerender: [{ source: "list", urls: [next.page_url] }] });
       document.head.append(rules);
     }
     for (const url of next.prefetch || []) {
@@ -105,24 +111,20 @@
       active = false;
       let r, data;
       try {
-        r = await fetch(screen.dataset.keepUrl, {
-          method: "POST",
-          credentials: "same-origin",
-          headers: { Accept: "application/json", "X-CSRFToken": window.CM.csrfToken() },
-        });
+        r = await fetch(screen.dataset.keepUrl, { method: "POST", credentials: "same-origin", headers: HEADERS() });
         data = await r.json().catch(() => ({}));
       } catch (_) {
         active = true; // no connection: try again at the next beat
         return;
       }
       document.documentElement.dataset.leaseBeats = String(++beats);
-      if (r.status !== 409) return;
+      if (r.status !== 404 && r.status !== 409) return;
       lost = true;
       clearInterval(timer);
-      alertText(data.error || "This case is no longer yours to decide.");
+      alertText(data.detail || "This case is no longer yours to decide.");
       const alert = document.querySelector("[data-review-alert]");
-      if (alert && data.redirect) {
-        const go = Object.assign(document.createElement("a"), { href: data.redirect, textContent: "Go on" });
+      if (alert && data.page_url) {
+        const go = Object.assign(document.createElement("a"), { href: data.page_url, textContent: "Go on" });
         alert.append(" ", go);
       }
       document.querySelectorAll("[data-review-form] button").forEach((b) => (b.disabled = true));
@@ -140,36 +142,66 @@
     el.hidden = !text;
   }
 
-  /* ---------- posting: fetch + JSON, retried with the same key ---------- */
+  /* ---------- posting to the review API, retried with the same key ---------- */
+  function HEADERS(json) {
+    const h = { Accept: "application/json", "X-CSRFToken": window.CM && window.CM.csrfToken ? window.CM.csrfToken() : "" };
+    if (json) h["Content-Type"] = "application/json";
+    return h;
+  }
   async function post(url, body, tries = 5) {
+    const json = !(body instanceof FormData);
     for (let attempt = 0; ; attempt++) {
       try {
         const r = await fetch(url, {
           method: "POST",
-          body,
+          body: json ? JSON.stringify(body) : body,
           credentials: "same-origin",
-          headers: { Accept: "application/json" },
+          headers: HEADERS(json),
         });
-        const data = await r.json().catch(() => ({ error: `The server answered HTTP ${r.status}.` }));
+        const data = await r.json().catch(() => ({ detail: `The server answered HTTP ${r.status}.` }));
         if (r.status >= 500 && attempt + 1 < tries) throw new Error(`HTTP ${r.status}`);
         return { status: r.status, data };
       } catch (err) {
-        if (attempt + 1 >= tries) return { status: 0, data: { error: "No connection to the server; your choice was not sent. Try again." } };
+        if (attempt + 1 >= tries) return { status: 0, data: { detail: "No connection to the server; your choice was not sent. Try again." } };
         alertText("Connection problem — retrying…");
         await new Promise((res) => setTimeout(res, 300 * 2 ** attempt));
       }
     }
   }
+  /** What a refusal says: its detail, or the fields the API found malformed. */
+  function problem({ status, data }) {
+    if (data.detail) return data.detail;
+    const fields = Object.entries(data).map(([k, v]) => `${k}: ${[].concat(v).join(" ")}`);
+    return fields.length ? fields.join("; ") : `Something went wrong (HTTP ${status}).`;
+  }
+  const INTEGERS = new Set(["position", "number", "time_on_screen_ms"]);
+  /** A choice form as the API's JSON body. */
+  function jsonOf(form, submitter) {
+    const body = {};
+    for (const [name, value] of new FormData(form, submitter || undefined)) {
+      if (name === "csrfmiddlewaretoken") continue;
+      body[name] = INTEGERS.has(name) ? Number(value) : value;
+    }
+    return body;
+  }
   const MESSAGE = "cm-review-message";
-  function follow({ status, data }, form) {
-    if (data.redirect) {
-      sessionStorage.setItem(SUBMIT_AT, String(form.dataset.submitAt || now()));
-      // Shown by the next screen, which may have been fetched before this answer came.
-      if (data.message) sessionStorage.setItem(MESSAGE, data.message);
-      window.location.assign(data.redirect);
+  const LAST = "cm-review-last-key:"; // + the stage's undo URL: the key of this tab's last decision
+  function go(url, message, form) {
+    sessionStorage.setItem(SUBMIT_AT, String((form && form.dataset.submitAt) || now()));
+    // Shown by the next screen, which may have been fetched before this answer came.
+    if (message) sessionStorage.setItem(MESSAGE, message);
+    window.location.assign(url);
+  }
+  function follow(answer, form, key) {
+    const { status, data } = answer;
+    const ok = status >= 200 && status < 300;
+    const undo = document.querySelector("[data-review-undo]");
+    if (ok && data.decision && key && undo) sessionStorage.setItem(LAST + undo.dataset.apiUrl, key);
+    if (data.page_url) {
+      go(data.page_url, ok ? "" : problem(answer), form);
       return true;
     }
-    alertText(data.error || `Something went wrong (HTTP ${status}).`);
+    alertText(problem(answer));
     delete form.dataset.busy;
     form.querySelectorAll("button").forEach((b) => (b.disabled = false));
     return false;
@@ -183,18 +215,36 @@
     return true;
   }
 
+  async function undoLast(form) {
+    if (!lock(form)) return;
+    const slot = LAST + form.dataset.apiUrl;
+    const key = sessionStorage.getItem(slot);
+    let answer = await post(form.dataset.apiUrl, key ? { idempotency_key: key } : {});
+    // That decision is no longer the last one (another tab decided since): undo the last.
+    if (key && answer.status === 409) answer = await post(form.dataset.apiUrl, {});
+    if (answer.status === 200) {
+      sessionStorage.removeItem(slot);
+      return go(answer.data.page_url, "Your last decision was undone: choose again.", form);
+    }
+    alertText(problem(answer));
+    delete form.dataset.busy;
+  }
+
   document.addEventListener("submit", async (e) => {
     const form = e.target;
-    if (!(form instanceof HTMLFormElement) || !window.fetch) return;
+    if (!(form instanceof HTMLFormElement) || !window.fetch || !form.dataset.apiUrl) return;
     if (form.matches("[data-review-form]")) {
       e.preventDefault();
       if (!lock(form)) return;
-      const body = new FormData(form, e.submitter || undefined);
+      const body = jsonOf(form, e.submitter);
       form.querySelectorAll("button").forEach((b) => (b.disabled = true));
-      follow(await post(form.action, body), form);
+      follow(await post(form.dataset.apiUrl, body), form, body.idempotency_key);
     } else if (form.matches("[data-draw-form]")) {
       e.preventDefault();
       await submitDrawing(form);
+    } else if (form.matches("[data-review-undo]")) {
+      e.preventDefault();
+      await undoLast(form);
     }
   });
 
@@ -203,7 +253,7 @@
     if (!root || !window.CM || !window.CM.draw) return alertText("The drawing tools did not load; reload the page.");
     const editor = window.CM.draw(root);
     await editor.ready;
-    const refining = form.querySelector("input[name=outcome]").value === "refined";
+    const refining = Boolean(form.querySelector("input[name=base]"));
     const none = form.querySelector("input[name=no_infection]");
     if (editor.isEmpty() && (refining || !(none && none.checked))) {
       return alertText(refining
@@ -217,9 +267,9 @@
     form.querySelectorAll("button").forEach((b) => (b.disabled = true));
     const body = new FormData(form);
     body.append("mask", await editor.toBlob(), "mask.png");
-    const answer = await post(form.action, body);
-    if (answer.data.redirect) await editor.discardDraft().catch(() => {});
-    follow(answer, form);
+    const answer = await post(form.dataset.apiUrl, body);
+    if (answer.status >= 200 && answer.status < 300) await editor.discardDraft().catch(() => {});
+    follow(answer, form, body.get("idempotency_key"));
   }
 
   /* ---------- choice keys ---------- */

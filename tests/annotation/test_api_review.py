@@ -281,3 +281,16 @@ def test_an_empty_queue_or_closed_stage_answers_204_and_a_stage_not_in_review_40
     training = client.post(f"/api/review/stages/{stage.pk}/next/")
     assert training.status_code == 409 and "not open for review" in training.json()["detail"]
     assert client.post("/api/review/stages/999999/next/").status_code == 404
+
+
+def test_undo_without_a_key_takes_back_the_last_decision_as_the_screens_undo_button_does():
+    stage = review_stage(n_cases=2)
+    _md, client = reader()
+    first = lease(client, stage)
+    post(client, first, "pick", position=1, idempotency_key=key())
+    undone = client.post(f"/api/review/stages/{stage.pk}/undo/", {}, format="json")
+    assert undone.status_code == 200 and undone.json()["task"] == first["task"]
+    assert undone.json()["page_url"].endswith(f"/review/t/{first['task']}/")
+    assert not GroundTruth.objects.exists()
+    nothing = client.post(f"/api/review/stages/{stage.pk}/undo/", {}, format="json")
+    assert nothing.status_code == 409 and "no decision of yours" in nothing.json()["detail"]

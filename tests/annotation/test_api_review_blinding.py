@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from annotation import blinding
 from annotation.models import Decision, ReviewTask, Stage
-from tests.annotation.test_api_review import draw, key, lease, post, reader
+from tests.annotation.test_api_review import draw, key, lease, png_of, post, reader
 from tests.factories import review_stage
 
 pytestmark = pytest.mark.django_db
@@ -18,11 +18,12 @@ ALLOWED_KEYS = {
     "action", "decided_at", "decision", "detail", "done", "height", "image_url", "kind",
     "knockout", "label", "lease_expires_at", "mask_height", "mask_url", "mask_width", "mode",
     "name", "next_url", "number", "panes", "position", "remaining", "replayed", "round",
-    "rounds", "screen", "stage", "task", "total", "votes", "width", "choice",
+    "rounds", "screen", "stage", "task", "total", "votes", "width", "choice", "page_url",
+    "prefetch", "lease_seconds",
 }  # fmt: skip
 INT_KEYS = {
     "done", "height", "mask_height", "mask_width", "number", "position", "remaining",
-    "round", "rounds", "stage", "total", "votes", "width",
+    "round", "rounds", "stage", "total", "votes", "width", "lease_seconds",
 }  # fmt: skip
 WORDS = ("manual", "network", "model", "candidate", "source", "unet", "fpn", "densenet",
          "inception", "resnet", "refined", ".keras", "sha")  # fmt: skip
@@ -76,6 +77,9 @@ def test_no_answer_an_md_receives_names_a_candidate_mask_network_or_source(mode)
     screen = lease(md, stage)
     while screen is not None:
         md.get(f"/api/review/tasks/{screen['task']}/")
+        # What the review screens' JavaScript asks besides: keep the case, the next one ahead.
+        md.post(f"/api/review/tasks/{screen['task']}/keep/")
+        md.post(f"/api/review/tasks/{screen['task']}/ahead/")
         task = ReviewTask.objects.get(token=screen["task"])
         for pane in screen["panes"]:
             overlay = md.get(pane["mask_url"])
@@ -96,6 +100,9 @@ def test_no_answer_an_md_receives_names_a_candidate_mask_network_or_source(mode)
             screen = answer.json()["screen"]
             pixels = np.zeros((screen["mask_height"], screen["mask_width"]), bool)
             pixels[4:12, 4:12] = True
+            draft = f"/api/review/tasks/{screen['task']}/draft/"
+            md.put(draft, png_of(pixels), content_type="image/png")
+            md.get(draft)
             md.answers.append(draw(md.client, screen, pixels, idempotency_key=k + "d"))
         else:
             post(md, screen, "pick", position=2, idempotency_key=k)
@@ -117,7 +124,10 @@ def test_no_answer_an_md_receives_names_a_candidate_mask_network_or_source(mode)
         if answer.status_code == 204:
             continue
         if answer["Content-Type"] == "image/png":
-            assert answer["Cache-Control"] == "private, max-age=3600, immutable"
+            # The reader's own drawing in progress is never cached; every review image is.
+            own_drawing = answer.request["PATH_INFO"].endswith("/draft/")
+            cache = "no-store" if own_drawing else "private, max-age=3600, immutable"
+            assert answer["Cache-Control"] == cache
             continue
         text = answer.content.decode()
         assert not any(s in text for s in secrets), text

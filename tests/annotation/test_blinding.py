@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -14,10 +15,12 @@ from django.urls import reverse
 from PIL import Image, PngImagePlugin
 
 from annotation import blinding
+from annotation.api.serializers_review import REVIEW_FIELDS
 from annotation.models import Candidate, Decision, Mask, ModelVersion, Radiograph, ReviewTask, Stage
 from annotation.roles import MD
 from annotation.storage import blob_read
 from cxrio import masks as maskio
+from tests.annotation.test_api_review_blinding import walk
 from tests.factories import PASSWORD, UserFactory, review_stage
 
 pytestmark = pytest.mark.django_db
@@ -123,11 +126,18 @@ def crawl_stage(client, stage: Stage, received: list[Received]) -> None:
         return response
 
     def post(url, data, **kw):
-        response = client.post(url, data, HTTP_ACCEPT="application/json", **kw)
+        """What review.js sends: the review API, JSON (or multipart), the browser's session."""
+        if kw.pop("multipart", False):
+            response = client.post(url, data, **kw)
+        else:
+            response = client.post(url, data, content_type="application/json", **kw)
         received.append(
             Received(url, response.status_code, dict(response.items()), response.content)
         )
         return response
+
+    def api(name: str, **kwargs) -> str:
+        return reverse(f"api:review-{name}", kwargs=kwargs)
 
     get(reverse("review_queue"))
     get(reverse("review_queue"), HTTP_HX_REQUEST="true")
@@ -141,17 +151,19 @@ def crawl_stage(client, stage: Stage, received: list[Received]) -> None:
             html = page.content.decode()
             for url in re.findall(r'(?:href|src|data-[a-z-]+-url)="(/review/[^"]+\.png)"', html):
                 get(url)
-            key = re.search(r'name="key" value="([^"]+)"', html).group(1)
+            key = re.search(r'name="idempotency_key" value="([^"]+)"', html).group(1)
             token = page.request["PATH_INFO"].rstrip("/").split("/")[-1]
+            post(api("keep", token=token), {})
+            post(api("ahead", token=token), {})
             if 'data-review-screen="pairwise"' in html:
-                number = re.search(r'name="number" value="(\d+)"', html).group(1)
+                number = int(re.search(r'name="number" value="(\d+)"', html).group(1))
                 answer = post(
-                    reverse("review_round", kwargs={"token": token}),
-                    {"number": number, "choice": "B", "key": key},
+                    api("round", token=token),
+                    {"number": number, "choice": "B", "idempotency_key": key},
                 )
                 post(
-                    reverse("review_round", kwargs={"token": token}),
-                    {"number": number, "choice": "A", "key": str(uuid.uuid4())},
+                    api("round", token=token),
+                    {"number": number, "choice": "A", "idempotency_key": str(uuid.uuid4())},
                 )
             elif not drew:
                 drew = True
@@ -160,7 +172,7 @@ def crawl_stage(client, stage: Stage, received: list[Received]) -> None:
                     r'(?:src|data-[a-z-]+-url)="(/review/[^"]+\.png)"', draw.content.decode()
                 ):
                     get(url)
-                draft_url = reverse("review_draft", kwargs={"token": token})
+                draft_url = api("draft", token=token)
                 get(draft_url)
                 pixels = disc()
                 buffer = io.BytesIO()
@@ -168,25 +180,37 @@ def crawl_stage(client, stage: Stage, received: list[Received]) -> None:
                 client.put(draft_url, buffer.getvalue(), content_type="image/png")
                 get(draft_url)
                 answer = post(
-                    reverse("review_draw_submit", kwargs={"token": token}),
-                    {"key": key, "mask": io.BytesIO(buffer.getvalue())},
+                    api("drawing", token=token),
+                    {"idempotency_key": key, "mask": io.BytesIO(buffer.getvalue())},
+                    multipart=True,
                 )
             else:
-                answer = post(
-                    reverse("review_pick", kwargs={"token": token}), {"position": "1", "key": key}
-                )
+                answer = post(api("pick", token=token), {"position": 1, "idempotency_key": key})
                 post(
-                    reverse("review_pick", kwargs={"token": token}),
-                    {"position": "2", "key": str(uuid.uuid4())},
+                    api("pick", token=token),
+                    {"position": 2, "idempotency_key": str(uuid.uuid4())},
                 )
-            redirect = answer.json()["redirect"]
-            if token not in redirect:  # decided: on to the next case
+            if answer.json()["decision"] is not None:  # decided: on to the next case
                 break
-            page = get(redirect)
+            page = get(answer.json()["page_url"])
             if page.status_code == 302:
                 page = get(page.url)
-    undo = post(reverse("review_undo", kwargs={"stage_id": stage.pk}), {})
-    get(undo.json()["redirect"])
+    undo = post(api("undo", stage_id=stage.pk), {})
+    get(undo.json()["page_url"])
+
+
+def said(r: Received) -> str:
+    """The words of an answer: for the review API's JSON, its values (its keys are the API's
+    own field names, all listed in REVIEW_FIELDS)."""
+    if not r.headers.get("Content-Type", "").startswith("application/json"):
+        return r.body.decode()
+    values = []
+    for kind, name, value in walk(json.loads(r.body)):
+        if kind == "key":
+            assert name in REVIEW_FIELDS, (r.url, name)
+        else:
+            values.append(str(value))
+    return " ".join(values)
 
 
 @pytest.mark.parametrize("mode", [Stage.Mode.NWAY, Stage.Mode.PAIRWISE])
@@ -245,7 +269,7 @@ def test_nothing_an_md_receives_for_a_whole_stage_reveals_a_candidates_source(cl
     for r in received:
         text = r.url + " " + " ".join(f"{k}: {v}" for k, v in r.headers.items())
         if r in texts:
-            text += " " + r.body.decode()
+            text += " " + said(r)
         found = FORBIDDEN_WORDS.search(text)
         assert not found, (
             f"{r.url} says {found.group(0)!r}: …{text[max(0, found.start() - 80) : found.end() + 80]}…"

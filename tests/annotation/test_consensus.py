@@ -11,8 +11,13 @@ from annotation.models import Candidate, Decision, GroundTruth, Mask, ModelVersi
 from annotation.roles import MD, SENIOR_MD
 from annotation.services.assignment import task_lease_next
 from annotation.services.candidates import candidates_offer
-from annotation.services.consensus import adjudication_options, adjudication_record
-from annotation.services.decisions import decision_record, decision_record_drawing, decision_undo
+from annotation.services.consensus import adjudication_options
+from annotation.services.review import (
+    adjudication_record,
+    decision_record,
+    decision_record_drawing,
+    decision_undo,
+)
 from annotation.services.review_errors import ReviewError
 from tests.factories import UserFactory, mask_of, review_stage
 
@@ -27,7 +32,8 @@ def pick(stage, reader, candidate_id):
     """The reader leases their next task and picks the given candidate, wherever it is shown."""
     task = task_lease_next(stage=stage, reader=reader)
     position = task.candidate_order.index(candidate_id) + 1
-    return decision_record(task=task, reader=reader, position=position, idempotency_key=key())
+    result = decision_record(task=task, reader=reader, position=position, idempotency_key=key())
+    return result.decision
 
 
 def candidates_by_kind(stage):
@@ -82,7 +88,9 @@ def test_disagreement_goes_to_a_senior_who_sees_the_choices_and_settles_the_case
     assert sorted(d.candidate_id for d, _count in options) == sorted([manual.pk, networks[2].pk])
     assert [count for _d, count in options] == [1, 1]
     position = next(i for i, (d, _c) in enumerate(options, 1) if d.candidate_id == networks[2].pk)
-    truth = adjudication_record(task=task, reader=senior, position=position, idempotency_key=key())
+    truth = adjudication_record(
+        task=task, reader=senior, position=position, idempotency_key=key()
+    ).truth
     assert (truth.mask_id, truth.source, truth.method, truth.agreement) == (
         networks[2].mask_id,
         "network",
@@ -111,7 +119,7 @@ def test_two_readers_who_each_drew_are_adjudicated_between_their_drawings():
     assert len(task.candidate_order) == 2
     senior = UserFactory(roles=[SENIOR_MD])
     task = task_lease_next(stage=stage, reader=senior, kind="adjudication")
-    truth = adjudication_record(task=task, reader=senior, position=1, idempotency_key=key())
+    truth = adjudication_record(task=task, reader=senior, position=1, idempotency_key=key()).truth
     chosen = Decision.objects.get(pk=task.candidate_order[0])
     assert (truth.mask_id, truth.source) == (chosen.mask_id, "drawn")
 

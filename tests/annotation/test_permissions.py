@@ -173,6 +173,23 @@ MATRIX: list[Row] = [
         "api:review-undo",
         {"idempotency_key": KEY},
     ),
+    # what the review screens' JavaScript asks besides: keep a case, lease the next one ahead,
+    # the drawing in progress
+    Row("POST", "/api/review/tasks/{mine}/keep/", API_MY_CASE, "api:review-keep"),
+    Row("POST", "/api/review/tasks/{other}/keep/", API_OTHERS_CASE, "api:review-keep"),
+    Row(
+        "POST",
+        "/api/review/tasks/{other}/ahead/",
+        by_role(401, 404, 403, 403, 403),
+        "api:review-ahead",
+    ),
+    Row(
+        "GET",
+        "/api/review/tasks/{mine}/draft/",
+        by_role(401, 204, 404, 403, 403),
+        "api:review-draft",
+    ),
+    Row("GET", "/api/review/tasks/{other}/draft/", API_OTHERS_CASE, "api:review-draft"),
     # --- REST API: auth, schema, docs -----------------------------------------------------
     Row("POST", "/api/auth/token/", by_role(400, 400, 400, 400, 400), "api:token"),  # no body
     Row("GET", "/api/schema/", PUBLIC, "api:schema"),
@@ -204,19 +221,13 @@ MATRIX: list[Row] = [
     Row("GET", "/review/t/{mine}/draw", by_role(302, 200, 403, 403, 403), "review_draw"),
     Row("GET", "/review/t/{mine}/progress", MY_CASE_SCREEN, "review_progress"),
     Row("GET", "/review/t/{other}/progress", OTHERS_CASE_SCREEN, "review_progress"),
-    Row("GET", "/review/t/{mine}/draft", by_role(302, 204, 404, 403, 403), "review_draft"),
-    Row("GET", "/review/t/{other}/draft", OTHERS_CASE_SCREEN, "review_draft"),
     Row("GET", "/review/i/{mine}.png", MY_CASE_SCREEN, "review_image"),
     Row("GET", "/review/i/{other}.png", OTHERS_CASE_SCREEN, "review_image"),
     Row("GET", "/review/m/{mine_mask}.png", MY_CASE_SCREEN, "review_mask"),
     Row("GET", "/review/m/{other_mask}.png", OTHERS_CASE_SCREEN, "review_mask"),
-    Row("GET", "/review/t/{mine}/ahead", by_role(302, 200, 403, 403, 403), "review_ahead"),
-    Row("POST", "/review/t/{mine}/keep", by_role(302, 200, 409, 403, 403), "review_keep"),
-    Row("POST", "/review/t/{other}/keep", by_role(302, 409, 409, 403, 403), "review_keep"),
     Row("POST", "/review/t/no-such-task/pick", READER_ACTION, "review_pick"),
     Row("POST", "/review/t/{other}/pick", READER_ACTION, "review_pick", PICK),
     Row("POST", "/review/t/no-such-task/round", MD_ACTION, "review_round"),
-    Row("POST", "/review/t/no-such-task/submit", MD_ACTION, "review_draw_submit"),
     Row("POST", "/review/s/{review}/undo", MD_ACTION, "review_undo"),
     # --- statistics, exports --------------------------------------------------------------
     Row("GET", "/stats/", RESEARCH_SCREEN, "stats_index"),
@@ -261,6 +272,12 @@ MATRIX: list[Row] = [
     ),
     # --- writes that change what the rows above see: last ----------------------------------
     Row("POST", "/detector/models/{model}/deploy", ADMIN_ACTION, "detector_deploy"),
+    Row(
+        "POST",
+        "/api/review/tasks/{mine}/ahead/",
+        by_role(401, 200, 403, 403, 403),
+        "api:review-ahead",
+    ),
     Row(
         "POST",
         "/api/review/tasks/{mine}/pick/",
@@ -362,14 +379,15 @@ def test_researchers_and_admins_cannot_decide_on_a_real_task(world, role):
     accounts, ids = world
     task = ReviewTask.objects.get(token=ids["mine"])
     screens = client_as(role, accounts, api=False)
-    for action in ("pick", "round", "submit"):
+    for action in ("pick", "round"):
         answer = screens.post(
-            f"/review/t/{task.token}/{action}", {"position": 1, "key": f"k-{role}-{action}"}
+            f"/review/t/{task.token}/{action}",
+            {"position": 1, "idempotency_key": f"k-{role}-{action}"},
         )
         assert answer.status_code == 403, action
     api = client_as(role, accounts, api=True)
     body = {"position": 1, "number": 1, "choice": "A", "idempotency_key": f"k-{role}-api"}
-    for action in ("pick", "round", "drawing"):
+    for action in ("pick", "round", "drawing", "keep", "ahead"):
         answer = api.post(f"/api/review/tasks/{task.token}/{action}/", body)
         assert answer.status_code == 403, action
     assert not Decision.objects.filter(task=task).exists()
@@ -388,5 +406,7 @@ def test_an_md_never_decides_another_mds_case(world):
     )
     assert answer.status_code == 404
     screens = client_as(MD, accounts, api=False)
-    screens.post(f"/review/t/{other.token}/pick", {"position": 1, "key": "k-md-other-2"})
+    screens.post(
+        f"/review/t/{other.token}/pick", {"position": 1, "idempotency_key": "k-md-other-2"}
+    )
     assert not Decision.objects.filter(task=other).exists()

@@ -9,8 +9,7 @@ from django.utils import timezone
 from annotation.models import DrawingDraft, PairwiseRound, ReviewTask, Stage
 from annotation.roles import MD
 from annotation.services.assignment import review_tasks_create, task_held, task_lease_next
-from annotation.services.decisions import decision_record
-from annotation.services.review import round_record
+from annotation.services.review import decision_record, round_record
 from annotation.services.review_errors import NotYourTask, ReviewError
 from tests.factories import UserFactory, review_stage
 

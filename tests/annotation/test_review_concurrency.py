@@ -14,8 +14,7 @@ from django.db import connection
 from annotation.models import Decision, PairwiseRound, ReviewTask, Stage
 from annotation.roles import MD
 from annotation.services.assignment import task_lease_next
-from annotation.services.decisions import decision_record
-from annotation.services.review import round_record
+from annotation.services.review import decision_record, round_record
 from annotation.services.review_errors import RoundAlreadyRecorded, TaskAlreadyDecided
 from tests.factories import UserFactory, review_stage
 
@@ -65,8 +64,10 @@ def test_retries_and_racing_tabs_on_one_task_yield_exactly_one_decision():
 
     results = hammer(
         8,
-        lambda i: decision_record(
-            task=task, reader=md, position=1 + i % 5, idempotency_key=keys[i]
+        lambda i: (
+            decision_record(
+                task=task, reader=md, position=1 + i % 5, idempotency_key=keys[i]
+            ).decision
         ),
     )
     decision = Decision.objects.get()  # exactly one row

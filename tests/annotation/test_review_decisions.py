@@ -20,16 +20,17 @@ from annotation.models import (
 )
 from annotation.roles import MD
 from annotation.services.assignment import task_lease_next
-from annotation.services.decisions import (
+from annotation.services.drafts import draft_save
+from annotation.services.review import (
     decision_record,
     decision_record_drawing,
     decision_undo,
 )
-from annotation.services.drafts import draft_save
 from annotation.services.review_errors import (
     IdempotencyKeyReused,
     InvalidChoice,
     InvalidMask,
+    MalformedRequest,
     NotYourTask,
     ReviewError,
     TaskAlreadyDecided,
@@ -68,7 +69,7 @@ def test_picking_a_position_records_that_candidate_and_its_position(leased):
     task, md = leased
     decision = decision_record(
         task=task, reader=md, position=3, idempotency_key=key(), time_on_screen_ms=1234
-    )
+    ).decision
     assert decision.candidate_id == task.candidate_order[2]
     assert decision.mask_id == decision.candidate.mask_id
     assert (decision.outcome, decision.position, decision.time_on_screen_ms) == ("chose", 3, 1234)
@@ -79,15 +80,15 @@ def test_picking_a_position_records_that_candidate_and_its_position(leased):
 def test_a_retry_with_the_same_key_returns_the_stored_decision(leased):
     task, md = leased
     k = key()
-    first = decision_record(task=task, reader=md, position=1, idempotency_key=k)
-    again = decision_record(task=task, reader=md, position=1, idempotency_key=k)
+    first = decision_record(task=task, reader=md, position=1, idempotency_key=k).decision
+    again = decision_record(task=task, reader=md, position=1, idempotency_key=k).decision
     assert again.pk == first.pk
     assert Decision.objects.count() == 1
 
 
 def test_a_second_tab_with_a_new_key_gets_the_existing_decision_not_a_second(leased):
     task, md = leased
-    first = decision_record(task=task, reader=md, position=1, idempotency_key=key())
+    first = decision_record(task=task, reader=md, position=1, idempotency_key=key()).decision
     with pytest.raises(TaskAlreadyDecided) as exc:
         decision_record(task=task, reader=md, position=2, idempotency_key=key())
     assert exc.value.decision.pk == first.pk
@@ -114,7 +115,7 @@ def test_a_position_outside_the_screen_is_refused(leased, position):
 
 def test_a_missing_or_malformed_key_is_refused(leased):
     task, md = leased
-    with pytest.raises(InvalidChoice, match="request key"):
+    with pytest.raises(MalformedRequest, match="request key"):
         decision_record(task=task, reader=md, position=1, idempotency_key="x")
 
 
@@ -142,7 +143,7 @@ def test_a_drawn_mask_is_stored_as_a_one_bit_png_with_the_reader_as_author(lease
     pixels = square(task)
     decision = decision_record_drawing(
         task=task, reader=md, png=png_of(pixels), idempotency_key=key(), time_on_screen_ms=9000
-    )
+    ).decision
     assert decision.outcome == Decision.Outcome.DREW and decision.candidate is None
     mask = decision.mask
     assert (mask.kind, mask.author, mask.area) == (Mask.Kind.DRAWN, md, 100)
@@ -159,7 +160,7 @@ def test_refining_a_candidate_records_the_candidate_and_a_refined_mask(leased):
     pixels = maskio.mask_from_png(blob_read(base.mask.png.name)) | square(task, size=3)
     decision = decision_record_drawing(
         task=task, reader=md, png=png_of(pixels), base=base, idempotency_key=key()
-    )
+    ).decision
     assert (decision.outcome, decision.candidate_id, decision.position) == ("refined", base.pk, 2)
     assert decision.mask.kind == Mask.Kind.REFINED
 
@@ -170,7 +171,7 @@ def test_a_refinement_that_changed_nothing_counts_as_choosing_the_candidate(leas
     same = maskio.mask_from_png(blob_read(base.mask.png.name))
     decision = decision_record_drawing(
         task=task, reader=md, png=png_of(same), base=base, idempotency_key=key()
-    )
+    ).decision
     assert (decision.outcome, decision.candidate_id, decision.mask_id) == (
         "chose",
         base.pk,
@@ -202,7 +203,7 @@ def test_an_empty_drawing_needs_the_reader_to_state_no_infection(leased):
         decision_record_drawing(task=task, reader=md, png=png_of(empty), idempotency_key=key())
     decision = decision_record_drawing(
         task=task, reader=md, png=png_of(empty), no_infection=True, idempotency_key=key()
-    )
+    ).decision
     assert decision.mask.area == 0
 
 
@@ -216,16 +217,16 @@ def test_deciding_removes_the_readers_draft(leased):
 
 def test_undo_gives_the_case_back_and_withdraws_its_accepted_mask(leased):
     task, md = leased
-    first = decision_record(task=task, reader=md, position=1, idempotency_key=key())
+    first = decision_record(task=task, reader=md, position=1, idempotency_key=key()).decision
     assert GroundTruth.objects.filter(radiograph=task.radiograph).exists()
-    back = decision_undo(stage=task.stage, reader=md)
+    back = decision_undo(stage=task.stage, reader=md).task
     assert back.pk == task.pk and back.status == ReviewTask.Status.LEASED
     first.refresh_from_db()
     assert first.revoked_at is not None
     assert not GroundTruth.objects.filter(radiograph=task.radiograph).exists()
     # The reader is sent back to that case and decides again.
     assert task_lease_next(stage=task.stage, reader=md).pk == task.pk
-    second = decision_record(task=back, reader=md, position=2, idempotency_key=key())
+    second = decision_record(task=back, reader=md, position=2, idempotency_key=key()).decision
     assert GroundTruth.objects.get(radiograph=task.radiograph).mask_id == second.mask_id
     assert Decision.objects.filter(revoked_at__isnull=True).count() == 1
 

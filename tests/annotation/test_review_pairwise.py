@@ -10,10 +10,15 @@ from PIL import Image
 from annotation.models import Decision, GroundTruth, PairwiseRound, Stage
 from annotation.roles import MD
 from annotation.services.assignment import task_lease_next
-from annotation.services.decisions import decision_record_drawing, decision_undo
-from annotation.services.review import knockout_state, round_record
+from annotation.services.review import (
+    decision_record_drawing,
+    decision_undo,
+    knockout_state,
+    round_record,
+)
 from annotation.services.review_errors import (
     InvalidChoice,
+    MalformedRequest,
     RoundAlreadyRecorded,
     TaskAlreadyDecided,
 )
@@ -114,7 +119,7 @@ def test_neither_ends_the_knockout_and_only_then_a_drawing_is_taken(leased):
         round_record(task=task, reader=md, number=3, choice="A", idempotency_key=key())
     decision = decision_record_drawing(
         task=task, reader=md, png=buffer.getvalue(), idempotency_key=key(), time_on_screen_ms=500
-    )
+    ).decision
     assert decision.outcome == "drew"
     rounds = PairwiseRound.objects.filter(task=task).order_by("number")
     assert [r.winner_id is None for r in rounds] == [False, True]
@@ -135,5 +140,5 @@ def test_undo_takes_back_the_last_pick_and_shows_the_same_pair(leased):
 @pytest.mark.parametrize("choice", ["C", "", "left"])
 def test_an_unknown_choice_is_refused(leased, choice):
     task, md = leased
-    with pytest.raises(InvalidChoice, match="choice must be one of"):
+    with pytest.raises(MalformedRequest, match="choice must be one of"):
         round_record(task=task, reader=md, number=1, choice=choice, idempotency_key=key())

@@ -41,13 +41,21 @@ def open_next(client, stage) -> tuple[ReviewTask, str]:
 
 
 def form_key(html: str) -> str:
-    return re.search(r'name="key" value="([^"]+)"', html).group(1)
+    return re.search(r'name="idempotency_key" value="([^"]+)"', html).group(1)
 
 
 def pick_first(client, task, html: str):
     """The reader picks candidate 1 on the screen `html` of `task` (a plain form post)."""
     return client.post(
-        reverse("review_pick", kwargs={"token": task.token}), {"position": 1, "key": form_key(html)}
+        reverse("review_pick", kwargs={"token": task.token}),
+        {"position": 1, "idempotency_key": form_key(html)},
+    )
+
+
+def api(client, name: str, body: dict | None = None, **kwargs):
+    """What review.js sends: a JSON post to the review API with the browser's session."""
+    return client.post(
+        reverse(f"api:review-{name}", kwargs=kwargs), body or {}, content_type="application/json"
     )
 
 
@@ -59,7 +67,7 @@ def test_the_queue_shows_done_and_remaining_per_stage(client):
     task, page = open_next(client, stage)
     client.post(
         reverse("review_pick", kwargs={"token": task.token}),
-        {"position": 2, "key": form_key(page), "ms": 10},
+        {"position": 2, "idempotency_key": form_key(page), "time_on_screen_ms": 10},
     )
     html = client.get(reverse("review_queue")).content.decode()
     assert "<td>1</td><td>2</td>" in html
@@ -89,33 +97,47 @@ def test_the_pairwise_screen_shows_a_and_b_of_the_current_round(client):
     task, html = open_next(client, stage)
     assert re.findall(r'data-label="([AB])"', html) == ["A", "B"]
     assert "round 1 of 2" in html
-    response = client.post(
-        reverse("review_round", kwargs={"token": task.token}),
-        {"number": 1, "choice": "B", "key": form_key(html), "ms": 300},
-        HTTP_ACCEPT="application/json",
+    assert f'data-api-url="/api/review/tasks/{task.token}/round/"' in html
+    response = api(
+        client,
+        "round",
+        {"number": 1, "choice": "B", "idempotency_key": form_key(html), "time_on_screen_ms": 300},
+        token=task.token,
     )
-    assert response.status_code == 200
-    assert response.json()["redirect"] == reverse("review_task", kwargs={"token": task.token})
-    html = client.get(response.json()["redirect"]).content.decode()
+    assert response.status_code == 201
+    page = response.json()["page_url"]
+    assert page == "http://testserver" + reverse("review_task", kwargs={"token": task.token})
+    html = client.get(page).content.decode()
     assert "round 2 of 2" in html
+    # Without JavaScript the same form posts to the page, which sends the reader on.
+    plain = client.post(
+        reverse("review_round", kwargs={"token": task.token}),
+        {"number": 2, "choice": "neither", "idempotency_key": form_key(html)},
+    )
+    assert plain.status_code == 302
+    assert plain.url == reverse("review_draw", kwargs={"token": task.token})
 
 
 def test_a_pick_posted_twice_and_from_a_second_tab_makes_one_decision(client):
     stage = review_stage(n_cases=2)
     login(client, MD)
     task, html = open_next(client, stage)
-    url = reverse("review_pick", kwargs={"token": task.token})
-    first = client.post(url, {"position": 1, "key": form_key(html)}, HTTP_ACCEPT="application/json")
-    retry = client.post(url, {"position": 1, "key": form_key(html)}, HTTP_ACCEPT="application/json")
-    other_tab = client.post(
-        url, {"position": 3, "key": str(uuid.uuid4())}, HTTP_ACCEPT="application/json"
+    api(client, "ahead", token=task.token)  # as review.js does once the screen is in use
+    body = {"position": 1, "idempotency_key": form_key(html)}
+    first = api(client, "pick", body, token=task.token)
+    retry = api(client, "pick", body, token=task.token)
+    other_tab = api(
+        client, "pick", {"position": 3, "idempotency_key": str(uuid.uuid4())}, token=task.token
     )
-    assert (first.status_code, retry.status_code, other_tab.status_code) == (200, 200, 409)
+    assert (first.status_code, retry.status_code, other_tab.status_code) == (201, 200, 409)
     # Straight to the next case's screen (leased ahead while the reader looked at this one).
     nxt = ReviewTask.objects.exclude(pk=task.pk).get(reader=task.reader)
-    assert first.json()["redirect"] == reverse("review_task", kwargs={"token": nxt.token})
-    assert retry.json()["redirect"] == first.json()["redirect"]
-    assert "already decided" in other_tab.json()["message"]
+    page = "http://testserver" + reverse("review_task", kwargs={"token": nxt.token})
+    assert first.json()["page_url"] == page
+    assert retry.json()["page_url"] == first.json()["page_url"]
+    # The second tab is told, and sent on to the same next case.
+    assert "already decided" in other_tab.json()["detail"]
+    assert other_tab.json()["page_url"] == page
     assert Decision.objects.get().position == 1
 
 
@@ -123,13 +145,20 @@ def test_a_bad_position_is_refused_with_a_message(client):
     stage = review_stage(n_cases=1)
     login(client, MD)
     task, html = open_next(client, stage)
-    response = client.post(
-        reverse("review_pick", kwargs={"token": task.token}),
-        {"position": "9", "key": form_key(html)},
-        HTTP_ACCEPT="application/json",
+    response = api(
+        client, "pick", {"position": 9, "idempotency_key": form_key(html)}, token=task.token
     )
-    assert response.status_code == 400
-    assert response.json()["error"] == "position must be 1 to 5, not 9"
+    # Well formed, but not a pane of this case: the screen stays, with the message.
+    assert response.status_code == 409
+    assert response.json() == {"detail": "position must be 1 to 5, not 9"}
+    plain = client.post(
+        reverse("review_pick", kwargs={"token": task.token}),
+        {"position": "9", "idempotency_key": form_key(html)},
+    )
+    assert plain.status_code == 302 and plain.url == reverse(
+        "review_task", kwargs={"token": task.token}
+    )
+    assert "position must be 1 to 5" in client.get(plain.url).content.decode()
     assert not Decision.objects.exists()
 
 
@@ -157,11 +186,16 @@ def test_drafts_are_kept_per_reader_validated_and_dropped_on_decision(client):
     stage = review_stage(n_cases=1)
     md = login(client, MD)
     task, _html = open_next(client, stage)
-    url = reverse("review_draft", kwargs={"token": task.token})
+    url = reverse("api:review-draft", kwargs={"token": task.token})
+    assert (
+        f'data-draft-url="{url}"'
+        in client.get(reverse("review_draw", kwargs={"token": task.token})).content.decode()
+    )
     assert client.get(url).status_code == 204
     pixels = np.zeros((48, 64), bool)
     pixels[10:20, 10:20] = True
     wrong = client.put(url, png_of(np.zeros((10, 10), bool)), content_type="image/png")
+    assert client.put(url, b"{}", content_type="application/json").status_code == 415
     assert wrong.status_code == 400 and "64×48" in wrong.content.decode()
     assert client.put(url, b"junk", content_type="image/png").status_code == 400
     saved = client.put(
@@ -192,38 +226,31 @@ def test_a_drawing_is_submitted_as_multipart_and_refining_names_the_candidate(cl
     stage = review_stage(n_cases=2)
     login(client, MD)
     task, _html = open_next(client, stage)
+    api(client, "ahead", token=task.token)
     draw = client.get(
         reverse("review_draw", kwargs={"token": task.token}) + "?from=2"
     ).content.decode()
-    candidate_token = re.search(r'name="candidate" value="([^"]+)"', draw).group(1)
+    base = re.search(r'name="base" value="([^"]+)"', draw).group(1)
     assert 'data-initial-mask-url="/review/m/' in draw
+    url = re.search(r'data-draw-form data-api-url="([^"]+)"', draw).group(1)
+    assert url == reverse("api:review-drawing", kwargs={"token": task.token})
     pixels = np.zeros((48, 64), bool)
     pixels[5:25, 5:30] = True
-    url = reverse("review_draw_submit", kwargs={"token": task.token})
     bad = client.post(
-        url,
-        {
-            "key": form_key(draw),
-            "outcome": "refined",
-            "candidate": "nope",
-            "mask": io.BytesIO(png_of(pixels)),
-        },
-        HTTP_ACCEPT="application/json",
+        url, {"idempotency_key": form_key(draw), "base": "9", "mask": io.BytesIO(png_of(pixels))}
     )
-    assert bad.status_code == 400 and "not one of this case's candidates" in bad.json()["error"]
+    assert bad.status_code == 409 and "no pane at position 9" in bad.json()["detail"]
     ok = client.post(
         url,
         {
-            "key": form_key(draw),
-            "outcome": "refined",
-            "candidate": candidate_token,
-            "ms": "4500",
+            "idempotency_key": form_key(draw),
+            "base": base,
+            "time_on_screen_ms": "4500",
             "mask": io.BytesIO(png_of(pixels)),
         },
-        HTTP_ACCEPT="application/json",
     )
-    assert ok.status_code == 201 and ok.json()["redirect"].startswith("/review/t/")
-    assert task.token not in ok.json()["redirect"]
+    assert ok.status_code == 201 and "/review/t/" in ok.json()["page_url"]
+    assert task.token not in ok.json()["page_url"]
     decision = Decision.objects.get()
     assert (decision.outcome, decision.position, decision.candidate_id) == (
         "refined",
@@ -254,7 +281,7 @@ def test_a_senior_md_adjudicates_in_the_browser_flow(client):
         choose = task.candidate_order.index(sorted(task.candidate_order)[position - 1]) + 1
         client.post(
             reverse("review_pick", kwargs={"token": task.token}),
-            {"position": choose, "key": form_key(html)},
+            {"position": choose, "idempotency_key": form_key(html)},
         )
     login(client, SENIOR_MD)
     response = client.get(reverse("review_adjudicate_next", kwargs={"stage_id": stage.pk}))
@@ -262,7 +289,8 @@ def test_a_senior_md_adjudicates_in_the_browser_flow(client):
     assert page.count("data-cm-pane data-position=") == 2 and "1 reader" in page
     token = response.url.rstrip("/").split("/")[-1]
     done = client.post(
-        reverse("review_pick", kwargs={"token": token}), {"position": 2, "key": form_key(page)}
+        reverse("review_pick", kwargs={"token": token}),
+        {"position": 2, "idempotency_key": form_key(page)},
     )
     assert done.status_code == 302
     assert GroundTruth.objects.get().method == "adjudication"
@@ -272,19 +300,24 @@ def test_the_next_case_is_leased_ahead_and_the_choice_lands_on_it(client):
     stage = review_stage(n_cases=3)
     md = login(client, MD)
     task, html = open_next(client, stage)
-    ahead = client.get(reverse("review_ahead", kwargs={"token": task.token})).json()
+    assert f'data-ahead-url="/api/review/tasks/{task.token}/ahead/"' in html
+    ahead = api(client, "ahead", token=task.token).json()
     nxt = ReviewTask.objects.exclude(pk=task.pk).get(reader=md)
-    assert ahead["url"] == reverse("review_task", kwargs={"token": nxt.token})
+    assert ahead["page_url"] == "http://testserver" + reverse(
+        "review_task", kwargs={"token": nxt.token}
+    )
     assert len(ahead["prefetch"]) == 6 and all(u.endswith(".png") for u in ahead["prefetch"])
     # Asking again holds no third case.
-    client.get(reverse("review_ahead", kwargs={"token": task.token}))
+    api(client, "ahead", token=task.token)
     assert ReviewTask.objects.filter(reader=md, status="leased").count() == 2
-    answer = client.post(
-        reverse("review_pick", kwargs={"token": task.token}),
-        {"position": 1, "key": form_key(html)},
-        HTTP_ACCEPT="application/json",
+    answer = api(
+        client, "pick", {"position": 1, "idempotency_key": form_key(html)}, token=task.token
     )
-    assert answer.json()["redirect"] == ahead["url"]
+    assert answer.json()["page_url"] == ahead["page_url"]
+    # Without JavaScript the choice lands there too.
+    client.post(reverse("review_undo", kwargs={"stage_id": stage.pk}))
+    plain = pick_first(client, task, html.replace(form_key(html), "plain-form-key-1"))
+    assert plain.url == reverse("review_task", kwargs={"token": nxt.token})
 
 
 def test_the_progress_strip_is_an_htmx_fragment(client):
@@ -292,7 +325,7 @@ def test_the_progress_strip_is_an_htmx_fragment(client):
     login(client, MD)
     task, html = open_next(client, stage)
     assert "case 1 of 3" in html
-    pick_first(client, task, html)
+    client.get(pick_first(client, task, html).url)  # on to the next case
     nxt = ReviewTask.objects.filter(status="leased").get()
     fragment = client.get(
         reverse("review_progress", kwargs={"token": nxt.token}), HTTP_HX_REQUEST="true"
@@ -301,12 +334,8 @@ def test_the_progress_strip_is_an_htmx_fragment(client):
     assert text.startswith('<span class="review-progress"') and "case 2 of 3" in text
 
 
-def keep(client, task, **extra):
-    return client.post(
-        reverse("review_keep", kwargs={"token": task.token}),
-        HTTP_ACCEPT="application/json",
-        **extra,
-    )
+def keep(client, task):
+    return api(client, "keep", token=task.token)
 
 
 def test_a_reader_at_the_screen_keeps_the_case_past_its_first_lease(client):
@@ -340,9 +369,10 @@ def test_a_case_handed_on_while_the_reader_was_away_is_said_at_once(client):
     taken, _ = open_next(other, stage)
     assert taken.pk == task.pk
     answer = keep(client, task)
-    assert answer.status_code == 409
-    assert "lease ran out" in answer.json()["error"]
-    assert answer.json()["redirect"] == reverse("review_queue")
+    # Its token went with it: the case is not theirs, like a case that never was (404).
+    assert answer.status_code == 404
+    assert "lease ran out" in answer.json()["detail"]
+    assert answer.json()["page_url"] == "http://testserver" + reverse("review_queue")
     taken.refresh_from_db()
     # The renewal did not take the case back from its new reader.
     assert taken.lease_expires_at > timezone.now() + timedelta(seconds=stage.lease_seconds - 60)
@@ -356,8 +386,8 @@ def test_keeping_a_decided_case_points_to_the_next_one_and_changes_nothing(clien
     pick_first(client, task, html)
     before = ReviewTask.objects.get(pk=task.pk)
     answer = keep(client, task)
-    assert answer.status_code == 409 and answer.json()["error"] == "This case is already decided."
-    assert answer.json()["redirect"]
+    assert answer.status_code == 409 and answer.json()["detail"] == "This case is already decided."
+    assert answer.json()["page_url"]
     after = ReviewTask.objects.get(pk=task.pk)
     assert (after.status, after.lease_expires_at) == (before.status, before.lease_expires_at)
 
@@ -366,7 +396,7 @@ def test_keeping_is_a_post_and_the_screens_carry_its_url(client):
     stage = review_stage(n_cases=1)
     login(client, MD)
     task, html = open_next(client, stage)
-    url = reverse("review_keep", kwargs={"token": task.token})
+    url = reverse("api:review-keep", kwargs={"token": task.token})
     assert f'data-keep-url="{url}"' in html
     assert f'data-lease-seconds="{stage.lease_seconds}"' in html
     assert client.get(url).status_code == 405

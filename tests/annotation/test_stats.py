@@ -13,8 +13,7 @@ from annotation.roles import ADMIN, MD, RESEARCHER
 from annotation.selectors.statistics import stage_statistics
 from annotation.selectors.stats_math import bradley_terry, dice, fleiss_kappa, position_bias
 from annotation.services.assignment import task_lease_next
-from annotation.services.decisions import decision_record
-from annotation.services.review import knockout_state, round_record
+from annotation.services.review import decision_record, knockout_state, round_record
 from tests.factories import PASSWORD, DatasetFactory, RadiographFactory, UserFactory, review_stage
 
 

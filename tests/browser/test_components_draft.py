@@ -1,18 +1,25 @@
-"""Draft autosave of the draw editor: a reload, a crash or a lost connection must not lose the drawing."""
+"""Draft autosave of the draw editor: a reload, a crash or a lost connection must not lose the drawing.
+
+The harness page keeps its draft with the review API's real draft endpoint, on a case that a
+reader holds (the key is its task token)."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from annotation.models import DrawingDraft
+from annotation.roles import MD
+from annotation.services.assignment import task_lease_next
+from annotation.services.drafts import draft_save
 from tests.browser.harness.support import (
+    CSRF_TOKEN,
     FitGeometry,
     HarnessServer,
     chromium,
@@ -20,9 +27,10 @@ from tests.browser.harness.support import (
     png_bytes,
     preset_mask,
 )
+from tests.factories import UserFactory, review_stage
 from tests.support import wait_for
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("roles_present")]
 
 IMAGE, WORK = (400, 480), (200, 240)
 
@@ -41,16 +49,35 @@ def browser():
 
 
 @pytest.fixture
-def context(browser, server):
+def task(server, transactional_db):
+    """A case at the working resolution WORK, leased to a reader whose drafts the harness keeps."""
     server.reset()
+    stage = review_stage(n_cases=1, width=WORK[0], height=WORK[1])
+    reader = UserFactory(roles=[MD])
+    server.serve_drafts_for(reader)
+    return task_lease_next(stage=stage, reader=reader)
+
+
+@pytest.fixture
+def key(task) -> str:
+    return task.token
+
+
+@pytest.fixture
+def context(browser, server, key):
+    # Closed before the database is flushed: a page's last autosave may still be on its way.
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     yield ctx
     ctx.close()
 
 
-@pytest.fixture
-def key() -> str:
-    return uuid.uuid4().hex
+def stored(key: str) -> DrawingDraft | None:
+    """The draft the server keeps for the case."""
+    return DrawingDraft.objects.filter(task__token=key).first()
+
+
+def stored_mask(key: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(bytes(stored(key).png)))) > 0
 
 
 def open_draw(page, server, key: str) -> FitGeometry:
@@ -101,10 +128,11 @@ def test_a_new_browser_gets_the_draft_from_the_server(browser, context, server, 
     stroke(page, g, 150)
     stroke(page, g, 300)
     drawn = editor_png(page)
-    wait_for(lambda: key in server.drafts, what="the server draft")
+    wait_for(lambda: stored(key), what="the server draft")
     wait_for(lambda: status(page) == "Saved", what="'Saved'")
     put = server.put_log[-1]
-    assert put["csrf"] == "harness-csrf-token" and put["content_type"] == "image/png"
+    assert put["csrf"] == CSRF_TOKEN and put["content_type"] == "image/png"
+    assert put["status"] == 204
     other = browser.new_context(
         viewport={"width": 1280, "height": 900}
     )  # another machine: empty localStorage
@@ -119,7 +147,7 @@ def test_a_new_browser_gets_the_draft_from_the_server(browser, context, server, 
 
 @pytest.mark.parametrize("newer", ["server", "local"])
 def test_the_newer_of_server_and_local_draft_wins_over_the_initial_mask(
-    context, server, key, newer
+    context, server, task, key, newer
 ):
     now = datetime.now(UTC)
     server_mask, local_mask = preset_mask(1, *WORK), preset_mask(2, *WORK)
@@ -128,7 +156,12 @@ def test_the_newer_of_server_and_local_draft_wins_over_the_initial_mask(
         "data:image/png;base64," + base64.b64encode(png_bytes(Image.fromarray(local_mask))).decode()
     )
     older, newest = (now - timedelta(minutes=5)).isoformat(), now.isoformat()
-    server.drafts[key] = (server_png, newest if newer == "server" else older)
+    draft_save(
+        task=task,
+        reader=task.reader,
+        png=server_png,
+        updated_at=datetime.fromisoformat(newest if newer == "server" else older),
+    )
     page = context.new_page()
     page.goto(f"{server.url}/harness/viewer.html?n=0")  # same origin, to seed localStorage
     page.evaluate(
@@ -146,9 +179,7 @@ def test_the_newer_of_server_and_local_draft_wins_over_the_initial_mask(
     expected = server_mask if newer == "server" else local_mask
     assert ((editor_png(page) == 255) == expected).all()
     if newer == "local":  # the server missed those edits: it gets them now
-        wait_for(
-            lambda: server.drafts[key][1] == newest, what="the local draft to reach the server"
-        )
+        wait_for(lambda: stored(key).updated_at == now, what="the local draft to reach the server")
 
 
 def test_offline_keeps_the_draft_locally_and_flushes_it_later(context, server, key, artifacts_dir):
@@ -159,12 +190,11 @@ def test_offline_keeps_the_draft_locally_and_flushes_it_later(context, server, k
     wait_for(lambda: status(page) == "Offline — kept in this browser", what="the offline status")
     page.screenshot(path=artifacts_dir / "draw-offline.png")
     assert local_draft(page, key) is not None
-    assert key not in server.drafts and server.put_log and server.put_log[-1]["status"] == 503
+    assert not stored(key) and server.put_log and server.put_log[-1]["status"] == 503
     server.draft_failure = None  # the server is back; the retry (with backoff) delivers it
-    wait_for(lambda: key in server.drafts, timeout=8, what="the retried PUT")
+    wait_for(lambda: stored(key), timeout=8, what="the retried PUT")
     wait_for(lambda: status(page) == "Saved", what="'Saved'")
-    restored = np.asarray(Image.open(io.BytesIO(server.drafts[key][0])))
-    assert (restored == editor_png(page)).all()
+    assert (stored_mask(key) == (editor_png(page) > 0)).all()
 
 
 def test_lost_network_then_back_online_flushes_at_once(context, server, key):
@@ -174,9 +204,7 @@ def test_lost_network_then_back_online_flushes_at_once(context, server, key):
     stroke(page, g, 240)
     wait_for(lambda: status(page) == "Offline — kept in this browser", what="the offline status")
     context.set_offline(False)
-    wait_for(
-        lambda: key in server.drafts, timeout=3, what="the flush when the browser is back online"
-    )
+    wait_for(lambda: stored(key), timeout=3, what="the flush when the browser is back online")
 
 
 def test_leaving_the_page_before_the_debounce_still_reaches_the_server(context, server, key):
@@ -185,20 +213,20 @@ def test_leaving_the_page_before_the_debounce_still_reaches_the_server(context, 
     stroke(page, g, 240)
     wait_for(lambda: local_draft(page, key), what="the local draft")
     drawn = editor_png(page)
-    assert key not in server.drafts, "the PUT waits ~1 s after the last edit"
+    assert not stored(key), "the PUT waits ~1 s after the last edit"
     page.goto("about:blank")  # pagehide: flushed with fetch keepalive
-    wait_for(lambda: key in server.drafts, timeout=5, what="the keepalive flush")
-    assert (np.asarray(Image.open(io.BytesIO(server.drafts[key][0]))) == drawn).all()
+    wait_for(lambda: stored(key), timeout=5, what="the keepalive flush")
+    assert (stored_mask(key) == (drawn > 0)).all()
 
 
 def test_discard_draft_clears_both_copies(context, server, key):
     page = context.new_page()
     g = open_draw(page, server, key)
     stroke(page, g, 240)
-    wait_for(lambda: key in server.drafts, what="the server draft")
+    wait_for(lambda: stored(key), what="the server draft")
     page.evaluate("CM.draw(document.querySelector('[data-cm-draw]')).discardDraft()")
     assert local_draft(page, key) is None
-    assert key not in server.drafts
+    assert not stored(key)
     page.reload()
     page.evaluate("CM.draw(document.querySelector('[data-cm-draw]')).ready")
     assert page.evaluate("CM.draw(document.querySelector('[data-cm-draw]')).isEmpty()")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from annotation import blinding
+from annotation.api.serializers_review import REVIEW_FIELDS
 from annotation.models import Candidate, Mask, ModelVersion, Radiograph, Stage
 from annotation.roles import MD
+from tests.annotation.test_api_review_blinding import walk
 from tests.annotation.test_blinding import CHUNKS, FORBIDDEN_WORDS, bump_ids
 from tests.browser.conftest import login, press_and_follow, wait_ready
 from tests.browser.harness.support import FitGeometry
@@ -86,7 +90,12 @@ def test_nothing_the_browser_receives_reveals_a_candidates_source(
         content_type = headers.get("content-type", "")
         dynamic = not path.startswith("/static/")
         text = path + " " + header_text
-        if content_type.startswith(("text/", "application/json")) and dynamic:
+        if content_type.startswith("application/json") and dynamic and body:
+            # The review API's answers: their values (keys are its own field names).
+            for kind, name, value in walk(json.loads(body)):
+                assert kind == "value" or name in REVIEW_FIELDS, (path, name)
+                text += " " + str(value) if kind == "value" else ""
+        elif content_type.startswith("text/") and dynamic:
             text += " " + body.decode()
         if dynamic:
             found = FORBIDDEN_WORDS.search(text)

@@ -144,3 +144,16 @@ def test_a_reload_in_the_middle_of_drawing_keeps_the_draft(md_on_first_case, pag
     submit(page)
     assert Decision.objects.get(task=task).mask.area == int((drawn > 0).sum())
     assert not DrawingDraft.objects.filter(task=task).exists()
+
+
+def test_u_takes_back_the_last_pick_and_shows_that_case_again(md_on_first_case, page):
+    _stage, md, task = md_on_first_case
+    press_and_follow(page, "3")
+    assert task.token not in page.url
+    press_and_follow(page, "u")
+    assert task.token in page.url
+    assert "Your last decision was undone" in page.locator("[data-review-alert]").inner_text()
+    assert not Decision.objects.filter(reader=md, revoked_at__isnull=True).exists()
+    # Chosen again, it counts once.
+    press_and_follow(page, "2")
+    assert Decision.objects.get(reader=md, revoked_at__isnull=True).position == 2

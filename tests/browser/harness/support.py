@@ -1,8 +1,9 @@
 """A tiny threaded web server for the component harness, and helpers the browser tests share.
 
-It serves the harness pages, the repository's static/ folder, generated images (a chest X-ray phantom
-and candidate masks) and the draft endpoint of the draw screen, kept in memory so that tests can
-look at what the browser stored and make the server fail on purpose.
+It serves the harness pages, the repository's static/ folder and generated images (a chest X-ray
+phantom and candidate masks). Drafts (/draft/<task token>) go to the real draft endpoint of the
+review API, in process, with the session of the reader `serve_drafts_for` names: the tests see
+what the browser stored in the database, and can make the server fail on purpose in front of it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import io
 import mimetypes
 import threading
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +25,8 @@ from tests.conftest import CHROMIUM_ARGS, chromium_path
 
 HARNESS = Path(__file__).resolve().parent
 STATIC = HARNESS.parents[2] / "static"
+# The CSRF token the harness pages send (base.html puts the real one in hx-headers the same way).
+CSRF_TOKEN = "harnesscsrftoken" * 2
 # Flat patch of the phantom with a known grey value, to check window/level on screen.
 CALIBRATION = {"box": (0.80, 0.04, 0.96, 0.14), "value": 100}
 # Candidate masks: ellipses (cx, cy, rx, ry) as fractions of the mask size.
@@ -94,7 +96,7 @@ class HarnessServer:
     def __init__(self, *, data_root: Path | None = None) -> None:
         self.data_root = data_root
         self.lock = threading.Lock()
-        self.drafts: dict[str, tuple[bytes, str]] = {}
+        self.reader = None  # whose drafts the real draft endpoint keeps
         self.put_log: list[dict] = []
         self.draft_failure: int | None = None  # e.g. 503 to play "server down"
         self._cache: dict[str, bytes] = {}
@@ -106,9 +108,46 @@ class HarnessServer:
 
     def reset(self) -> None:
         with self.lock:
-            self.drafts.clear()
+            self.reader = None
             self.put_log.clear()
             self.draft_failure = None
+
+    def serve_drafts_for(self, reader) -> None:
+        """Send /draft/<token> to the review API's draft endpoint as this reader (a Django
+        user; the test needs the database of a live server: transactional_db)."""
+        with self.lock:
+            self.reader = reader
+
+    def draft_call(self, method: str, token: str, body: bytes, headers) -> tuple[int, bytes, dict]:
+        """One request to the real draft view, with the reader's session and the CSRF check."""
+        from django.db import connections
+        from django.test import Client
+        from django.urls import reverse
+
+        with self.lock:
+            reader = self.reader
+        if reader is None:
+            return 404, b"", {}
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(reader)
+        client.cookies["csrftoken"] = CSRF_TOKEN
+        extra = {
+            f"HTTP_{name.upper().replace('-', '_')}": headers[name]
+            for name in ("X-CSRFToken", "X-Draft-Updated")
+            if headers.get(name)
+        }
+        try:
+            response = client.generic(
+                method,
+                reverse("api:review-draft", kwargs={"token": token}),
+                body,
+                content_type=headers.get("Content-Type") or "",
+                **extra,
+            )
+        finally:
+            connections.close_all()  # this thread's connection, before the test's flush
+        kept = {k: response[k] for k in ("X-Draft-Updated",) if response.has_header(k)}
+        return response.status_code, response.content, kept
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -168,36 +207,38 @@ class _Handler(BaseHTTPRequestHandler):
         if p == "/gen/mask.png":
             return self.send(200, hs.generated("mask", q), "image/png")
         if p.startswith("/draft/"):
-            with hs.lock:
-                draft = hs.drafts.get(p.removeprefix("/draft/"))
-            if draft is None:
-                return self.send(204)
-            return self.send(200, draft[0], "image/png", {"X-Draft-Updated": draft[1]})
+            return self.draft()
         self.send(404)
 
     def do_PUT(self):  # noqa: N802
-        hs, key = self.harness, urlsplit(self.path).path.removeprefix("/draft/")
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        entry = {
-            "key": key,
-            "csrf": self.headers.get("X-CSRFToken"),
-            "content_type": self.headers.get("Content-Type"),
-            "size": len(body),
-        }
-        with hs.lock:
-            failure = hs.draft_failure
-            entry["status"] = failure or 204
-            hs.put_log.append(entry)
-            if failure is None:
-                updated = self.headers.get("X-Draft-Updated") or datetime.now(UTC).isoformat()
-                hs.drafts[key] = (body, updated)
-        self.send(failure or 204)
+        self.draft()
 
     def do_DELETE(self):  # noqa: N802
-        hs = self.harness
+        self.draft()
+
+    def draft(self):
+        """The draw screen's draft URL: the real endpoint, unless the test plays a failure."""
+        hs, token = self.harness, urlsplit(self.path).path.removeprefix("/draft/")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with hs.lock:
-            hs.drafts.pop(urlsplit(self.path).path.removeprefix("/draft/"), None)
-        self.send(204)
+            failure = hs.draft_failure
+        if failure is None:
+            status, content, headers = hs.draft_call(self.command, token, body, self.headers)
+        else:
+            status, content, headers = failure, b"", {}
+        if self.command == "PUT":
+            with hs.lock:
+                hs.put_log.append(
+                    {
+                        "key": token,
+                        "csrf": self.headers.get("X-CSRFToken"),
+                        "content_type": self.headers.get("Content-Type"),
+                        "size": len(body),
+                        "status": status,
+                    }
+                )
+        ctype = "image/png" if status == 200 else "application/json"
+        self.send(status, content, ctype, headers)
 
 
 @contextmanager
