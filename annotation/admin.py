@@ -9,8 +9,10 @@ from annotation.services.corrections import CorrectionError, decision_void
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Shown, never added, changed or deleted here: review rows change only through services
-    (a decision is corrected with the 'void' action, which recomputes the ground truth)."""
+    """Shown, never added, changed or deleted here: these rows change only through services,
+    which audit what they do (a decision is corrected with the 'void' action, which recomputes
+    the ground truth). What /admin/ can edit (accounts, groups, datasets, cases, stages, model
+    versions) is kept field by field in django-auditlog's change history."""
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -46,7 +48,7 @@ class RadiographAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Mask)
-class MaskAdmin(admin.ModelAdmin):
+class MaskAdmin(ReadOnlyAdmin):
     list_display = ["id", "radiograph", "kind", "stage", "model_version", "author", "area"]
     list_filter = ["kind", "stage"]
     raw_id_fields = ["radiograph", "model_version", "author", "stage"]
@@ -65,14 +67,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Candidate)
-class CandidateAdmin(admin.ModelAdmin):
+class CandidateAdmin(ReadOnlyAdmin):
     list_display = ["id", "stage", "radiograph", "mask"]
     list_filter = ["stage"]
     raw_id_fields = ["radiograph", "mask", "sources"]
 
 
 @admin.register(models.ReviewTask)
-class ReviewTaskAdmin(admin.ModelAdmin):
+class ReviewTaskAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "stage",
@@ -154,31 +156,27 @@ class GroundTruthAdmin(ReadOnlyAdmin):
 
 
 @admin.register(models.Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ReadOnlyAdmin):
     list_display = ["id", "kind", "state", "stage", "progress", "attempts", "worker", "created_at"]
     list_filter = ["kind", "state"]
     readonly_fields = ["log", "error", "progress_detail", "result"]
 
 
 @admin.register(models.WorkerNode)
-class WorkerNodeAdmin(admin.ModelAdmin):
+class WorkerNodeAdmin(ReadOnlyAdmin):
     list_display = ["name", "queues", "gpus", "last_seen_at", "stopped_at"]
 
 
 @admin.register(models.DrawingDraft)
-class DrawingDraftAdmin(admin.ModelAdmin):
+class DrawingDraftAdmin(ReadOnlyAdmin):
     list_display = ["task", "reader", "updated_at"]
     raw_id_fields = ["task", "reader"]
 
 
 @admin.register(models.Export)
-class ExportAdmin(admin.ModelAdmin):
+class ExportAdmin(ReadOnlyAdmin):
     list_display = ["id", "dataset", "created_by", "created_at", "n_cases", "size"]
     list_filter = ["dataset"]
-    readonly_fields = [f.name for f in models.Export._meta.fields]
-
-    def has_change_permission(self, request, obj=None):
-        return False  # exports are immutable
 
 
 class _ActionFilter(admin.SimpleListFilter):

@@ -326,3 +326,31 @@ def test_admins_browse_and_filter_the_trail_and_cannot_edit_it():
     # The dashboard links to it.
     dashboard = web(UserFactory(roles=[ADMIN])).get(reverse("dashboard")).content.decode()
     assert reverse("admin:annotation_auditevent_changelist") in dashboard
+
+
+def test_whatever_the_admin_can_edit_keeps_a_change_history():
+    from auditlog.registry import auditlog
+    from django.contrib import admin
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/admin/")
+    request.user = UserFactory(is_staff=True, is_superuser=True)
+    editable = []
+    for model, model_admin in admin.site._registry.items():
+        if model._meta.app_label not in ("annotation", "auth"):
+            continue
+        if (
+            model_admin.has_add_permission(request)
+            or model_admin.has_change_permission(request)
+            or model_admin.has_delete_permission(request)
+        ):
+            editable.append(model.__name__)
+            assert auditlog.contains(model), f"{model.__name__} is editable without history"
+    assert sorted(editable) == [
+        "Dataset",
+        "Group",
+        "ModelVersion",
+        "Radiograph",
+        "Stage",
+        "User",
+    ]
