@@ -89,7 +89,8 @@ class Server:
         return [int(pid) for pid in re.findall(r"Started \w+ \(pid (\d+),", self.console)]
 
     def stop(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
@@ -97,6 +98,22 @@ class Server:
             fail(f"`collabmask start` did not stop within 90 s of SIGINT:\n{self.console}")
         self._reader.join(timeout=10)
         return self.proc.returncode
+
+
+def processes_using(data: Path) -> list[str]:
+    """Processes (other than this one) whose environment names the data directory: what
+    `collabmask start` started, grandchildren (gunicorn and Celery pool workers) included."""
+    marker = f"COLLABMASK_VAR_DIR={data.resolve()}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        if int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()[:200]!r}")
+        except OSError:
+            continue  # gone meanwhile, or not ours
+    return found
 
 
 class Browser:
@@ -259,11 +276,13 @@ def main() -> int:
             children = server.child_pids()
             if len(children) != 3:
                 fail(f"expected redis, worker and web children:\n{server.console}")
+            if sys.platform == "linux" and not processes_using(data):
+                fail("the processes of `collabmask start` cannot be found by their environment")
             rc = server.stop()
             stopped = True
         finally:
             if not stopped:
-                server.proc.kill()
+                server.stop()  # let it stop its children before anything else
         if rc != 0 or "Stopped." not in server.console:
             fail(f"`collabmask start` exited {rc} after SIGINT:\n{server.console}")
         left = []
@@ -273,6 +292,8 @@ def main() -> int:
                 left.append(pid)
             except ProcessLookupError:
                 pass
+        if sys.platform == "linux":
+            left += processes_using(data)
         if left:
             fail(f"processes still running after the stop: {left}")
         with socket.socket() as s:
