@@ -44,7 +44,9 @@ def data_dir_env(monkeypatch, tmp_path):
 
 
 def test_help_lists_every_command_and_needs_no_data_directory(tmp_path):
-    done = collabmask("--help", env={"XDG_DATA_HOME": str(tmp_path / "xdg")}, cwd=tmp_path)
+    # Wide enough that argparse does not wrap the path.
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "COLUMNS": "400"}
+    done = collabmask("--help", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for name in COMMANDS:
         assert f"    {name}" in done.stdout
