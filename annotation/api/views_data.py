@@ -40,6 +40,7 @@ class DatasetUpdateIn(serializers.Serializer):
     licence = StrictCharField(
         max_length=LICENCE_MAX_LENGTH,
         allow_blank=True,
+        required=False,
         help_text="named by exports (COCO licenses, the dataset card); blank clears it",
     )
 
@@ -60,12 +61,12 @@ class DatasetViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(request=DatasetUpdateIn, responses={200: DatasetSerializer})
     def partial_update(self, request, *args, **kwargs):
-        """Set the dataset's licence (admins)."""
+        """Set the dataset's licence (admins); a field left out stays as it is."""
         given = DatasetUpdateIn(data=request.data)
         given.is_valid(raise_exception=True)
-        dataset = dataset_licence_set(
-            dataset=self.get_object(), licence=given.validated_data["licence"]
-        )
+        dataset = self.get_object()
+        if "licence" in given.validated_data:
+            dataset = dataset_licence_set(dataset=dataset, licence=given.validated_data["licence"])
         fresh = self.get_queryset().get(pk=dataset.pk)
         return Response(DatasetSerializer(fresh, context=self.get_serializer_context()).data)
 

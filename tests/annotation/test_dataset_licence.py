@@ -139,7 +139,7 @@ def test_an_admin_sets_and_clears_the_licence_through_the_api(dataset):
     assert dataset.licence == ""
 
 
-@pytest.mark.parametrize("body", [{"licence": TOO_LONG}, {"licence": 4}, {}])
+@pytest.mark.parametrize("body", [{"licence": TOO_LONG}, {"licence": 4}, {"licence": None}])
 def test_a_bad_licence_is_refused_by_the_api_and_changes_nothing(dataset, body):
     dataset.licence = "CC BY 4.0"
     dataset.save()
@@ -147,3 +147,10 @@ def test_a_bad_licence_is_refused_by_the_api_and_changes_nothing(dataset, body):
     assert answer.status_code == 400 and "licence" in answer.json()
     dataset.refresh_from_db()
     assert dataset.licence == "CC BY 4.0"
+
+
+def test_a_patch_without_the_licence_leaves_it(dataset):
+    dataset.licence = "CC BY 4.0"
+    dataset.save()
+    answer = api("admin").patch(f"/api/datasets/{dataset.pk}/", {}, format="json")
+    assert answer.status_code == 200 and answer.json()["licence"] == "CC BY 4.0"
