@@ -12,12 +12,11 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY requirements/ requirements/
+COPY collabmask/ collabmask/
 COPY config/ config/
 COPY annotation/ annotation/
 COPY cxrio/ cxrio/
 COPY mlworker/ mlworker/
-COPY templates/ templates/
-COPY static/ static/
 COPY manage.py ./
 RUN pip install -c requirements/constraints.txt ".[ml]" \
     && if [ "$ML_EXTRA" = "gpu" ]; then pip install "tensorflow[and-cuda]==2.21.0"; fi

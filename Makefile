@@ -1,31 +1,41 @@
 # collabmask: `make run` brings the whole app up on embedded defaults; `make test` runs every test.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The newest supported Python on the PATH (pyproject.toml's requires-python), or PYTHON=...
+PYTHON ?= $(shell python3 requirements/python_check.py --pick 2>/dev/null || echo python3)
+PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 VENV ?= .venv
 BIN := $(VENV)/bin
+# One stamp per Python version: switching PYTHON makes the virtualenv again.
+INSTALLED := $(VENV)/.installed-py$(PY_VERSION)
+INSTALLED_TEST := $(VENV)/.installed-test-py$(PY_VERSION)
 PIP := $(BIN)/python -m pip
 CONSTRAINTS := requirements/constraints.txt
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run install install-test test lint format test-python test-torch bench clean-var
+.PHONY: run install install-test test lint format test-python test-torch bench wheel clean-var
 
-$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "collabmask needs Python 3.11; set PYTHON=/path/to/python3.11")'
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
+	@$(PYTHON) requirements/python_check.py
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$(PY_VERSION)" ]; then \
+	  echo "$(VENV) was made with another Python: making it again with $(PYTHON) ($(PY_VERSION))"; \
+	  rm -rf $(VENV); \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[ml]"
 	@touch $@
 
-install: $(VENV)/.installed
+install: $(INSTALLED)
 
 ## run: install, migrate, seed the demo, start embedded Redis + Celery worker + web on http://$(HOST):$(PORT)/
+## (`collabmask start`, with the checkout's var/ as its data directory)
 run: install
-	$(BIN)/python manage.py run_embedded --host $(HOST) --port $(PORT)
+	$(BIN)/collabmask start --data-dir var --host $(HOST) --port $(PORT)
 
 # Test tools, the PyTorch CPU build for the second Keras backend, and Chromium for browser tests.
-$(VENV)/.installed-test: $(VENV)/.installed
+$(INSTALLED_TEST): $(INSTALLED)
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[ml,test]"
 	$(PIP) install --quiet torch==2.13.0
 	@if ! command -v chromium >/dev/null 2>&1; then \
@@ -35,7 +45,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	fi
 	@touch $@
 
-install-test: $(VENV)/.installed-test
+install-test: $(INSTALLED_TEST)
 
 lint: install-test
 	$(BIN)/ruff check .
@@ -60,6 +70,11 @@ bench: install-test
 	$(BIN)/python bench/phantom_segmentation.py --quick
 	$(BIN)/python bench/qata_benchmark.py --profile cpu --quick
 	$(BIN)/python bench/throughput.py --quick
+
+## wheel: the wheel in dist/ (templates, static files and migrations inside)
+wheel: install
+	rm -rf dist build
+	$(PIP) wheel --quiet --no-deps --wheel-dir dist .
 
 clean-var:
 	rm -rf var/

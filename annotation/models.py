@@ -35,6 +35,10 @@ class Dataset(models.Model):
     description = models.TextField(blank=True)
     # Masks are kept at the working resolution: the image scaled so its longer side is at most this.
     mask_max_side = models.PositiveIntegerField(default=1024)
+    # Exports name it (COCO `licenses`, the dataset card) unless an export sets its own.
+    licence = models.CharField(
+        max_length=500, blank=True, help_text="e.g. CC BY 4.0, or a URL to the licence text"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

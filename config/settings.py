@@ -1,8 +1,10 @@
 """collabmask settings, read from the environment.
 
 Two modes:
-- embedded (default): one machine, no set-up. SQLite and media under var/, an embedded
-  Redis on a unix socket that `make run` starts, a secret key generated once in var/.
+- embedded (default): one machine, no set-up. SQLite and media in the data directory (var/ in
+  a checkout, the user's data directory for an installed package: config/datadir.py), an
+  embedded Redis on a unix socket that `collabmask start` (`make run`) starts, a secret key
+  generated once in the data directory.
 - production: every secret and host must be given; nothing is generated.
 """
 
@@ -14,10 +16,11 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.datadir import data_dir
 from config.env import env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("COLLABMASK_VAR_DIR") or BASE_DIR / "var").resolve()
+VAR_DIR = data_dir()
 MODE = env_choice("COLLABMASK_MODE", "embedded", ("embedded", "production"))
 EMBEDDED = MODE == "embedded"
 
@@ -26,7 +29,7 @@ if EMBEDDED:
 
 
 def _kept_secret(name: str) -> str:
-    """A secret from the environment; in embedded mode generated once and kept in var/."""
+    """A secret from the environment; in embedded mode generated once, kept in the data dir."""
     value = env_str(name)
     if value:
         return value
@@ -87,7 +90,8 @@ WSGI_APPLICATION = "config.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # Templates are package data of the app (annotation/templates/), so a wheel carries them.
+        "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -163,7 +167,7 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
 MEDIA_URL = "/media/"  # never served directly: files go through access-checked views
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "static")
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Static files are package data of the app (annotation/static/), found by the app finder.
 WHITENOISE_USE_FINDERS = True
 if EMBEDDED:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,11 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-PACKAGES = ("annotation", "config", "cxrio", "mlworker")
+PACKAGES = ("annotation", "collabmask", "config", "cxrio", "mlworker")
 ML_FRAMEWORKS = frozenset({"keras", "tensorflow", "torch", "jax"})
-WEB_FRAMEWORKS = frozenset({"django", "rest_framework", "celery", "annotation", "config"})
+WEB_FRAMEWORKS = frozenset(
+    {"django", "rest_framework", "celery", "annotation", "config", "collabmask"}
+)
 
 
 @cache
@@ -148,9 +150,17 @@ def test_cxrio_needs_neither_django_nor_a_network(module):
     assert not top_level(module) & (WEB_FRAMEWORKS | ML_FRAMEWORKS | {"mlworker"})
 
 
-@pytest.mark.parametrize("module", modules_of("annotation") + modules_of("config"))
+@pytest.mark.parametrize(
+    "module", modules_of("annotation") + modules_of("config") + modules_of("collabmask")
+)
 def test_the_django_side_reaches_keras_only_through_mlworker(module):
     assert not top_level(module) & ML_FRAMEWORKS
+
+
+@pytest.mark.parametrize("module", modules_of("annotation") + modules_of("config"))
+def test_the_command_line_is_the_top_nothing_imports_it(module):
+    # mlworker and cxrio are kept from it by the rules above.
+    assert "collabmask" not in top_level(module)
 
 
 def test_the_web_process_loads_every_url_without_keras():

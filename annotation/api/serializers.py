@@ -25,6 +25,7 @@ class DatasetSerializer(serializers.ModelSerializer):
             "name",
             "description",
             "mask_max_side",
+            "licence",
             "created_at",
             "n_cases",
             "n_covid",

@@ -1,4 +1,6 @@
-"""Datasets, radiographs and their ground truths (read-only), with image and mask downloads."""
+"""Datasets, radiographs and their ground truths, with image and mask downloads.
+
+Read-only, but for a dataset's licence, which admins set (PATCH)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,17 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
 
 from annotation.api.base import MAX_ID, ApiView
 from annotation.api.fields import (
     StrictBooleanField,
+    StrictCharField,
     StrictChoiceField,
     StrictIntegerField,
 )
+from annotation.api.permissions import IsAdmin
 from annotation.api.serializers import (
     DatasetSerializer,
     GroundTruthSerializer,
@@ -22,6 +28,7 @@ from annotation.api.serializers import (
 )
 from annotation.models import GroundTruth, Label, Radiograph
 from annotation.selectors.datasets import dataset_overview
+from annotation.services.datasets import LICENCE_MAX_LENGTH, dataset_licence_set
 from annotation.services.exports.qata import full_size_mask
 from annotation.storage import blob_read
 from cxrio.masks import mask_to_png_0_255
@@ -29,13 +36,39 @@ from cxrio.masks import mask_to_png_0_255
 PNG = OpenApiResponse(response=OpenApiTypes.BINARY, description="PNG image")
 
 
+class DatasetUpdateIn(serializers.Serializer):
+    licence = StrictCharField(
+        max_length=LICENCE_MAX_LENGTH,
+        allow_blank=True,
+        required=False,
+        help_text="named by exports (COCO licenses, the dataset card); blank clears it",
+    )
+
+
 class DatasetViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
-    """Datasets with their case counts."""
+    """Datasets with their case counts and licence."""
 
     serializer_class = DatasetSerializer
+    parser_classes = [JSONParser]
+
+    def get_permissions(self):
+        if self.action == "partial_update":
+            return [IsAdmin()]
+        return super().get_permissions()
 
     def get_queryset(self) -> QuerySet:
         return dataset_overview()
+
+    @extend_schema(request=DatasetUpdateIn, responses={200: DatasetSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        """Set the dataset's licence (admins); a field left out stays as it is."""
+        given = DatasetUpdateIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        dataset = self.get_object()
+        if "licence" in given.validated_data:
+            dataset = dataset_licence_set(dataset=dataset, licence=given.validated_data["licence"])
+        fresh = self.get_queryset().get(pk=dataset.pk)
+        return Response(DatasetSerializer(fresh, context=self.get_serializer_context()).data)
 
 
 class RadiographFilter(serializers.Serializer):

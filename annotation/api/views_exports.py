@@ -105,7 +105,9 @@ class ExportCreateSerializer(serializers.Serializer):
     )
     folds = StrictIntegerField(min_value=2, max_value=MAX_FOLDS, default=5)
     seed = StrictIntegerField(min_value=0, max_value=2**31 - 1, default=0)
-    licence = StrictCharField(max_length=500, allow_blank=True, default="")
+    licence = StrictCharField(
+        max_length=500, allow_blank=True, default="", help_text="blank: the dataset's licence"
+    )
     citation = StrictCharField(max_length=2000, allow_blank=True, default="")
 
 

@@ -22,6 +22,7 @@ from annotation.selectors.dashboard import (
     worker_board,
 )
 from annotation.services.audit import client_ip
+from annotation.services.datasets import LICENCE_MAX_LENGTH, dataset_licence_set
 from annotation.services.jobs import JobStateError, job_cancel, job_retry
 from annotation.services.stages import (
     StageError,
@@ -221,6 +222,12 @@ class UploadForm(forms.Form):
     label = forms.ChoiceField(
         choices=Label.choices, initial=Label.COVID, help_text="for files not named in a labels.csv"
     )
+    licence = forms.CharField(
+        required=False,
+        max_length=LICENCE_MAX_LENGTH,
+        label="Licence",
+        help_text="named by exports, e.g. CC BY 4.0 (blank keeps the dataset's)",
+    )
 
     def clean(self):
         data = super().clean()
@@ -246,6 +253,8 @@ def upload(request: HttpRequest) -> HttpResponse:
                 dataset = form.cleaned_data["dataset"] or Dataset.objects.create(
                     name=form.cleaned_data["new_dataset"].strip(), created_by=request.user
                 )
+                if form.cleaned_data["licence"]:
+                    dataset_licence_set(dataset=dataset, licence=form.cleaned_data["licence"])
                 job = import_upload_request(
                     dataset=dataset, files=list(zip(names, uploads, strict=True)),
                     label=form.cleaned_data["label"], user=request.user,

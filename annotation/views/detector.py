@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count, Q
 from django.db.models.fields.json import KT
@@ -39,7 +38,8 @@ from annotation.services.detector import (
 from annotation.views.access import role_required
 from mlworker.networks import encoder_label, network_choices, network_label
 
-CSS = Path(settings.BASE_DIR) / "static" / "css" / "detector.css"
+# Package data: the report is self-contained, so its stylesheet is read from the package.
+CSS = Path(__file__).resolve().parent.parent / "static" / "css" / "detector.css"
 
 
 class DetectorForm(forms.Form):

@@ -61,7 +61,9 @@ class ExportForm(forms.Form):
     split = forms.ChoiceField(choices=SPLIT_LABELS, initial="none", widget=forms.RadioSelect)
     folds = forms.IntegerField(min_value=2, max_value=MAX_FOLDS, initial=5)
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
-    licence = forms.CharField(required=False, max_length=500)
+    licence = forms.CharField(
+        required=False, max_length=500, help_text="blank: the dataset's licence, if it has one"
+    )
     citation = forms.CharField(
         required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
     )

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from annotation.models import Job
 from annotation.services import jobs as job_services
+from mlworker.extra import INSTALL_HINT, is_ml_import_error
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,12 @@ def run_job(task, job_id: int, body: Callable[[JobContext], dict[str, Any] | Non
         job_services.job_fail(job_id=job_id, error="".join(traceback.format_exception(exc)))
         return Job.State.FAILED
     except Exception as exc:  # noqa: BLE001 - the job records every failure
+        if is_ml_import_error(exc):
+            # An installation without collabmask[ml]: say what to install, not a traceback.
+            error = f"this worker cannot run {job.kind} jobs: {exc.name} is not installed; {INSTALL_HINT}"
+            log.error("job %s: %s", job_id, error)
+            job_services.job_fail(job_id=job_id, error=error)
+            return Job.State.FAILED
         log.exception("job %s failed", job_id)
         job_services.job_fail(job_id=job_id, error="".join(traceback.format_exception(exc)))
         return Job.State.FAILED

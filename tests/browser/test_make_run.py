@@ -1,4 +1,5 @@
-"""`make run` on a fresh machine: the launcher brings up Redis, a worker and the web server."""
+"""`make run` (`collabmask start`) on a fresh machine: the launcher brings up Redis, a worker
+and the web server."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from annotation.management.commands.run_embedded import _redis_answers
+from annotation.management.commands.run_embedded import redis_answers
 from tests.conftest import CHROMIUM_ARGS, REPO_ROOT, chromium_path, free_port
 from tests.support import wait_for
 
@@ -26,9 +27,18 @@ def _start(var_dir, port):
         for k, v in os.environ.items()
         if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
     }
-    env.update({"COLLABMASK_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"})
+    env.update({"PYTHONUNBUFFERED": "1"})
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "run_embedded", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "collabmask",
+            "start",
+            "--data-dir",
+            str(var_dir),
+            "--port",
+            str(port),
+        ],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -112,7 +122,7 @@ def test_make_run_serves_login_health_and_demo_accounts(tmp_path, artifacts_dir)
         out = _stop(proc)
     assert proc.returncode == 0, out
     assert "Stopped." in out
-    assert not _redis_answers(var_dir / "redis.sock"), "Redis kept running after Ctrl-C"
+    assert not redis_answers(var_dir / "redis.sock"), "Redis kept running after Ctrl-C"
 
     # A second start keeps the data and the accounts, and is quick.
     started = time.monotonic()

@@ -59,7 +59,9 @@ class Command(BaseCommand):
         parser.add_argument("--split", default="none", choices=SPLITS)
         parser.add_argument("--folds", type=int, default=5, help="with --split kfold")
         parser.add_argument("--seed", type=int, default=0, help="with --split kfold")
-        parser.add_argument("--licence", default="")
+        parser.add_argument(
+            "--licence", default="", help="the export's licence (default: the dataset's)"
+        )
         parser.add_argument("--citation", default="")
         parser.add_argument("--user", help="username recorded as the export's author")
         parser.add_argument("--output", type=Path, help="also copy the zip to this path")

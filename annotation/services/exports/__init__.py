@@ -130,8 +130,9 @@ def export_request(
 ) -> Export:
     """Create an export and its queued job; the job is sent once the transaction commits.
 
-    Stages are stage numbers of the dataset (None: every stage). Raises ExportError, creating
-    nothing, when the choices are invalid or select no case.
+    Stages are stage numbers of the dataset (None: every stage); an empty licence means the
+    dataset's. Raises ExportError, creating nothing, when the choices are invalid or select no
+    case.
     """
     formats = list(dict.fromkeys(formats))
     stages = sorted(set(stages)) if stages is not None else None
@@ -152,7 +153,7 @@ def export_request(
         "split": split,
         "folds": folds if split == "kfold" else None,
         "seed": seed if split == "kfold" else None,
-        "licence": licence.strip(),
+        "licence": licence.strip() or dataset.licence.strip(),
         "citation": citation.strip(),
     }
     with transaction.atomic():
@@ -277,7 +278,10 @@ def _write_zip(export: Export, cases, *, target, tmp: str, progress) -> int:
         coco = None
         if "coco" in formats:
             coco = CocoWriter(
-                spool_dir=tmp, description=export.dataset.name, created=export.created_at
+                spool_dir=tmp,
+                description=export.dataset.name,
+                created=export.created_at,
+                licence=p.get("licence") or "",
             )
             stack.callback(coco.close)
         archive = HashingZip(target, date_time=export.created_at, spool_dir=tmp)

@@ -18,6 +18,7 @@ import numpy as np
 from pycocotools import mask as cocomask
 
 CATEGORY_ID = 1
+LICENCE_ID = 1
 _CHUNK = 1 << 20
 
 
@@ -28,7 +29,9 @@ def rle_of(mask: np.ndarray) -> dict[str, Any]:
 
 
 class CocoWriter:
-    def __init__(self, *, spool_dir: str, description: str, created: datetime) -> None:
+    def __init__(
+        self, *, spool_dir: str, description: str, created: datetime, licence: str = ""
+    ) -> None:
         self._images = tempfile.TemporaryFile(mode="w+", encoding="utf-8", dir=spool_dir)  # noqa: SIM115 - closed in close()
         self._annotations = tempfile.TemporaryFile(mode="w+", encoding="utf-8", dir=spool_dir)  # noqa: SIM115 - closed in close()
         self._n_images = self._n_annotations = 0
@@ -40,13 +43,15 @@ class CocoWriter:
                 "contributor": "collabmask",
                 "date_created": created.isoformat(),
             },
-            "licenses": [],
+            "licenses": [_licence_entry(licence)] if licence else [],
             "categories": [{"id": CATEGORY_ID, "name": "infection", "supercategory": "covid-19"}],
         }
 
     def add(self, *, image_id: int, file_name: str, mask: np.ndarray, extra: dict) -> None:
         height, width = mask.shape
         image = {"id": image_id, "file_name": file_name, "width": width, "height": height}
+        if self._head["licenses"]:
+            image["license"] = LICENCE_ID
         self._append(self._images, self._n_images, {**image, **extra})
         self._n_images += 1
         if not mask.any():
@@ -80,6 +85,12 @@ class CocoWriter:
     def close(self) -> None:
         self._images.close()
         self._annotations.close()
+
+
+def _licence_entry(licence: str) -> dict[str, Any]:
+    """COCO's licence record: the name as given, and the URL when the licence is one."""
+    url = licence if licence.startswith(("http://", "https://")) else ""
+    return {"id": LICENCE_ID, "name": licence, "url": url}
 
 
 def _raw(rle: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """A tiny threaded web server for the component harness, and helpers the browser tests share.
 
-It serves the harness pages, the repository's static/ folder and generated images (a chest X-ray
-phantom and candidate masks). Drafts (/draft/<task token>) go to the real draft endpoint of the
+It serves the harness pages, the app's static files (annotation/static/) and generated images
+(a chest X-ray phantom and candidate masks). Drafts (/draft/<task token>) go to the real draft endpoint of the
 review API, in process, with the session of the reader `serve_drafts_for` names: the tests see
 what the browser stored in the database, and can make the server fail on purpose in front of it.
 """
@@ -24,7 +24,7 @@ from scipy.ndimage import gaussian_filter
 from tests.conftest import CHROMIUM_ARGS, chromium_path
 
 HARNESS = Path(__file__).resolve().parent
-STATIC = HARNESS.parents[2] / "static"
+STATIC = HARNESS.parents[2] / "annotation" / "static"
 # The CSRF token the harness pages send (base.html puts the real one in hx-headers the same way).
 CSRF_TOKEN = "harnesscsrftoken" * 2
 # Flat patch of the phantom with a known grey value, to check window/level on screen.
