@@ -34,6 +34,17 @@ def _safe_relative(name: str) -> str:
     return "/".join(parts)
 
 
+def _upload_drop(*, prefix: str, stored: Iterable[str]) -> None:
+    """Delete an upload's files and, on a filesystem, the folders they leave empty."""
+    for path in stored:
+        default_storage.delete(path)
+    try:
+        folder = Path(default_storage.path(prefix))
+    except NotImplementedError:
+        return  # object storage has no folders to leave behind
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def import_upload_request(
     *,
     dataset: Dataset,
@@ -73,8 +84,7 @@ def import_upload_request(
                 created_by=user,
             )
     except Exception:
-        for path in stored:
-            default_storage.delete(path)
+        _upload_drop(prefix=prefix, stored=stored)
         raise
 
 
@@ -99,6 +109,5 @@ def import_upload_run(*, job: Job, progress=None) -> ImportReport:
         if loose.exists():
             paths.append(loose)
         report = cxr_import(dataset=dataset, paths=paths, label=params["label"], progress=progress)
-    for path in params["files"]:
-        default_storage.delete(path)
+    _upload_drop(prefix=params["prefix"], stored=params["files"])
     return report

@@ -38,7 +38,7 @@ from annotation.services.review import (
     round_record,
 )
 from annotation.services.review_errors import MalformedRequest, NotYourTask, ReviewError
-from annotation.views.access import role_required
+from annotation.views.access import redirect_back, role_required
 
 READER_ROLES = (MD, SENIOR_MD)
 
@@ -226,6 +226,6 @@ def undo_submit(request: HttpRequest, stage_id: int) -> HttpResponse:
         result = decision_undo(stage=stage, reader=request.user)
     except ReviewError as exc:
         messages.error(request, str(exc))
-        return redirect(request.POST.get("back") or "review_queue")
+        return redirect_back(request, request.POST.get("back"), "review_queue")
     messages.info(request, "Your last decision was undone: choose again.")
     return redirect(task_page(result.task))

@@ -83,6 +83,16 @@ def test_make_run_serves_login_health_and_demo_accounts(tmp_path, artifacts_dir)
             expect(page.get_by_role("heading", name="Log in")).to_be_visible()
             page.screenshot(path=artifacts_dir / "login.png")
 
+            # The health details are for admins; anonymous callers learn liveness only.
+            page.goto(url + "healthz")
+            assert json.loads(page.locator("body").inner_text()) == {"status": "ok"}
+            admin = next(n for n, e in accounts.items() if e["role"] == "admin")
+            page.goto(url)
+            page.get_by_label("User name").fill(admin)
+            page.get_by_label("Password").fill(accounts[admin]["password"])
+            page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_role("heading", name=f"Welcome, {admin}")).to_be_visible()
+
             # The worker may still be starting: the health page turns OK once it answers.
             def health() -> dict[str, str]:
                 page.goto(url + "healthz")
@@ -100,6 +110,8 @@ def test_make_run_serves_login_health_and_demo_accounts(tmp_path, artifacts_dir)
             )
             page.screenshot(path=artifacts_dir / "healthz.png")
 
+            page.get_by_role("button", name="Log out").click()
+            expect(page.get_by_role("heading", name="Log in")).to_be_visible()
             page.goto(url)
             page.get_by_label("User name").fill("demo-md")
             page.get_by_label("Password").fill(accounts["demo-md"]["password"])
