@@ -293,11 +293,12 @@ if not EMBEDDED:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 
-# Scripts and styles only from our own static files: no inline script, no outside host.
+# Scripts and styles only from our own static files: no inline script, no outside host. The
+# review screen's speculation rules (prerender the next case: JSON, never run) are let through.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
-        "script-src": [SELF],
+        "script-src": [SELF, "'inline-speculation-rules'"],
         "style-src": [SELF],
         "img-src": [SELF, "data:", "blob:"],
         "font-src": [SELF],

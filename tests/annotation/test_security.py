@@ -60,7 +60,7 @@ def test_every_page_carries_a_policy_without_inline_script(client):
     for url in ("/accounts/login/", "/dashboard/", "/dashboard/upload", "/exports/"):
         policy = client.get(url)["Content-Security-Policy"]
         directives = dict(d.strip().split(" ", 1) for d in policy.split(";") if d.strip())
-        assert directives["script-src"] == "'self'", url
+        assert directives["script-src"] == "'self' 'inline-speculation-rules'", url
         assert directives["style-src"] == "'self'", url
         assert "unsafe" not in policy and "frame-ancestors 'none'" in policy
 
@@ -92,7 +92,7 @@ def test_the_api_docs_load_nothing_from_outside(client):
     script = client.get("/api/docs/?script=")
     assert script.status_code == 200 and "SwaggerUIBundle" in script.content.decode()
     redoc = client.get("/api/docs/redoc/")["Content-Security-Policy"]
-    assert "script-src 'self'" in redoc
+    assert "script-src 'self' 'inline-speculation-rules'" in redoc
 
 
 # --- sessions and passwords ---------------------------------------------------------------------

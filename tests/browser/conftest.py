@@ -85,7 +85,7 @@ def login(page, live_server, user) -> None:
 
 def wait_ready(page) -> None:
     """Until review.js says the screen is usable (images and masks drawn)."""
-    page.wait_for_function("document.documentElement.dataset.reviewReady === '1'")
+    page.wait_for_function("() => document.documentElement.dataset.reviewReady === '1'")
 
 
 def press_and_follow(page, key: str) -> None:
