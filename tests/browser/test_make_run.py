@@ -136,3 +136,10 @@ def test_make_run_serves_login_health_and_demo_accounts(tmp_path, artifacts_dir)
     finally:
         _stop(proc)
     print(f"first start {first_start_s:.1f} s, second start {second_start_s:.1f} s")
+    # Secrets, database, Redis files, media and logs: the owner's alone.
+    shared = [
+        f"{path.relative_to(var_dir)} {path.stat().st_mode & 0o777:o}"
+        for path in [var_dir, *var_dir.rglob("*")]
+        if not path.is_symlink() and path.stat().st_mode & 0o077
+    ]
+    assert not shared, shared
