@@ -1,4 +1,5 @@
-"""Request bodies are bounded before they are read.
+"""The project's middleware: request bodies bounded before they are read, and who did an
+/admin/ edit for its change history.
 
 Every route that takes a body (form posts, drawings, drafts, image uploads, the API) is
 checked here, on the Content-Length header, before Django or DRF reads a byte of it: an
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from auditlog.middleware import AuditlogMiddleware
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+
+from annotation.services.audit import client_ip
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # A form's other fields and multipart boundaries beside the file it carries.
@@ -86,3 +90,12 @@ class RequestBodyLimitMiddleware:
                 f"the request is {_megabytes(size)}; this page takes at most {_megabytes(limit)}",
             )
         return None
+
+
+class AuditMiddleware(AuditlogMiddleware):
+    """django-auditlog's middleware, taking the client's address as the web server saw it
+    (the same as the audit trail) rather than from a client-supplied X-Forwarded-For."""
+
+    @staticmethod
+    def _get_remote_addr(request):
+        return client_ip(request)

@@ -11,6 +11,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 def _opaque_token() -> str:
@@ -555,3 +556,58 @@ class Export(models.Model):
 
     def __str__(self) -> str:
         return f"export #{self.pk} of {self.dataset}"
+
+
+class AuditImmutable(Exception):
+    """An audit event was about to be changed or deleted: the trail is append-only."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AuditImmutable("audit events are never changed")
+
+    def delete(self):
+        raise AuditImmutable("audit events are never deleted")
+
+
+class AuditEvent(models.Model):
+    """One entry of the audit trail: who did what, when, from where, old → new.
+
+    Written once by annotation.services.audit and never changed: save() on a stored row,
+    delete() and queryset update/delete refuse, and on PostgreSQL a trigger refuses UPDATE
+    and DELETE from any client.
+    """
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # The name as it was (or as typed, for a failed login of an unknown account).
+    actor_name = models.CharField(max_length=150, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True, help_text="client address")
+    action = models.CharField(max_length=40, db_index=True)
+    target_type = models.CharField(max_length=40, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    dataset = models.ForeignKey(
+        Dataset, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
+    )
+    old = models.JSONField(null=True, blank=True)
+    new = models.JSONField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["dataset", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AuditImmutable("audit events are never changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditImmutable("audit events are never deleted")

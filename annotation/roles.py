@@ -31,3 +31,19 @@ def roles_of(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
 
 def has_role(user: AbstractBaseUser | AnonymousUser, *roles: str) -> bool:
     return bool(roles_of(user) & set(roles))
+
+
+# Roles whose screens name where masks come from (statistics, exports, the admin, the API).
+PROVENANCE_ROLES = (ADMIN, RESEARCHER)
+READER_ROLES = (MD, SENIOR_MD)
+ROLE_CONFLICT = (
+    "Your account also has the admin or researcher role, whose pages show where every mask "
+    "comes from; a reader who knows that is no longer blinded, so this account is never given "
+    "cases to review. Ask an admin for a separate reader account."
+)
+
+
+def sees_provenance(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Whether the user can see which mask is manual or which network made it (superusers
+    count as admins): such a user is never given review or adjudication tasks."""
+    return has_role(user, *PROVENANCE_ROLES)

@@ -26,7 +26,7 @@ urlpatterns: list = [
     # exports (researchers, admins)
     path("exports/", exports.exports_page, name="exports"),
     path("exports/<int:pk>/row", exports.export_row, name="export_row"),
-    path("exports/<int:pk>/download", exports.export_download, name="export_download"),
+    path("exports/<int:pk>/download", exports.export_file, name="export_download"),
     # admin dashboard: datasets, stages, jobs, workers
     path("", include("annotation.urls_dashboard")),
     # final detector (runs, reports, deploy) and infection-map viewer

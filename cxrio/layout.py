@@ -26,7 +26,20 @@ from cxrio import qata
 
 # Files that are plainly not radiographs: listed as skipped, not rejected.
 DOCUMENT_SUFFIXES = frozenset(
-    {".txt", ".md", ".csv", ".json", ".xml", ".html", ".pdf", ".yaml", ".yml", ".log", ".py"}
+    {
+        ".txt",
+        ".md",
+        ".csv",
+        ".json",
+        ".jsonl",
+        ".xml",
+        ".html",
+        ".pdf",
+        ".yaml",
+        ".yml",
+        ".log",
+        ".py",
+    }
 )
 _LIMIT = " (IMPORT_MAX_FILE_BYTES)"
 _NOTHING = "; nothing under this PATH was imported"

@@ -2,14 +2,23 @@
 
 MDs and senior MDs see nothing here but the review API (which exposes no provenance); data,
 ground truths, stages, jobs, exports and inference are for admins and researchers, who in
-turn never reach the review API, so they can never decide.
+turn never reach the review API, so they can never decide — not even when the same account is
+also a reader: the review API answers it 403 and says why.
 """
 
 from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
-from annotation.roles import ADMIN, MD, RESEARCHER, SENIOR_MD, has_role
+from annotation.roles import (
+    ADMIN,
+    MD,
+    RESEARCHER,
+    ROLE_CONFLICT,
+    SENIOR_MD,
+    has_role,
+    sees_provenance,
+)
 
 
 class _RolePermission(BasePermission):
@@ -27,5 +36,24 @@ def roles_required(*roles: str) -> type[BasePermission]:
 
 IsResearchReader = roles_required(ADMIN, RESEARCHER)
 IsAdmin = roles_required(ADMIN)
-IsReader = roles_required(MD, SENIOR_MD)  # the review API
-IsMD = roles_required(MD)  # pairwise rounds, drawings and undo are readers' own actions
+
+
+class _BlindedReader(_RolePermission):
+    """A reader whose account sees no provenance (annotation.roles.sees_provenance)."""
+
+    def has_permission(self, request, view) -> bool:
+        if not super().has_permission(request, view):
+            return False
+        if sees_provenance(request.user):
+            self.message = ROLE_CONFLICT
+            return False
+        return True
+
+
+def readers_required(*roles: str) -> type[BasePermission]:
+    """A permission class for the review API: these reader roles, and blinded."""
+    return type(f"Readers_{'_'.join(roles)}", (_BlindedReader,), {"roles": roles})
+
+
+IsReader = readers_required(MD, SENIOR_MD)  # the review API
+IsMD = readers_required(MD)  # pairwise rounds, drawings and undo are readers' own actions

@@ -24,7 +24,15 @@ from annotation.api.fields import (
 )
 from annotation.api.schema import ErrorDetail
 from annotation.models import Dataset, Export, Job
-from annotation.services.exports import FORMATS, MAX_FOLDS, SPLITS, ExportError, export_request
+from annotation.services.audit import client_ip
+from annotation.services.exports import (
+    FORMATS,
+    MAX_FOLDS,
+    SPLITS,
+    ExportError,
+    export_download,
+    export_request,
+)
 
 
 class ExportSerializer(serializers.ModelSerializer):
@@ -134,7 +142,12 @@ class ExportViewSet(
         if dataset is None:
             raise NotFound(f"dataset {dataset_id} does not exist")
         try:
-            export = export_request(dataset=dataset, created_by=request.user, **options)
+            export = export_request(
+                dataset=dataset,
+                created_by=request.user,
+                client_ip=client_ip(request),
+                **options,
+            )
         except ExportError as exc:
             # Well-formed, but the data do not allow it (no such stage, nothing accepted …).
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
@@ -153,13 +166,12 @@ class ExportViewSet(
     def download(self, request, pk=None):
         """The zip, streamed; only once the export's job has succeeded."""
         export = self.get_object()
-        if not export.file:
-            return Response(
-                {"detail": f"export #{export.pk} is not ready: its job is {export.job.state}"},
-                status=status.HTTP_409_CONFLICT,
-            )
+        try:
+            handle = export_download(export=export, by=request.user, client_ip=client_ip(request))
+        except ExportError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return FileResponse(
-            export.file.open("rb"),
+            handle,
             as_attachment=True,
             filename=PurePosixPath(export.file.name).name,
             content_type="application/zip",

@@ -26,6 +26,7 @@ from annotation.api.schema import ErrorDetail
 from annotation.api.serializers import JobSerializer, StageSerializer
 from annotation.models import Dataset, Job, Stage
 from annotation.presets import PRESETS
+from annotation.services.audit import client_ip
 from annotation.services.jobs import JobStateError, job_cancel, job_retry
 from annotation.services.stages import StageError, stage_cancel, stage_create, stage_launch
 from mlworker.networks import ARCHS, ENCODERS
@@ -118,6 +119,7 @@ class StageViewSet(ApiView, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
                 config=config,
                 created_by=request.user,
                 name=data["name"],
+                client_ip=client_ip(request),
             )
         except StageError as exc:
             # Well formed, but the settings conflict, or the dataset has a stage open.
@@ -130,7 +132,7 @@ class StageViewSet(ApiView, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
         """Start training a draft stage: one job per network (and fold)."""
         stage = self.get_object()
         try:
-            stage_launch(stage=stage, by=request.user)
+            stage_launch(stage=stage, by=request.user, client_ip=client_ip(request))
         except StageError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return self._answer(stage)
@@ -141,7 +143,7 @@ class StageViewSet(ApiView, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
         """Stop a stage that has not reached review; its jobs are cancelled."""
         stage = self.get_object()
         try:
-            stage_cancel(stage=stage, by=request.user)
+            stage_cancel(stage=stage, by=request.user, client_ip=client_ip(request))
         except StageError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return self._answer(stage)
@@ -180,7 +182,7 @@ class JobViewSet(ApiView, viewsets.ReadOnlyModelViewSet):
     def _act(self, service) -> Response:
         job = self.get_object()
         try:
-            job = service(job=job, by=self.request.user)
+            job = service(job=job, by=self.request.user, client_ip=client_ip(self.request))
         except JobStateError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(JobSerializer(job, context=self.get_serializer_context()).data)

@@ -66,6 +66,7 @@ from annotation.services.assignment import (
     task_lease_next,
     task_lease_renew,
 )
+from annotation.services.audit import client_ip
 from annotation.services.decisions import DRAWING_MAX_BYTES, KEY_HELP, KEY_PATTERN
 from annotation.services.review import (
     CHOICES,
@@ -263,7 +264,13 @@ class RoundView(ReviewView):
         given = RoundIn(data=request.data)
         given.is_valid(raise_exception=True)
         return _result(
-            request, round_record(task=task, reader=request.user, **given.validated_data)
+            request,
+            round_record(
+                task=task,
+                reader=request.user,
+                client_ip=client_ip(request),
+                **given.validated_data,
+            ),
         )
 
 
@@ -281,7 +288,15 @@ class PickView(ReviewView):
         task = held(request, token)
         given = PickIn(data=request.data)
         given.is_valid(raise_exception=True)
-        return _result(request, pick_record(task=task, reader=request.user, **given.validated_data))
+        return _result(
+            request,
+            pick_record(
+                task=task,
+                reader=request.user,
+                client_ip=client_ip(request),
+                **given.validated_data,
+            ),
+        )
 
 
 class DrawingIn(serializers.Serializer):
@@ -325,6 +340,7 @@ class DrawingView(ReviewView):
             no_infection=data["no_infection"],
             idempotency_key=data["idempotency_key"],
             time_on_screen_ms=data["time_on_screen_ms"],
+            client_ip=client_ip(request),
         )
         return _result(request, result)
 
@@ -351,7 +367,12 @@ class UndoView(ReviewView):
         given = UndoIn(data=request.data)
         given.is_valid(raise_exception=True)
         stage = _stage(stage_id)
-        result = decision_undo(stage=stage, reader=request.user, **given.validated_data)
+        result = decision_undo(
+            stage=stage,
+            reader=request.user,
+            client_ip=client_ip(request),
+            **given.validated_data,
+        )
         return Response(_screen(request, result.task))
 
 

@@ -4,6 +4,11 @@ A task is leased to one reader at a time. A lease that runs out returns the task
 and the next reader who claims it gets a fresh task token and candidate order, so nothing the
 first reader saw (URLs, order, rounds, drafts) carries over. A reader never holds two tasks of
 the same case in a stage: the query excludes them and a database constraint backs it up.
+
+A reader holds one case per stage and kind (plus the one the screen leases ahead): one
+reader's claims are serialised on their user row, so concurrent "next" calls (a double click,
+tabs, a retrying client) all get the same case. Accounts that see provenance
+(annotation.roles.sees_provenance) are never given a task.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import random
 import time
 from datetime import datetime, timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -25,6 +31,7 @@ from annotation.models import (
     Stage,
     _opaque_token,
 )
+from annotation.services.decisions import check_blinded
 from annotation.services.review_errors import (
     LeaseLost,
     NotYourTask,
@@ -99,28 +106,34 @@ def task_lease_next(
 ) -> ReviewTask | None:
     """The reader's current task in the stage, or a newly claimed one; None when the queue is
     empty. `skip` is a task id the caller already has (to lease the next one ahead)."""
+    check_blinded(reader)
     if stage.status != Stage.Status.REVIEWING:
         raise ReviewError(f"stage {stage.number} is not open for review")
     now = now or timezone.now()
     lease_until = now + timedelta(seconds=stage.lease_seconds)
-    held = (
-        ReviewTask.objects.filter(
-            stage=stage, kind=kind, reader=reader, status=ReviewTask.Status.LEASED
+    with transaction.atomic():
+        # One claim per reader at a time (a double click, tabs, a retrying client): the next
+        # call waits here and then finds the case this one leased. Other readers are not held
+        # up. SQLite serialises the whole transaction anyway (IMMEDIATE).
+        get_user_model().objects.select_for_update(no_key=True).filter(pk=reader.pk).first()
+        held = (
+            ReviewTask.objects.filter(
+                stage=stage, kind=kind, reader=reader, status=ReviewTask.Status.LEASED
+            )
+            .exclude(pk=skip)
+            .order_by("id")
+            .first()
         )
-        .exclude(pk=skip)
-        .order_by("id")
-        .first()
-    )
-    if held is not None and task_lease_renew(task=held, reader=reader, until=lease_until):
-        held.lease_expires_at = lease_until
-        return held
-    for attempt in range(50):
-        claimed, exhausted = _claim_one(
-            stage=stage, reader=reader, kind=kind, now=now, lease_until=lease_until
-        )
-        if claimed is not None or exhausted:
-            return claimed
-        time.sleep(0.002 * attempt)  # others are claiming the same rows; let them finish
+        if held is not None and task_lease_renew(task=held, reader=reader, until=lease_until):
+            held.lease_expires_at = lease_until
+            return held
+        for attempt in range(50):
+            claimed, exhausted = _claim_one(
+                stage=stage, reader=reader, kind=kind, now=now, lease_until=lease_until
+            )
+            if claimed is not None or exhausted:
+                return claimed
+            time.sleep(0.002 * attempt)  # others are claiming the same rows; let them finish
     return None
 
 
@@ -183,6 +196,7 @@ def reader_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
 
 def task_held(*, token: str, reader: AbstractBaseUser) -> ReviewTask:
     """The task behind a token, only if this reader holds it (or decided it)."""
+    check_blinded(reader)
     task = reader_task(token=token, reader=reader)
     if task is None:
         raise NotYourTask(

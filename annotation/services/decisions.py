@@ -29,12 +29,14 @@ from annotation.models import (
     ReviewTask,
     Stage,
 )
+from annotation.roles import ROLE_CONFLICT, sees_provenance
 from annotation.services.review_errors import (
     IdempotencyKeyReused,
     InvalidMask,
     MalformedRequest,
     NotYourTask,
     ReviewError,
+    RoleConflict,
     TaskAlreadyDecided,
 )
 from cxrio import masks as maskio
@@ -67,8 +69,15 @@ def screen_ms(value: int) -> int:
     return max(0, min(int(value), 2**31 - 1))
 
 
+def check_blinded(reader: AbstractBaseUser) -> None:
+    """Refuse review work to an account that can see where masks come from."""
+    if sees_provenance(reader):
+        raise RoleConflict(ROLE_CONFLICT)
+
+
 def lock_held_task(*, task_id: int, reader: AbstractBaseUser) -> ReviewTask:
     """Lock the task row for this transaction; only its reader may act on it."""
+    check_blinded(reader)
     task = (
         ReviewTask.objects.select_for_update(of=("self",))
         .select_related("stage", "radiograph")

@@ -23,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import Dataset, GroundTruth, Job, Label, ModelVersion, Radiograph, Split
+from annotation.services.audit import audit_record
 from annotation.services.jobs import job_enqueue
 from mlworker.networks import ARCHS, PAPER_ENCODERS, check_networks, check_training, whole_number
 
@@ -273,7 +274,10 @@ def matching_classifier(detector: ModelVersion) -> ModelVersion | None:
 
 
 def detector_deploy(
-    *, model_version: ModelVersion, by: AbstractBaseUser | None = None
+    *,
+    model_version: ModelVersion,
+    by: AbstractBaseUser | None = None,
+    client_ip: str | None = None,
 ) -> ModelVersion:
     """Make this detector (and its matching classifier) the dataset's deployed ones, atomically."""
     with transaction.atomic():
@@ -287,6 +291,12 @@ def detector_deploy(
         if not mv.weights:
             raise DetectorError(f"model #{mv.pk} has no weights file")
         classifier = matching_classifier(mv)
+        deployed = ModelVersion.objects.filter(
+            dataset_id=mv.dataset_id,
+            purpose__in=(ModelVersion.Purpose.DETECTOR, ModelVersion.Purpose.CLASSIFIER),
+            deployed=True,
+        )
+        before = sorted(deployed.values_list("pk", flat=True))
         ModelVersion.objects.filter(
             dataset_id=mv.dataset_id,
             purpose__in=(ModelVersion.Purpose.DETECTOR, ModelVersion.Purpose.CLASSIFIER),
@@ -296,6 +306,15 @@ def detector_deploy(
         # another encoder would explain a different network.
         ids = [mv.pk] + ([classifier.pk] if classifier else [])
         ModelVersion.objects.filter(pk__in=ids).update(deployed=True)
+        audit_record(
+            action="detector.deploy",
+            actor=by,
+            ip=client_ip,
+            target=mv,
+            dataset=mv.dataset_id,
+            old={"deployed": before},
+            new={"deployed": sorted(ids)},
+        )
     log.info("detector #%s deployed by %s", mv.pk, getattr(by, "username", "system"))
     mv.refresh_from_db()
     return mv

@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
 
 from annotation import storage
 from annotation.models import Dataset, Label, Mask, Radiograph, Split
+from annotation.services.audit import audit_record
 from cxrio.dicom import deidentify_dicom
 from cxrio.images import (
     DICOM,
@@ -317,6 +319,8 @@ def cxr_import(
     dry_run: bool = False,
     label: str = Label.COVID,
     progress: ProgressCallback | None = None,
+    by: AbstractBaseUser | None = None,
+    client_ip: str | None = None,
 ) -> ImportReport:
     """Import every radiograph (and manual mask) under the given folders, zips and files.
 
@@ -340,4 +344,12 @@ def cxr_import(
                 report.rejected.append(Rejection(rejected.where, rejected.reason))
             if progress is not None:
                 progress(done, total, case.image.where)
+    if not dry_run:
+        # Counts only: file names may carry identifiers (a DICOM file's instance UID).
+        counts = report.as_dict()
+        counts["rejected"] = len(report.rejected)
+        del counts["dataset"], counts["dry_run"]
+        audit_record(
+            action="import", actor=by, ip=client_ip, target=dataset, dataset=dataset, new=counts
+        )
     return report

@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from annotation.models import Dataset, Job, Stage
+from annotation.services.audit import audit_record
 
 log = logging.getLogger(__name__)
 
@@ -152,23 +153,50 @@ def job_mark_cancelled(*, job_id: int) -> bool:
     )
 
 
-def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
-    """Queued jobs stop at once; running ones at their next progress report."""
-    if job.state in (Job.State.SUCCEEDED, Job.State.FAILED, Job.State.CANCELLED):
-        raise JobStateError(f"job #{job.pk} is already {job.get_state_display().lower()}")
+def _request_cancel(job: Job) -> None:
     now = timezone.now()
     Job.objects.filter(id=job.pk, state=Job.State.QUEUED).update(
         state=Job.State.CANCELLED, cancel_requested=True, finished_at=now
     )
     Job.objects.filter(id=job.pk, state=Job.State.RUNNING).update(cancel_requested=True)
+
+
+def job_cancel(
+    *, job: Job, by: AbstractBaseUser | None = None, client_ip: str | None = None
+) -> Job:
+    """Queued jobs stop at once; running ones at their next progress report."""
+    if job.state in (Job.State.SUCCEEDED, Job.State.FAILED, Job.State.CANCELLED):
+        raise JobStateError(f"job #{job.pk} is already {job.get_state_display().lower()}")
+    old = job.state
+    with transaction.atomic():
+        _request_cancel(job)
+        job.refresh_from_db()
+        audit_record(
+            action="job.cancel",
+            actor=by,
+            ip=client_ip,
+            target=job,
+            dataset=job.dataset_id,
+            old={"state": old, "cancel_requested": False},
+            new={"state": job.state, "cancel_requested": True},
+        )
     log.info("job %s: cancel asked by %s", job.pk, getattr(by, "username", "system"))
-    job.refresh_from_db()
     return job
 
 
+def stage_jobs_cancel(*, stage: Stage) -> list[int]:
+    """Cancel a stage's queued and running jobs (the stage's own cancel is what is audited)."""
+    ids = []
+    for job in stage.jobs.filter(state__in=(Job.State.QUEUED, Job.State.RUNNING)):
+        _request_cancel(job)
+        ids.append(job.pk)
+    return ids
+
+
 @transaction.atomic
-def job_retry(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
+def job_retry(*, job: Job, by: AbstractBaseUser | None = None, client_ip: str | None = None) -> Job:
     """Queue a failed or cancelled job again; training resumes from its last checkpoint."""
+    old = Job.objects.filter(pk=job.pk).values_list("state", flat=True).first()
     updated = Job.objects.filter(
         id=job.pk, state__in=(Job.State.FAILED, Job.State.CANCELLED)
     ).update(state=Job.State.QUEUED, cancel_requested=False, error="", finished_at=None)
@@ -178,6 +206,15 @@ def job_retry(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
             f"only failed or cancelled jobs can be retried; job #{job.pk} is {job.state}"
         )
     job.refresh_from_db()
+    audit_record(
+        action="job.retry",
+        actor=by,
+        ip=client_ip,
+        target=job,
+        dataset=job.dataset_id,
+        old={"state": old},
+        new={"state": job.state},
+    )
     transaction.on_commit(lambda: _send(job))
     log.info("job %s: retried by %s", job.pk, getattr(by, "username", "system"))
     return job

@@ -28,6 +28,7 @@ from annotation.models import (
     Stage,
 )
 from annotation.roles import SENIOR_MD, has_role
+from annotation.services.audit import audit_record, decision_summary, truth_summary
 from annotation.services.candidates import mask_create
 from annotation.services.consensus import (
     adjudication_options,
@@ -125,12 +126,27 @@ def is_knockout(task: ReviewTask) -> bool:
     return task.stage.mode == Stage.Mode.PAIRWISE and len(task.candidate_order) > 1
 
 
-def _decided(task: ReviewTask, decision: Decision, created: bool, **extra) -> ReviewResult:
-    """The result of a decision row: settled by consensus when it is new."""
+def _decided(
+    task: ReviewTask, decision: Decision, created: bool, *, ip: str | None, **extra
+) -> ReviewResult:
+    """The result of a decision row: settled by consensus (and audited) when it is new."""
     truth = None
     if created:
         settled = consensus_settle(stage=task.stage, radiograph=task.radiograph)
         truth = settled if isinstance(settled, GroundTruth) else None
+        adjudicated = task.kind == ReviewTask.Kind.ADJUDICATION
+        audit_record(
+            action="adjudication.record" if adjudicated else "decision.record",
+            actor=decision.reader,
+            ip=ip,
+            target=decision,
+            dataset=task.stage.dataset_id,
+            new={
+                **decision_summary(decision),
+                "accepted": truth_summary(truth),
+                "adjudication_opened": isinstance(settled, ReviewTask),
+            },
+        )
     return ReviewResult(task=task, decision=decision, replayed=not created, truth=truth, **extra)
 
 
@@ -142,6 +158,7 @@ def round_record(
     choice: str,
     idempotency_key: str,
     time_on_screen_ms: int = 0,
+    client_ip: str | None = None,
 ) -> ReviewResult:
     """Record one pairwise round. The last round's winner becomes the reader's Decision.
 
@@ -184,6 +201,21 @@ def round_record(
         )
         if row is None:  # a concurrent retry with this key got in first
             return _round_replay(locked, reader, idempotency_key)
+        audit_record(
+            action="round.record",
+            actor=reader,
+            ip=client_ip,
+            target=row,
+            dataset=locked.stage.dataset_id,
+            new={
+                "task": locked.pk,
+                "round": number,
+                "left": state.left,
+                "right": state.right,
+                "choice": choice,
+                "winner": winner_id,
+            },
+        )
         rounds.append(row)
         new_state = knockout_state(task=locked, rounds=rounds)
         if not new_state.finished:
@@ -197,7 +229,7 @@ def round_record(
             position=1 if choice == "A" else 2,
             time_on_screen_ms=sum(r.time_on_screen_ms for r in rounds),
         )
-        return _decided(locked, decision, created, round=row, knockout=new_state)
+        return _decided(locked, decision, created, ip=client_ip, round=row, knockout=new_state)
 
 
 def _round_replay(task: ReviewTask, reader: AbstractBaseUser, key: str) -> ReviewResult | None:
@@ -240,6 +272,7 @@ def decision_record(
     position: int,
     idempotency_key: str,
     time_on_screen_ms: int = 0,
+    client_ip: str | None = None,
 ) -> ReviewResult:
     """The reader picks the candidate shown at `position` (1-based) of an N-way screen."""
     with transaction.atomic():
@@ -262,7 +295,7 @@ def decision_record(
             position=position,
             time_on_screen_ms=time_on_screen_ms,
         )
-        return _decided(locked, decision, created)
+        return _decided(locked, decision, created, ip=client_ip)
 
 
 def decision_record_drawing(
@@ -274,6 +307,7 @@ def decision_record_drawing(
     base: Candidate | None = None,
     no_infection: bool = False,
     time_on_screen_ms: int = 0,
+    client_ip: str | None = None,
 ) -> ReviewResult:
     """The reader rejected the candidates and drew a mask, blank or from `base` (refined).
 
@@ -309,7 +343,7 @@ def decision_record_drawing(
                 position=order.index(base.pk) + 1,
                 **fields,
             )
-            return _decided(locked, decision, created)
+            return _decided(locked, decision, created, ip=client_ip)
         # The key is checked before any file is written; a lost race leaves at most a blob
         # that the same pixels would have produced anyway (content-addressed).
         mask = mask_create(
@@ -326,7 +360,7 @@ def decision_record_drawing(
             position=order.index(base.pk) + 1 if base is not None else None,
             **fields,
         )
-        return _decided(locked, decision, created)
+        return _decided(locked, decision, created, ip=client_ip)
 
 
 def adjudication_record(
@@ -336,6 +370,7 @@ def adjudication_record(
     position: int,
     idempotency_key: str,
     time_on_screen_ms: int = 0,
+    client_ip: str | None = None,
 ) -> ReviewResult:
     """A senior MD picks one of the readers' choices; it becomes the case's accepted mask."""
     check_key(idempotency_key)
@@ -359,7 +394,7 @@ def adjudication_record(
             position=position,
             time_on_screen_ms=time_on_screen_ms,
         )
-        return _decided(locked, decision, created)
+        return _decided(locked, decision, created, ip=client_ip)
 
 
 def pick_record(
@@ -369,6 +404,7 @@ def pick_record(
     position: int,
     idempotency_key: str,
     time_on_screen_ms: int = 0,
+    client_ip: str | None = None,
 ) -> ReviewResult:
     """The reader picks the option shown at `position`: a candidate of a review task, or (senior
     MDs only) one of the readers' choices of an adjudication task."""
@@ -378,6 +414,7 @@ def pick_record(
         "position": position,
         "idempotency_key": idempotency_key,
         "time_on_screen_ms": time_on_screen_ms,
+        "client_ip": client_ip,
     }
     if task.kind != ReviewTask.Kind.ADJUDICATION:
         return decision_record(**fields)
@@ -387,7 +424,11 @@ def pick_record(
 
 
 def decision_undo(
-    *, stage: Stage, reader: AbstractBaseUser, idempotency_key: str | None = None
+    *,
+    stage: Stage,
+    reader: AbstractBaseUser,
+    idempotency_key: str | None = None,
+    client_ip: str | None = None,
 ) -> ReviewResult:
     """Revoke the reader's most recent decision in the stage and give the case back to them,
     as long as the case is not final (stage closed, or adjudicated).
@@ -425,5 +466,26 @@ def decision_undo(
         if named is not None and named.pk != last.pk:
             raise ReviewError("only your last decision in this stage can be undone")
         task = lock_held_task(task_id=last.task_id, reader=reader)
+        truth = GroundTruth.objects.filter(radiograph=task.radiograph).first()
+        rounds = [r.winner_id for r in task.rounds.order_by("number")]
         consensus_unsettle(stage=stage, radiograph=task.radiograph)
-        return ReviewResult(task=decision_revoke(decision=last, task=task))
+        task = decision_revoke(decision=last, task=task)
+        audit_record(
+            action="decision.undo",
+            actor=reader,
+            ip=client_ip,
+            target=last,
+            dataset=stage.dataset_id,
+            old={
+                **decision_summary(last),
+                "revoked": False,
+                "round_winners": rounds,
+                "accepted": truth_summary(truth),
+            },
+            new={
+                "revoked": True,
+                "round_winners": [r.winner_id for r in task.rounds.order_by("number")],
+                "accepted": None,
+            },
+        )
+        return ReviewResult(task=task)

@@ -1,7 +1,8 @@
 """Errors the review services raise, each with the one HTTP status it is answered with.
 
 The status is the error's meaning, wherever it is answered (the review API, a form post):
-400 the request is malformed (a bad key, an unusable drawing); 404 the case is not in the
+400 the request is malformed (a bad key, an unusable drawing); 403 the account may not review
+at all (it also sees provenance: annotation.roles.sees_provenance); 404 the case is not in the
 reader's queue (never theirs, or handed to another reader: the two look the same, so nothing
 leaks); 409 the request is well formed but does not fit the case as it stands (another round
 is current, no such position, stage closed, already decided, final, nothing to undo).
@@ -31,6 +32,12 @@ class NotYourTask(ReviewError):
     """The reader does not hold this task (never had it, or it was handed to someone else)."""
 
     status = 404
+
+
+class RoleConflict(ReviewError):
+    """The reader's account also sees provenance (admin, researcher, superuser): not blinded."""
+
+    status = 403
 
 
 class InvalidChoice(ReviewError):

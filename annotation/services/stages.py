@@ -19,8 +19,9 @@ from django.utils import timezone
 from annotation.models import Candidate, Dataset, GroundTruth, Job, Label, Mask, Radiograph, Stage
 from annotation.presets import PRESETS, StageConfigError, stage_config_validate
 from annotation.services.assignment import review_tasks_create
+from annotation.services.audit import audit_record
 from annotation.services.candidates import candidates_offer
-from annotation.services.jobs import job_cancel, job_enqueue
+from annotation.services.jobs import job_enqueue, stage_jobs_cancel
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def stage_create(
     config: dict[str, Any] | None = None,
     created_by: AbstractBaseUser | None = None,
     name: str = "",
+    client_ip: str | None = None,
 ) -> Stage:
     """A draft stage from a preset, custom settings, or a preset with overrides."""
     if preset is not None and preset not in PRESETS:
@@ -60,7 +62,7 @@ def stage_create(
                 f"Stage {busy.number} is still {busy.get_status_display().lower()}: close or cancel it first"
             )
         number = (dataset.stages.aggregate(n=Max("number"))["n"] or 0) + 1
-        return Stage.objects.create(
+        stage = Stage.objects.create(
             dataset=dataset,
             number=number,
             name=name or f"Stage {number}",
@@ -70,6 +72,15 @@ def stage_create(
             readers_per_case=settings["readers_per_case"],
             created_by=created_by,
         )
+        audit_record(
+            action="stage.create",
+            actor=created_by,
+            ip=client_ip,
+            target=stage,
+            dataset=dataset,
+            new={"number": number, "name": stage.name, "preset": stage.preset, "config": settings},
+        )
+        return stage
 
 
 def _covid_without_truth(dataset: Dataset):
@@ -144,7 +155,9 @@ def _train_params(stage: Stage, net: dict, *, training, predict, fold) -> dict[s
     }
 
 
-def stage_launch(*, stage: Stage, by: AbstractBaseUser | None = None) -> list[Job]:
+def stage_launch(
+    *, stage: Stage, by: AbstractBaseUser | None = None, client_ip: str | None = None
+) -> list[Job]:
     """Start training: one job per network (and per fold in Stage I)."""
     with transaction.atomic():
         stage = Stage.objects.select_for_update().get(pk=stage.pk)
@@ -179,6 +192,15 @@ def stage_launch(*, stage: Stage, by: AbstractBaseUser | None = None) -> list[Jo
         stage.launched_at = timezone.now()
         stage.config = {**stage.config, "targets": plan["targets"]}
         stage.save(update_fields=["status", "launched_at", "config"])
+        audit_record(
+            action="stage.launch",
+            actor=by,
+            ip=client_ip,
+            target=stage,
+            dataset=stage.dataset_id,
+            old={"status": Stage.Status.DRAFT},
+            new={"status": stage.status, "jobs": [j.pk for j in jobs]},
+        )
     log.info("stage %s launched with %d training jobs", stage.pk, len(jobs))
     return jobs
 
@@ -265,7 +287,9 @@ def stage_maybe_close(*, stage: Stage) -> bool:
     return True
 
 
-def stage_cancel(*, stage: Stage, by: AbstractBaseUser | None = None) -> Stage:
+def stage_cancel(
+    *, stage: Stage, by: AbstractBaseUser | None = None, client_ip: str | None = None
+) -> Stage:
     """Stop a stage that has not started review; its jobs are cancelled, nothing accepted is touched."""
     with transaction.atomic():
         stage = Stage.objects.select_for_update().get(pk=stage.pk)
@@ -273,8 +297,17 @@ def stage_cancel(*, stage: Stage, by: AbstractBaseUser | None = None) -> Stage:
             raise StageError(
                 f"Stage {stage.number} is {stage.get_status_display().lower()} and cannot be cancelled"
             )
-        for job in stage.jobs.filter(state__in=(Job.State.QUEUED, Job.State.RUNNING)):
-            job_cancel(job=job, by=by)
+        old = stage.status
+        cancelled = stage_jobs_cancel(stage=stage)
         stage.status = Stage.Status.CANCELLED
         stage.save(update_fields=["status"])
+        audit_record(
+            action="stage.cancel",
+            actor=by,
+            ip=client_ip,
+            target=stage,
+            dataset=stage.dataset_id,
+            old={"status": old},
+            new={"status": stage.status, "jobs_cancelled": cancelled},
+        )
     return stage

@@ -51,6 +51,7 @@ def import_upload_request(
     files: Iterable[tuple[str, UploadedFile]],
     label: str = Label.COVID,
     user: AbstractBaseUser | None = None,
+    client_ip: str | None = None,
 ) -> Job:
     """Store the uploaded files (keeping their folder layout) and queue their import."""
     if label not in Label.values:
@@ -79,6 +80,7 @@ def import_upload_request(
                     "files": stored,
                     "label": label,
                     "file_name": files[0][0] if len(files) == 1 else f"{len(files)} files",
+                    "client_ip": client_ip,  # for the import's audit event
                 },
                 dataset=dataset,
                 created_by=user,
@@ -108,6 +110,13 @@ def import_upload_run(*, job: Job, progress=None) -> ImportReport:
                 paths.append(target)
         if loose.exists():
             paths.append(loose)
-        report = cxr_import(dataset=dataset, paths=paths, label=params["label"], progress=progress)
+        report = cxr_import(
+            dataset=dataset,
+            paths=paths,
+            label=params["label"],
+            progress=progress,
+            by=job.created_by,
+            client_ip=params.get("client_ip"),
+        )
     _upload_drop(prefix=params["prefix"], stored=params["files"])
     return report

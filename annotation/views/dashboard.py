@@ -23,6 +23,7 @@ from annotation.selectors.dashboard import (
     stage_job_summary,
     worker_board,
 )
+from annotation.services.audit import client_ip
 from annotation.services.jobs import JobStateError, job_cancel, job_retry
 from annotation.services.stages import (
     StageError,
@@ -116,6 +117,7 @@ def stage_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
                     config=form.config(),
                     created_by=request.user,
                     name=form.cleaned_data.get("name", ""),
+                    client_ip=client_ip(request),
                 )
             except StageError as exc:
                 form.add_error(None, str(exc))
@@ -162,7 +164,7 @@ def stage_detail(request: HttpRequest, stage_id: int) -> HttpResponse:
 def stage_launch_view(request: HttpRequest, stage_id: int) -> HttpResponse:
     stage = get_object_or_404(Stage, pk=stage_id)
     try:
-        jobs = stage_launch(stage=stage, by=request.user)
+        jobs = stage_launch(stage=stage, by=request.user, client_ip=client_ip(request))
     except StageError as exc:
         messages.error(request, str(exc))
     else:
@@ -177,7 +179,7 @@ def stage_launch_view(request: HttpRequest, stage_id: int) -> HttpResponse:
 def stage_cancel_view(request: HttpRequest, stage_id: int) -> HttpResponse:
     stage = get_object_or_404(Stage, pk=stage_id)
     try:
-        stage_cancel(stage=stage, by=request.user)
+        stage_cancel(stage=stage, by=request.user, client_ip=client_ip(request))
     except StageError as exc:
         messages.error(request, str(exc))
     else:
@@ -200,10 +202,10 @@ def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)
     try:
         if action == "cancel":
-            job_cancel(job=job, by=request.user)
+            job_cancel(job=job, by=request.user, client_ip=client_ip(request))
             messages.success(request, f"Job #{job.pk}: asked to stop.")
         else:
-            job_retry(job=job, by=request.user)
+            job_retry(job=job, by=request.user, client_ip=client_ip(request))
             messages.success(
                 request, f"Job #{job.pk} queued again; training resumes from its last checkpoint."
             )
@@ -247,6 +249,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                 job = import_upload_request(
                     dataset=dataset, files=list(zip(names, uploads, strict=True)),
                     label=form.cleaned_data["label"], user=request.user,
+                    client_ip=client_ip(request),
                 )  # fmt: skip
         except (UploadError, IntegrityError) as exc:
             form.add_error(

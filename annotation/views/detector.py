@@ -29,6 +29,7 @@ from annotation.selectors.report import (
     score_cells,
 )
 from annotation.selectors.report_export import report_csv, report_figures
+from annotation.services.audit import client_ip
 from annotation.services.detector import (
     DETECTOR_PRESETS,
     DetectorError,
@@ -251,7 +252,7 @@ def detector_report_html(request: HttpRequest, run: str) -> HttpResponse:
 def detector_deploy_view(request: HttpRequest, model_id: int) -> HttpResponse:
     mv = get_object_or_404(ModelVersion, pk=model_id)
     try:
-        detector_deploy(model_version=mv, by=request.user)
+        detector_deploy(model_version=mv, by=request.user, client_ip=client_ip(request))
     except DetectorError as exc:
         messages.error(request, str(exc))
     else:

@@ -1,7 +1,7 @@
 """The exports screen (researchers and admins): choose, start, follow, download.
 
 One view serves the page; with htmx, a running export's row polls itself until its job ends.
-Downloads go through `export_download`, which checks the role: export files are never served
+Downloads go through `export_file`, which checks the role: export files are never served
 from a public media URL.
 """
 
@@ -17,7 +17,14 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation.models import Dataset, Export, Stage
 from annotation.roles import ADMIN, RESEARCHER
-from annotation.services.exports import FORMATS, MAX_FOLDS, ExportError, export_request
+from annotation.services.audit import client_ip
+from annotation.services.exports import (
+    FORMATS,
+    MAX_FOLDS,
+    ExportError,
+    export_download,
+    export_request,
+)
 from annotation.views.access import role_required
 
 FORMAT_LABELS = {
@@ -90,6 +97,7 @@ def exports_page(request: HttpRequest) -> HttpResponse:
                 seed=data["seed"],
                 licence=data["licence"],
                 citation=data["citation"],
+                client_ip=client_ip(request),
             )
         except ExportError as exc:
             form.add_error(None, str(exc))
@@ -121,12 +129,14 @@ def _with_error_line(export: Export) -> Export:
 
 @role_required(ADMIN, RESEARCHER)
 @require_GET
-def export_download(request: HttpRequest, pk: int) -> FileResponse:
+def export_file(request: HttpRequest, pk: int) -> FileResponse:
     export = get_object_or_404(Export, pk=pk)
-    if not export.file:
-        raise Http404("this export is not ready")
+    try:
+        handle = export_download(export=export, by=request.user, client_ip=client_ip(request))
+    except ExportError:
+        raise Http404("this export is not ready") from None
     return FileResponse(
-        export.file.open("rb"),
+        handle,
         as_attachment=True,
         filename=PurePosixPath(export.file.name).name,
         content_type="application/zip",

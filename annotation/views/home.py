@@ -1,9 +1,16 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
+from annotation.roles import sees_provenance
 from annotation.selectors.datasets import dataset_overview
 
 
 @login_required
 def home(request):
-    return render(request, "home.html", {"datasets": dataset_overview()})
+    # Readers see no count of manual masks: blinding starts on the home page.
+    provenance = sees_provenance(request.user)
+    return render(
+        request,
+        "home.html",
+        {"datasets": dataset_overview(with_provenance=provenance), "provenance": provenance},
+    )

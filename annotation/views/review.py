@@ -19,7 +19,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.models import ReviewTask, Stage
-from annotation.roles import MD, SENIOR_MD, has_role
+from annotation.roles import (
+    MD,
+    READER_ROLES,
+    ROLE_CONFLICT,
+    SENIOR_MD,
+    has_role,
+    sees_provenance,
+)
 from annotation.selectors.review import (
     reader_queue,
     refusal_page,
@@ -31,16 +38,15 @@ from annotation.selectors.review import (
     task_screen,
 )
 from annotation.services.assignment import task_held, task_lease_next, task_lease_renew
+from annotation.services.audit import client_ip
 from annotation.services.review import (
     ReviewResult,
     decision_undo,
     pick_record,
     round_record,
 )
-from annotation.services.review_errors import MalformedRequest, NotYourTask, ReviewError
+from annotation.services.review_errors import MalformedRequest, ReviewError
 from annotation.views.access import redirect_back, role_required
-
-READER_ROLES = (MD, SENIOR_MD)
 
 
 def _int(value, name: str) -> int:
@@ -53,6 +59,11 @@ def _int(value, name: str) -> int:
 @require_GET
 @role_required(*READER_ROLES)
 def queue(request: HttpRequest) -> HttpResponse:
+    # The queue refreshes itself every 30 s (htmx): then only the table is sent.
+    template = "review/queue.html#queue" if request.htmx else "review/queue.html"
+    if sees_provenance(request.user):
+        # Not an empty queue: the reader must know why they get no case.
+        return render(request, template, {"role_conflict": ROLE_CONFLICT}, status=403)
     ctx = {
         "rows": reader_queue(reader=request.user) if has_role(request.user, MD) else [],
         "adjudication": (
@@ -61,8 +72,6 @@ def queue(request: HttpRequest) -> HttpResponse:
             else []
         ),
     }
-    # The queue refreshes itself every 30 s (htmx): then only the table is sent.
-    template = "review/queue.html#queue" if request.htmx else "review/queue.html"
     return render(request, template, ctx)
 
 
@@ -99,7 +108,7 @@ def progress(request: HttpRequest, token: str) -> HttpResponse:
     """The progress strip alone (htmx), refreshed when a prerendered screen is shown."""
     try:
         task = task_held(token=token, reader=request.user)
-    except NotYourTask:
+    except ReviewError:  # not theirs, or an account that may not review
         raise Http404("no such case") from None
     screen = task_screen(task=task, reader=request.user)
     return render(request, "review/_bar.html#progress", {"screen": screen, "task": task})
@@ -108,7 +117,7 @@ def progress(request: HttpRequest, token: str) -> HttpResponse:
 def _held_or_queue(request: HttpRequest, token: str) -> ReviewTask | None:
     try:
         return task_held(token=token, reader=request.user)
-    except NotYourTask as exc:
+    except ReviewError as exc:  # not theirs (any more), or an account that may not review
         messages.info(request, str(exc))
         return None
 
@@ -198,6 +207,7 @@ def round_submit(request: HttpRequest, token: str) -> HttpResponse:
             choice=request.POST.get("choice", ""),
             idempotency_key=request.POST.get("idempotency_key", ""),
             time_on_screen_ms=_int(request.POST.get("time_on_screen_ms", 0), "time on screen"),
+            client_ip=client_ip(request),
         ),
     )
 
@@ -214,6 +224,7 @@ def pick_submit(request: HttpRequest, token: str) -> HttpResponse:
             position=_int(request.POST.get("position"), "position"),
             idempotency_key=request.POST.get("idempotency_key", ""),
             time_on_screen_ms=_int(request.POST.get("time_on_screen_ms", 0), "time on screen"),
+            client_ip=client_ip(request),
         ),
     )
 
@@ -223,7 +234,7 @@ def pick_submit(request: HttpRequest, token: str) -> HttpResponse:
 def undo_submit(request: HttpRequest, stage_id: int) -> HttpResponse:
     stage = get_object_or_404(Stage, pk=stage_id)
     try:
-        result = decision_undo(stage=stage, reader=request.user)
+        result = decision_undo(stage=stage, reader=request.user, client_ip=client_ip(request))
     except ReviewError as exc:
         messages.error(request, str(exc))
         return redirect_back(request, request.POST.get("back"), "review_queue")

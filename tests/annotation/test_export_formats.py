@@ -44,7 +44,12 @@ def test_the_qata_layout_holds_exactly_the_accepted_cases_file_by_file(scenario)
     accepted = ["a.png", "b.png", "c.png", "d.png"]
     images = {f"Images/{n}" for n in accepted}
     masks = {f"Ground-truths/mask_{n}" for n in accepted}
-    assert set(archive.namelist()) == images | masks | {"labels.csv", "README.md", "SHA256SUMS"}
+    assert set(archive.namelist()) == images | masks | {
+        "labels.csv",
+        "audit.jsonl",
+        "README.md",
+        "SHA256SUMS",
+    }
     assert export.n_cases == 4
     for name in accepted:
         radiograph = scenario.cases[name]

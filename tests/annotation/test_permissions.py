@@ -210,6 +210,19 @@ MATRIX: list[Row] = [
         by_role(302, 302, 302, 302, 302),
         "admin:annotation_candidate_changelist",
     ),
+    # The audit trail and the change history: staff only, like the rest of the admin site.
+    Row(
+        "GET",
+        "/admin/annotation/auditevent/",
+        by_role(302, 302, 302, 302, 302),
+        "admin:annotation_auditevent_changelist",
+    ),
+    Row(
+        "GET",
+        "/admin/auditlog/logentry/",
+        by_role(302, 302, 302, 302, 302),
+        "admin:auditlog_logentry_changelist",
+    ),
     # --- review screens -------------------------------------------------------------------
     Row("GET", "/review/", READER_SCREEN, "review_queue"),
     Row("GET", "/review/s/{review}/next", by_role(302, 302, 403, 403, 403), "review_next"),

@@ -106,3 +106,47 @@ def test_readers_leasing_at_once_each_get_a_different_task():
     assert len({r.pk for r in results}) == 6
     for reader, task in zip(readers, results, strict=True):
         assert ReviewTask.objects.get(pk=task.pk).reader == reader
+
+
+def test_one_reader_asking_for_next_twelve_times_at_once_gets_one_case():
+    stage = review_stage(n_cases=6)
+    md = UserFactory(roles=[MD])
+    results = hammer(12, lambda i: task_lease_next(stage=stage, reader=md))
+    assert all(isinstance(r, ReviewTask) for r in results), results
+    assert len({r.pk for r in results}) == 1
+    assert ReviewTask.objects.filter(reader=md, status=ReviewTask.Status.LEASED).count() == 1
+    # Other readers still get cases of their own.
+    other = UserFactory(roles=[MD])
+    assert task_lease_next(stage=stage, reader=other).pk != results[0].pk
+
+
+def test_racing_retries_of_one_pick_say_replayed_exactly_once_false():
+    stage = review_stage(n_cases=2)
+    md = UserFactory(roles=[MD])
+    task = task_lease_next(stage=stage, reader=md)
+    shared_key = str(uuid.uuid4())
+    results = hammer(
+        8,
+        lambda i: decision_record(task=task, reader=md, position=1, idempotency_key=shared_key),
+    )
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert [r.replayed for r in results].count(False) == 1
+    assert {r.decision.pk for r in results} == {Decision.objects.get().pk}
+
+
+def test_racing_retries_of_one_pick_through_the_api_answer_201_once():
+    from rest_framework.test import APIClient
+
+    stage = review_stage(n_cases=2)
+    md = UserFactory(roles=[MD])
+    task = task_lease_next(stage=stage, reader=md)
+    body = {"position": 1, "idempotency_key": str(uuid.uuid4())}
+
+    def pick(_i: int):
+        client = APIClient()
+        client.force_authenticate(md)
+        answer = client.post(f"/api/review/tasks/{task.token}/pick/", body, format="json")
+        return answer.status_code, answer.json()["replayed"]
+
+    results = hammer(6, pick)
+    assert sorted(results) == [(200, True)] * 5 + [(201, False)], results

@@ -14,6 +14,7 @@ from annotation.selectors.statistics import stage_statistics
 from annotation.selectors.stats_math import bradley_terry, dice, fleiss_kappa, position_bias
 from annotation.services.assignment import task_lease_next
 from annotation.services.review import decision_record, knockout_state, round_record
+from mlworker.networks import network_label
 from tests.factories import PASSWORD, DatasetFactory, RadiographFactory, UserFactory, review_stage
 
 
@@ -116,7 +117,8 @@ def test_statistics_of_a_pairwise_stage_read_by_two_readers():
                 )
     s = stage_statistics(stage=stage)
     assert (s.cases, s.tasks, s.tasks_done, s.decisions, s.accepted) == (3, 6, 6, 6, 3)
-    label = f"{kinds[next(iter(favourite))][1].arch}/{kinds[next(iter(favourite))][1].encoder}"
+    version = kinds[next(iter(favourite))][1]
+    label = network_label(version.arch, version.encoder)  # as every screen names a network
     assert s.sources == [(label, 3)]
     assert s.machine_share == 1.0
     assert s.win_rates[0].label == label and s.win_rates[0].rate == 1.0

@@ -25,8 +25,10 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from annotation.models import Dataset, Export, Job, Radiograph, Stage
+from annotation.services.audit import audit_record
 from annotation.services.exports import qata
 from annotation.services.exports.archive import SUMS_NAME, HashingZip, file_sha256
+from annotation.services.exports.audit import AUDIT_FILE, audit_lines
 from annotation.services.exports.card import dataset_card
 from annotation.services.exports.cases import (
     distinct_groups,
@@ -124,6 +126,7 @@ def export_request(
     licence: str = "",
     citation: str = "",
     enqueue: bool = True,
+    client_ip: str | None = None,
 ) -> Export:
     """Create an export and its queued job; the job is sent once the transaction commits.
 
@@ -163,6 +166,14 @@ def export_request(
         export = Export.objects.create(
             dataset=dataset, job=job, created_by=created_by, params=params
         )
+        audit_record(
+            action="export.request",
+            actor=created_by,
+            ip=client_ip,
+            target=export,
+            dataset=dataset,
+            new={"job": job.pk, **params},
+        )
     return export
 
 
@@ -201,14 +212,39 @@ def export_build(*, export: Export, progress: ProgressCallback | None = None) ->
             f"exports/export-{export.pk:06d}-{slugify(dataset.name) or 'dataset'}.zip",
             File(target),
         )
-    # file="" guards immutability: a finished export is never written again.
-    stored = Export.objects.filter(pk=export.pk, file="").update(
-        file=name, size=size, sha256=sha256, n_cases=n_cases
-    )
+    with transaction.atomic():
+        # file="" guards immutability: a finished export is never written again.
+        stored = Export.objects.filter(pk=export.pk, file="").update(
+            file=name, size=size, sha256=sha256, n_cases=n_cases
+        )
+        if stored == 1:
+            audit_record(
+                action="export.build",
+                actor=export.created_by,
+                target=export,
+                dataset=dataset,
+                old={"file": None},
+                new={"file": name, "size": size, "sha256": sha256, "n_cases": n_cases},
+            )
     if stored != 1:
         default_storage.delete(name)  # another run finished first; keep its file
     export.refresh_from_db()
     return _result(export)
+
+
+def export_download(*, export: Export, by: AbstractBaseUser, client_ip: str | None = None) -> File:
+    """The finished export's zip, opened for a download that the audit trail records."""
+    if not export.file:
+        raise ExportError(f"export #{export.pk} is not ready: its job is {export.job.state}")
+    audit_record(
+        action="export.download",
+        actor=by,
+        ip=client_ip,
+        target=export,
+        dataset=export.dataset_id,
+        new={"file": export.file.name, "sha256": export.sha256},
+    )
+    return export.file.open("rb")
 
 
 def _result(export: Export) -> dict[str, Any]:
@@ -257,7 +293,9 @@ def _write_zip(export: Export, cases, *, target, tmp: str, progress) -> int:
             splits[_split_label(record, split)] += 1
             if progress is not None and progress(done, total):
                 raise ExportCancelled
-        files = _write_metadata(archive, coco, spools, formats=formats, split=split, folds=p)
+        files = _write_metadata(
+            archive, coco, spools, dataset=export.dataset, formats=formats, split=split, folds=p
+        )
         card = dataset_card(
             dataset=export.dataset,
             export_id=export.pk,
@@ -327,13 +365,17 @@ def _split_label(record: dict, split: str) -> str:
     return f"split {record['split'] or 'unassigned'}"
 
 
-def _write_metadata(archive, coco, spools, *, formats, split, folds) -> list[str]:
+def _write_metadata(archive, coco, spools, *, dataset, formats, split, folds) -> list[str]:
     """labels.csv, COCO, manifests and split files; returns the top-level layout for the card."""
     files = ["Train Set/, Test Set/" if split == "stored" else "Images/"]
     if "qata" in formats:
         files[0] += " (Images/ and Ground-truths/)" if split == "stored" else ", Ground-truths/"
     archive.write_file(LABELS_FILE, _binary(spools["labels"]))
     files.append(f"{LABELS_FILE} ({', '.join(LABEL_COLUMNS)}: read by import_cxr)")
+    archive.write_chunks(AUDIT_FILE, audit_lines(dataset=dataset))
+    files.append(
+        f"{AUDIT_FILE} (the dataset's audit trail, one event a line, readers pseudonymous)"
+    )
     if coco is not None:
         archive.write_chunks("annotations/instances.json", coco.chunks())
         files.append("annotations/instances.json (COCO, RLE masks)")
