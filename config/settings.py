@@ -10,10 +10,13 @@ Two modes:
 
 from __future__ import annotations
 
+import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.datadir import data_dir
@@ -25,7 +28,11 @@ MODE = env_choice("COLLABMASK_MODE", "embedded", ("embedded", "production"))
 EMBEDDED = MODE == "embedded"
 
 if EMBEDDED:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # Secrets, the database, the broker's files and uploads are this user's alone: the umask
+    # holds for every file the web, worker and Redis processes create here.
+    os.umask(0o077)
+    VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    VAR_DIR.chmod(0o700)
 
 
 def _kept_secret(name: str) -> str:
@@ -38,9 +45,14 @@ def _kept_secret(name: str) -> str:
             f"{name} (or {name}_FILE) is required when COLLABMASK_MODE=production"
         )
     path = VAR_DIR / name.lower()
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
+    try:
+        # Created readable by this user only, never for a moment by others.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
         path.chmod(0o600)
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
@@ -67,21 +79,27 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "axes",
     "auditlog",
     "annotation",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "annotation.views.health.LivenessMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before CSRF, which reads a form body: an oversized body is refused unread.
+    "annotation.middleware.RequestBodyLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "annotation.middleware.AuditMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -191,7 +209,11 @@ if MEDIA_S3_BUCKET:
 else:
     _media_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(MEDIA_ROOT), "file_permissions_mode": 0o640},
+        "OPTIONS": {
+            "location": str(MEDIA_ROOT),
+            "file_permissions_mode": 0o600 if EMBEDDED else 0o640,
+            "directory_permissions_mode": 0o700 if EMBEDDED else 0o750,
+        },
     }
 STORAGES = {
     "default": _media_storage,
@@ -202,6 +224,11 @@ STORAGES = {
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+AUTHENTICATION_BACKENDS = [
+    # First: refuses every attempt on a locked-out user name before the password is checked.
+    "annotation.authentication.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -211,7 +238,7 @@ AUTH_PASSWORD_VALIDATORS = [
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "annotation.api.authentication.ExpiringTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -227,17 +254,37 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+# An API token stops working this long after it was issued; a new POST to /api/auth/token/
+# issues a fresh one, DELETE revokes it.
+TOKEN_TTL = timedelta(hours=env_int("TOKEN_TTL_HOURS", 7 * 24, minimum=1))
 
 # --- import limits ------------------------------------------------------------
 # Largest image accepted, in pixels: guards against decompression bombs.
 IMPORT_MAX_PIXELS = env_int("IMPORT_MAX_PIXELS", 64 * 1024 * 1024, minimum=1)
 # Largest single file accepted, in bytes.
 IMPORT_MAX_FILE_BYTES = env_int("IMPORT_MAX_FILE_BYTES", 512 * 1024 * 1024, minimum=1)
+
+# --- request bodies -------------------------------------------------------------
+# Checked on Content-Length before a byte of the body is read (annotation.middleware); a
+# route that takes more says so with @body_limit (the CXR upload takes IMPORT_MAX_FILE_BYTES).
+REQUEST_MAX_BYTES = env_int("REQUEST_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
+# Form fields (not files) held in memory (also the largest CXR the infection-map viewer
+# takes), and the size above which an uploaded file goes to a temporary file, not memory.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1024 * 1024, minimum=1)
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int(
+    "FILE_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024 // 2, minimum=1
+)
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # --- security -----------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+# Idle timeout: every request moves the expiry on, so a session ends this long after its last use.
+SESSION_COOKIE_AGE = env_int("SESSION_IDLE_MINUTES", 8 * 60, minimum=1) * 60
+SESSION_SAVE_EVERY_REQUEST = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -245,6 +292,55 @@ if not EMBEDDED:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # The health probe comes from inside the deployment, over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+
+# Scripts and styles only from our own static files: no inline script, no outside host. The
+# review screen's speculation rules (prerender the next case: JSON, never run) are let through.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, "'inline-speculation-rules'"],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:", "blob:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "worker-src": [SELF, "blob:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# Brute force: after LOGIN_FAILURE_LIMIT wrong passwords in a row for one user name (or from
+# one address), the login form and /api/auth/token/ refuse it, right password included, for
+# LOGIN_COOLOFF_MINUTES, or until an admin unlocks it (/admin/axes/accessattempt/, or
+# `manage.py axes_reset_username NAME`).
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+# What a lock-out is counted by: each user name, and each client address (password spraying
+# tries many names from one address). Behind a reverse proxy, set TRUSTED_PROXY_COUNT so the
+# address is the client's, not the proxy's (else one address locks out everyone behind it).
+AXES_LOCKOUT_PARAMETERS = env_list("LOGIN_LOCKOUT_BY", ["ip_address", "username"])
+if not AXES_LOCKOUT_PARAMETERS or set(AXES_LOCKOUT_PARAMETERS) - {"ip_address", "username"}:
+    raise ImproperlyConfigured("LOGIN_LOCKOUT_BY must list ip_address and/or username")
+_proxies = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+if _proxies:
+    AXES_IPWARE_PROXY_COUNT = _proxies
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "annotation.views.accounts.locked_out"
+AXES_VERBOSE = False
+
+# Full health checks (database, broker, workers) for staff or this token, sent as
+# `X-Health-Token`; anonymous callers get liveness only.
+HEALTH_TOKEN = env_str("HEALTH_TOKEN") or ""
+HEALTH_CACHE_SECONDS = env_int("HEALTH_CACHE_SECONDS", 5, minimum=0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -255,7 +351,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A 403 or 404 is an answer, not a fault: logged in one line, without a traceback.
+    "filters": {"client_error": {"()": "config.logfilters.ClientErrorWithoutTraceback"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["client_error"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

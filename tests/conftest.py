@@ -252,3 +252,52 @@ def phantom_dataset(tmp_path):
         return dataset, folder
 
     return make
+
+
+HEALTH_TOKEN = "monitoring-token-for-tests"
+
+
+@pytest.fixture
+def web_server(transactional_db, _isolated_media, tmp_path):
+    """The web app served as `make run` serves it (gunicorn, two workers with four threads each)
+    on a free port, over the test's database. Yields (base URL, the workers' psutil.Process)."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+        "DATABASE_URL": test_database_url(),
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # no broker: the anonymous health check needs none
+        "MEDIA_ROOT": str(_isolated_media),
+        "COLLABMASK_VAR_DIR": str(tmp_path / "web-var"),
+        "HEALTH_TOKEN": HEALTH_TOKEN,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = tmp_path / "web.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi:application",
+             "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+
+        def ready():
+            import socket
+
+            if proc.poll() is not None:
+                pytest.fail("gunicorn stopped:\n" + log_path.read_text())
+            children = psutil.Process(proc.pid).children()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            except OSError:
+                return None
+            return children if len(children) == 2 else None
+
+        workers = wait_for(ready, what="gunicorn to serve", timeout=60, explain=log_path.read_text)
+        yield f"http://127.0.0.1:{port}", workers
+    finally:
+        _stop_process(proc)

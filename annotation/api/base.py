@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema
+from django.db import transaction
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.api.authentication import ExpiringTokenAuthentication
 from annotation.api.fields import StrictCharField
 from annotation.api.permissions import IsResearchReader
-from annotation.api.schema import ApiSchema
+from annotation.api.schema import ApiSchema, ErrorDetail
 
 MAX_ID = 2**63 - 1  # the largest primary key: larger ids are refused, not sent to the database
 
@@ -63,7 +68,7 @@ class Pagination(PageNumberPagination):
 class ApiView:
     """Mixin for API views. Token first, so an anonymous call is answered 401, not 403."""
 
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = [ExpiringTokenAuthentication, SessionAuthentication]
     permission_classes = [IsResearchReader]
     lookup_value_regex = r"[0-9]+"  # ids only; anything else is the JSON 404 of not_found
     pagination_class = Pagination
@@ -80,22 +85,45 @@ class TokenAnswer(serializers.Serializer):
 
 
 class TokenView(APIView):
-    """POST username and password, get the API token (`Authorization: Token <key>`)."""
+    """POST username and password, get the API token (`Authorization: Token <key>`), valid for
+    TOKEN_TTL from when it was issued; DELETE with the token revokes it. Wrong passwords are
+    counted with the login form's (django-axes): too many in a row lock the user name out."""
 
-    authentication_classes = [TokenAuthentication]  # so a refusal is a 401 with its header
-    permission_classes = [AllowAny]
+    authentication_classes = [ExpiringTokenAuthentication]  # a refusal is a 401 with its header
     parser_classes = [JSONParser, FormParser]
     schema = ApiSchema()
 
-    @extend_schema(request=TokenRequest, responses={200: TokenAnswer})
+    def get_permissions(self):
+        return [IsAuthenticated()] if self.request.method == "DELETE" else [AllowAny()]
+
+    @extend_schema(
+        request=TokenRequest,
+        responses={
+            200: TokenAnswer,
+            429: OpenApiResponse(
+                response=ErrorDetail,
+                description="too many wrong passwords in a row: locked out for a while",
+            ),
+        },
+    )
     def post(self, request):
         given = TokenRequest(data=request.data)
         given.is_valid(raise_exception=True)
         user = authenticate(request._request, **given.validated_data)
         if user is None or not user.is_active:
             raise AuthenticationFailed("unable to log in with these credentials")
-        token, _ = Token.objects.get_or_create(user=user)
+        with transaction.atomic():
+            token, _ = Token.objects.select_for_update().get_or_create(user=user)
+            if token.created < timezone.now() - settings.TOKEN_TTL:
+                # An expired token is replaced by a new key, never revived.
+                token.delete()
+                token = Token.objects.create(user=user)
         return Response({"token": token.key})
+
+    @extend_schema(request=None, responses={204: OpenApiResponse(description="revoked")})
+    def delete(self, request):
+        Token.objects.filter(pk=request.auth.pk).delete()
+        return HttpResponse(status=204)
 
 
 @extend_schema(exclude=True)

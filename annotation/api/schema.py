@@ -14,6 +14,11 @@ _ERRORS = {
     "404": "No such object.",
     "405": "Method not allowed.",
 }
+# What annotation.middleware answers before a body is read.
+_BODY_ERRORS = {
+    "411": "A body sent chunked, without Content-Length.",
+    "413": "The body is larger than this operation takes.",
+}
 
 
 class ApiSchema(AutoSchema):
@@ -32,7 +37,10 @@ class ApiSchema(AutoSchema):
                 ),
                 "400",
             )
-        for code, text in _ERRORS.items():
+        errors = dict(_ERRORS)
+        if self.method in ("POST", "PUT", "PATCH"):
+            errors.update(_BODY_ERRORS)
+        for code, text in errors.items():
             if code not in responses:
                 responses[code] = self._get_response_for_code(
                     OpenApiResponse(response=ErrorDetail, description=text), code

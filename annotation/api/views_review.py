@@ -50,6 +50,7 @@ from annotation.api.serializers_review import (
     screen_data,
 )
 from annotation.api.views_data import PNG
+from annotation.middleware import FORM_OVERHEAD, body_limit
 from annotation.models import ReviewTask, Stage
 from annotation.roles import MD, SENIOR_MD, has_role
 from annotation.selectors.review import (
@@ -66,7 +67,7 @@ from annotation.services.assignment import (
     task_lease_renew,
 )
 from annotation.services.audit import client_ip
-from annotation.services.decisions import KEY_HELP, KEY_PATTERN
+from annotation.services.decisions import DRAWING_MAX_BYTES, KEY_HELP, KEY_PATTERN
 from annotation.services.review import (
     CHOICES,
     ReviewResult,
@@ -313,6 +314,7 @@ class DrawingIn(serializers.Serializer):
     time_on_screen_ms = ms_field()
 
 
+@body_limit(DRAWING_MAX_BYTES + FORM_OVERHEAD)
 class DrawingView(ReviewView):
     """Reject the candidates and send your own mask: drawn from blank, or refining a pane."""
 

@@ -18,9 +18,11 @@ from annotation.api.permissions import IsMD
 from annotation.api.schema import ErrorDetail
 from annotation.api.serializers_review import AheadOut, KeepOut, page_url
 from annotation.api.views_review import CONFLICT, NOT_YOURS, ReviewView, held
+from annotation.middleware import body_limit
 from annotation.models import DrawingDraft, ReviewTask
 from annotation.selectors.review import screen_page, task_screen
 from annotation.services.assignment import task_lease_keep, task_lease_next
+from annotation.services.decisions import DRAWING_MAX_BYTES
 from annotation.services.drafts import draft_delete, draft_save
 from annotation.services.review_errors import ReviewError
 
@@ -93,6 +95,7 @@ def _client_time(value: str):
 DRAFT_STAMP = "when the browser made the drawing (ISO time)"
 
 
+@body_limit(DRAWING_MAX_BYTES)
 class DraftView(ReviewView):
     """The drawing in progress on a case you hold, kept server-side (one per case and reader):
     GET it, PUT a newer one (image/png, X-Draft-Updated: when it was drawn), DELETE it."""

@@ -44,6 +44,8 @@ from cxrio import masks as maskio
 # What a client's idempotency key may look like (the API's serializers check the same).
 KEY_PATTERN = r"^[A-Za-z0-9_.:-]{8,64}$"
 KEY_HELP = "8-64 of A-Z a-z 0-9 _ . : -"
+# A drawn mask is a small binary PNG: a larger one is refused (its route refuses the body).
+DRAWING_MAX_BYTES = 8 * 1024 * 1024
 _KEY = re.compile(KEY_PATTERN)
 
 
@@ -212,7 +214,7 @@ def drawing_validate(*, task: ReviewTask, png: bytes, allow_empty: bool) -> np.n
     size = (task.radiograph.work_width, task.radiograph.work_height)
     if not png:
         raise InvalidMask("no drawing was sent")
-    if len(png) > 8 * 1024 * 1024:
+    if len(png) > DRAWING_MAX_BYTES:
         raise InvalidMask("the drawing is larger than 8 MB; it should be a small binary PNG")
     try:
         # The limit guards against decompression bombs; the size check below is exact.

@@ -93,6 +93,15 @@ def patient_key_for(identifier: str) -> str:
     return hmac.new(salt, identifier.strip().encode(), hashlib.sha256).hexdigest()
 
 
+def stored_name(name: str, *, source_format: str, sha256: str) -> str:
+    """The name a case is kept, shown and exported under. A DICOM file is usually named after
+    its instance UID, which a PACS can trace back to the patient: it gets a pseudonym made
+    from its content instead."""
+    if source_format == DICOM:
+        return f"cxr-{sha256[:16]}.dcm"
+    return name[:255]
+
+
 def _patient_identifier(case: Case, decoded: DecodedImage | None) -> str | None:
     if case.patient_id:
         return case.patient_id
@@ -197,7 +206,7 @@ class _Importer:
             prepared.original = data
         prepared.display_png = encode_png(decoded.display)
         prepared.fields = {
-            "name": case.image.name[:255],
+            "name": stored_name(case.image.name, source_format=decoded.source_format, sha256=sha),
             "original": storage.content_path(storage.ORIGINALS, sha, ext),
             "source_format": decoded.source_format,
             "display": storage.content_path(storage.DISPLAY, sha, "png"),

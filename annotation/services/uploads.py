@@ -34,6 +34,17 @@ def _safe_relative(name: str) -> str:
     return "/".join(parts)
 
 
+def _upload_drop(*, prefix: str, stored: Iterable[str]) -> None:
+    """Delete an upload's files and, on a filesystem, the folders they leave empty."""
+    for path in stored:
+        default_storage.delete(path)
+    try:
+        folder = Path(default_storage.path(prefix))
+    except NotImplementedError:
+        return  # object storage has no folders to leave behind
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def import_upload_request(
     *,
     dataset: Dataset,
@@ -75,8 +86,7 @@ def import_upload_request(
                 created_by=user,
             )
     except Exception:
-        for path in stored:
-            default_storage.delete(path)
+        _upload_drop(prefix=prefix, stored=stored)
         raise
 
 
@@ -108,6 +118,5 @@ def import_upload_run(*, job: Job, progress=None) -> ImportReport:
             by=job.created_by,
             client_ip=params.get("client_ip"),
         )
-    for path in params["files"]:
-        default_storage.delete(path)
+    _upload_drop(prefix=params["prefix"], stored=params["files"])
     return report

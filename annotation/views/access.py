@@ -6,7 +6,9 @@ from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from annotation.roles import ROLE_LABELS, has_role
 
@@ -27,3 +29,13 @@ def role_required(*roles: str):
         return wrapper
 
     return decorate
+
+
+def redirect_back(request: HttpRequest, back: str | None, *fallback, **fallback_kwargs):
+    """Redirect to `back` (a page the form came from) when it is a URL of this site, else to
+    `redirect(*fallback, **fallback_kwargs)`: a posted URL never sends anyone elsewhere."""
+    if back and url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return HttpResponseRedirect(back)
+    return redirect(*fallback, **fallback_kwargs)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from annotation.middleware import FORM_OVERHEAD, body_limit
 from annotation.models import Dataset, Job, Label, Stage
 from annotation.presets import MODES, PRESETS
 from annotation.roles import ADMIN
@@ -32,7 +34,7 @@ from annotation.services.stages import (
     stage_plan,
 )
 from annotation.services.uploads import UploadError, import_upload_request
-from annotation.views.access import role_required
+from annotation.views.access import redirect_back, role_required
 from mlworker.networks import network_choices, network_label
 
 MODE_LABELS = {"pairwise": "Pairwise knockout (Stage I)", "nway": "N-way pick (Stage II and later)"}
@@ -210,10 +212,7 @@ def job_action(request: HttpRequest, job_id: int, action: str) -> HttpResponse:
             )
     except JobStateError as exc:
         messages.error(request, str(exc))
-    back = request.POST.get("next", "")
-    if back.startswith("/") and not back.startswith("//"):
-        return redirect(back)
-    return redirect("dashboard_job", job_id=job.pk)
+    return redirect_back(request, request.POST.get("next"), "dashboard_job", job_id=job.pk)
 
 
 class UploadForm(forms.Form):
@@ -236,6 +235,7 @@ class UploadForm(forms.Form):
         return data
 
 
+@body_limit(lambda: settings.IMPORT_MAX_FILE_BYTES + FORM_OVERHEAD)
 @role_required(ADMIN)
 def upload(request: HttpRequest) -> HttpResponse:
     """Upload a zip, some images or a whole folder (its layout kept) and import it as a job."""

@@ -1,13 +1,28 @@
-"""Liveness of the parts the app needs: database, broker, at least one worker."""
+"""/healthz: liveness for anyone; the parts the app needs (database, broker, at least one
+worker) for admins and for monitoring that sends HEALTH_TOKEN.
+
+Anonymous callers learn only that the web process answers: no host names, no error texts,
+and no work behind it, so a crowd of them costs nothing. The full checks ping the workers
+(a second or so); their answer is cached for HEALTH_CACHE_SECONDS.
+"""
 
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import render
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 
+from annotation.roles import ADMIN, has_role
 from config.celery_app import app as celery_app
+
+TOKEN_HEADER = "X-Health-Token"
+CACHE_KEY = "healthz:checks"
 
 
 def _check_database() -> tuple[bool, str]:
@@ -37,9 +52,56 @@ def _check_broker_and_workers() -> dict[str, tuple[bool, str]]:
     return {"broker": broker, "worker": worker}
 
 
+def _anonymous(request) -> bool:
+    """No monitoring token and no session cookie: liveness is all this caller may learn."""
+    return (
+        TOKEN_HEADER not in request.headers and settings.SESSION_COOKIE_NAME not in request.COOKIES
+    )
+
+
+def _may_see_details(request) -> bool:
+    sent = request.headers.get(TOKEN_HEADER, "")
+    if sent and settings.HEALTH_TOKEN:
+        return hmac.compare_digest(sent.encode(), settings.HEALTH_TOKEN.encode())
+    if _anonymous(request):
+        return False
+    return request.user.is_staff or has_role(request.user, ADMIN)
+
+
+def _alive() -> JsonResponse:
+    response = JsonResponse({"status": "ok"})
+    add_never_cache_headers(response)
+    response["Content-Length"] = str(len(response.content))
+    return response
+
+
+class LivenessMiddleware:
+    """Answers an anonymous /healthz before sessions, CSRF, the URL resolver and the rest run:
+    a crowd of monitoring probes must cost the web workers next to nothing."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info == "/healthz" and _anonymous(request):
+            return _alive()
+        return self.get_response(request)
+
+
+def _checks() -> dict[str, tuple[bool, str]]:
+    checks = cache.get(CACHE_KEY)
+    if checks is None:
+        checks = {"database": _check_database(), **_check_broker_and_workers()}
+        if settings.HEALTH_CACHE_SECONDS:
+            cache.set(CACHE_KEY, checks, settings.HEALTH_CACHE_SECONDS)
+    return checks
+
+
 @never_cache
 def healthz(request):
-    checks = {"database": _check_database(), **_check_broker_and_workers()}
+    if not _may_see_details(request):
+        return _alive()
+    checks = _checks()
     ok = all(passed for passed, _ in checks.values())
     status = 200 if ok else 503
     payload = {

@@ -46,7 +46,7 @@ from annotation.services.review import (
     round_record,
 )
 from annotation.services.review_errors import MalformedRequest, ReviewError
-from annotation.views.access import role_required
+from annotation.views.access import redirect_back, role_required
 
 
 def _int(value, name: str) -> int:
@@ -237,6 +237,6 @@ def undo_submit(request: HttpRequest, stage_id: int) -> HttpResponse:
         result = decision_undo(stage=stage, reader=request.user, client_ip=client_ip(request))
     except ReviewError as exc:
         messages.error(request, str(exc))
-        return redirect(request.POST.get("back") or "review_queue")
+        return redirect_back(request, request.POST.get("back"), "review_queue")
     messages.info(request, "Your last decision was undone: choose again.")
     return redirect(task_page(result.task))

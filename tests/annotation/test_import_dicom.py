@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import shutil
 
 import numpy as np
@@ -39,10 +42,18 @@ def dicom_folder(tmp_path):
     return folder
 
 
+def _by_file(folder) -> dict[str, Radiograph]:
+    """The imported rows by the file they came from (their names are pseudonyms)."""
+    return {
+        path.name: Radiograph.objects.get(sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+        for path in folder.iterdir()
+    }
+
+
 def test_generated_dicoms_import_with_their_facts(dicom_folder):
     report = cxr_import(dataset=DatasetFactory(), paths=[dicom_folder])
     assert report.rejected == [] and len(report.imported) == 5
-    rows = {r.name: r for r in Radiograph.objects.all()}
+    rows = _by_file(dicom_folder)
     assert {r.source_format for r in rows.values()} == {"dicom"}
     assert (rows["mono1.dcm"].bit_depth, rows["IM0002"].bit_depth) == (16, 12)
     facts = rows["mono1.dcm"].metadata
@@ -59,6 +70,26 @@ def test_generated_dicoms_import_with_their_facts(dicom_folder):
         assert display.shape == (row.height, row.width)
         assert cxrfiles.lungs_darker(display), row.name
         assert row.original.name.endswith(".dcm")
+
+
+def test_dicom_files_are_kept_shown_and_exported_under_a_pseudonym(dicom_folder):
+    from rest_framework.test import APIClient
+
+    from annotation.services.exports.qata import Namer
+    from tests.factories import UserFactory
+
+    uid_named = dicom_folder / "1.2.826.0.1.3680043.8.498.10034.dcm"
+    (dicom_folder / "mono1.dcm").rename(uid_named)
+    cxr_import(dataset=DatasetFactory(), paths=[dicom_folder])
+    row = _by_file(dicom_folder)[uid_named.name]
+    assert re.fullmatch(r"cxr-[0-9a-f]{16}\.dcm", row.name)
+    assert "1.2.826" not in row.original.name and "1.2.826" not in row.display.name
+    client = APIClient()
+    client.force_authenticate(UserFactory(roles=["researcher"]))
+    shown = client.get(f"/api/radiographs/{row.pk}/").json()
+    assert shown["name"] == row.name
+    assert "1.2.826" not in json.dumps(client.get("/api/radiographs/").json())
+    assert Namer().name_for(row) == f"{row.name[:-4]}.png"
 
 
 def test_dicom_patient_identifiers_and_dates_never_reach_db_or_storage(dicom_folder):
@@ -134,11 +165,14 @@ def test_real_qata_pairs_and_dicoms_import(shared_data, tmp_path):
         "sub-s09499"
     )
 
-    nih = Radiograph.objects.get(name__startswith="1.3.6.1.4.1.11129")
+    # Kept under a pseudonym, not the instance UID it was named after.
+    assert not Radiograph.objects.filter(name__startswith="1.3.6.1.4.1.11129").exists()
+    nih = Radiograph.objects.get(dataset=dataset, patient_key=patient_key_for("Covid0000"))
     assert nih.patient_key == patient_key_for("Covid0000")
     assert b"Covid0000" not in blob_read(nih.original.name)
 
-    cr = Radiograph.objects.get(name="gdcm-CR-MONO1-10-chest.dcm")
+    cr_file = real / "dwv-gdcm-cr-chest-dicom" / "gdcm-CR-MONO1-10-chest.dcm"
+    cr = Radiograph.objects.get(sha256=hashlib.sha256(cr_file.read_bytes()).hexdigest())
     assert (cr.bit_depth, cr.metadata["photometric_interpretation"]) == (10, "MONOCHROME1")
     display = stored_image(cr.display.name)
     rows = slice(440 // 3, 2 * 440 // 3)

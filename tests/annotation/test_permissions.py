@@ -207,6 +207,9 @@ MATRIX: list[Row] = [
     Row("GET", "/", by_role(302, 200, 200, 200, 200), "home"),
     Row("GET", "/healthz", by_role(*[HEALTH] * 5), "healthz"),
     Row("GET", "/accounts/login/", by_role(200, 302, 302, 302, 302), "login"),
+    Row("GET", "/accounts/password/", by_role(302, 200, 200, 200, 200), "password_change"),
+    # An empty form: the page again, with what is missing.
+    Row("POST", "/accounts/password/", by_role(302, 200, 200, 200, 200), "password_change"),
     # The Django admin is for staff accounts only: no role makes one staff.
     Row("GET", "/admin/", by_role(302, 302, 302, 302, 302), "admin:index"),
     Row(
@@ -306,6 +309,8 @@ MATRIX: list[Row] = [
         "api:review-pick",
         PICK,
     ),
+    # Revokes the token the API rows above used.
+    Row("DELETE", "/api/auth/token/", by_role(401, 204, 204, 204, 204), "api:token"),
     Row("POST", "/accounts/logout/", by_role(302, 302, 302, 302, 302), "logout"),
 ]
 

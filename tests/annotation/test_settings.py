@@ -97,3 +97,48 @@ def test_media_goes_to_s3_compatible_storage_when_configured(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["S3Storage", "cxr-media", "http://minio.internal:9000"]
+
+
+def test_var_secrets_and_database_are_the_owners_alone(tmp_path):
+    var = tmp_path / "var"
+    code = (
+        "import django; django.setup();"
+        "from django.core.management import call_command;"
+        "call_command('migrate', verbosity=0)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"COLLABMASK_VAR_DIR": str(var), "DJANGO_SETTINGS_MODULE": "config.settings"})
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert var.stat().st_mode & 0o777 == 0o700
+    for name in ("secret_key", "patient_key_salt", "db.sqlite3"):
+        assert (var / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_check_deploy_in_production_mode_warns_of_nothing(tmp_path):
+    # The environment a deployment has: not the test run's (DJANGO_ALLOW_ASYNC_UNSAFE…).
+    keep = ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "COLLABMASK_MODE": "production",
+            "COLLABMASK_VAR_DIR": str(tmp_path / "var"),
+            "SECRET_KEY": "k8V2t0pQ-a-long-random-production-secret-5d1Xz7mR4wLc9bN3yH6jF2",
+            "PATIENT_KEY_SALT": "salt",
+            "ALLOWED_HOSTS": "collabmask.example.org",
+            "DATABASE_URL": "sqlite:///" + str(tmp_path / "db.sqlite3"),
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "System check identified no issues (0 silenced)." in done.stdout

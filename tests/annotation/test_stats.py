@@ -166,10 +166,10 @@ def test_the_statistics_page_is_for_admins_and_researchers(client):
         user = UserFactory(roles=[role])
         client.login(username=user.username, password=PASSWORD)
         html = client.get(url).content.decode()
-        assert 'data-stats="sources"' in html and "<svg" in html
+        assert 'data-stats="sources"' in html and "data:image/svg+xml;base64," in html
         assert "Accepted masks</th><td>2</td>" in html
         fragment = client.get(url, HTTP_HX_REQUEST="true").content.decode()
-        assert 'data-stats="progress"' in fragment and "<svg" not in fragment
+        assert 'data-stats="progress"' in fragment and "data:image/svg" not in fragment
 
 
 @pytest.mark.django_db

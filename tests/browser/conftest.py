@@ -4,7 +4,8 @@ Module scope (not session): a test module that drives Playwright its own way the
 finds a second sync Playwright running in the same thread.
 
 Debian's /usr/bin/chromium is launched through executable_path; no browser is downloaded.
-`page` fails the test on any uncaught JavaScript error. `login(page, user)` gives a page the
+`page` fails the test on any uncaught JavaScript error and on anything the Content-Security-Policy
+refused (an inline script or style, an outside host). `login(page, user)` gives a page the
 session of a Django user of the live server.
 """
 
@@ -41,13 +42,21 @@ def page(browser):
     page.set_default_timeout(15000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None
+        ),
+    )
     page.js_errors = errors
     yield page
     # Let requests the page started (prefetches) finish before the test's media folder goes.
     with contextlib.suppress(Exception):  # best effort; the assertion below is what matters
         page.wait_for_load_state("networkidle", timeout=5000)
     context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    assert not errors, f"JavaScript errors or CSP refusals in the page: {errors}"
 
 
 @pytest.fixture
@@ -76,7 +85,7 @@ def login(page, live_server, user) -> None:
 
 def wait_ready(page) -> None:
     """Until review.js says the screen is usable (images and masks drawn)."""
-    page.wait_for_function("document.documentElement.dataset.reviewReady === '1'")
+    page.wait_for_function("() => document.documentElement.dataset.reviewReady === '1'")
 
 
 def press_and_follow(page, key: str) -> None:

@@ -93,6 +93,16 @@ def test_make_run_serves_login_health_and_demo_accounts(tmp_path, artifacts_dir)
             expect(page.get_by_role("heading", name="Log in")).to_be_visible()
             page.screenshot(path=artifacts_dir / "login.png")
 
+            # The health details are for admins; anonymous callers learn liveness only.
+            page.goto(url + "healthz")
+            assert json.loads(page.locator("body").inner_text()) == {"status": "ok"}
+            admin = next(n for n, e in accounts.items() if e["role"] == "admin")
+            page.goto(url)
+            page.get_by_label("User name").fill(admin)
+            page.get_by_label("Password").fill(accounts[admin]["password"])
+            page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_role("heading", name=f"Welcome, {admin}")).to_be_visible()
+
             # The worker may still be starting: the health page turns OK once it answers.
             def health() -> dict[str, str]:
                 page.goto(url + "healthz")
@@ -110,6 +120,8 @@ def test_make_run_serves_login_health_and_demo_accounts(tmp_path, artifacts_dir)
             )
             page.screenshot(path=artifacts_dir / "healthz.png")
 
+            page.get_by_role("button", name="Log out").click()
+            expect(page.get_by_role("heading", name="Log in")).to_be_visible()
             page.goto(url)
             page.get_by_label("User name").fill("demo-md")
             page.get_by_label("Password").fill(accounts["demo-md"]["password"])
@@ -134,3 +146,10 @@ def test_make_run_serves_login_health_and_demo_accounts(tmp_path, artifacts_dir)
     finally:
         _stop(proc)
     print(f"first start {first_start_s:.1f} s, second start {second_start_s:.1f} s")
+    # Secrets, database, Redis files, media and logs: the owner's alone.
+    shared = [
+        f"{path.relative_to(var_dir)} {path.stat().st_mode & 0o777:o}"
+        for path in [var_dir, *var_dir.rglob("*")]
+        if not path.is_symlink() and path.stat().st_mode & 0o077
+    ]
+    assert not shared, shared

@@ -20,14 +20,14 @@ def test_two_tabs_racing_on_one_case_make_one_decision(live_server, page, artifa
     wait_ready(page)
     other = page.context.new_page()  # the same reader's second tab, on the same case
     other.goto(page.url)
-    other.wait_for_function("document.documentElement.dataset.reviewReady === '1'")
+    other.wait_for_function("() => document.documentElement.dataset.reviewReady === '1'")
     task = ReviewTask.objects.get(token=page.url.rstrip("/").split("/")[-1])
     # Both choose at once, different masks, with different request keys.
     page.evaluate("document.querySelector('button[name=position][value=\"1\"]').click()")
     other.evaluate("document.querySelector('button[name=position][value=\"3\"]').click()")
     for tab in (page, other):
         tab.wait_for_url(lambda url: task.token not in url)
-        tab.wait_for_function("document.documentElement.dataset.reviewReady === '1'")
+        tab.wait_for_function("() => document.documentElement.dataset.reviewReady === '1'")
     decisions = Decision.objects.filter(task=task)
     assert decisions.count() == 1
     assert decisions.get().position in (1, 3)

@@ -127,7 +127,7 @@ def test_an_active_reader_keeps_the_case_and_a_lost_case_is_said_at_once(
     other = UserFactory(roles=[MD])
     ReviewTask.objects.filter(pk=task.pk).update(reader=other, lease_expires_at=timezone.now())
     page.mouse.move(300, 250)
-    page.wait_for_function("document.documentElement.dataset.leaseLost === '1'", timeout=5000)
+    page.wait_for_function("() => document.documentElement.dataset.leaseLost === '1'", timeout=5000)
     alert = page.locator("[data-review-alert]")
     assert alert.is_visible() and "lease ran out" in alert.inner_text()
     assert page.get_by_role("button", name="A is better").is_disabled()

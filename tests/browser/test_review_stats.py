@@ -39,4 +39,4 @@ def test_the_statistics_page_after_a_seeded_stage(live_server, page, artifacts_d
     assert "Fleiss" in page.locator("[data-stats=agreement]").inner_text()
     page.screenshot(path=artifacts_dir / "statistics.png", full_page=True)
     # Bradley–Terry strengths and chosen positions always; masks by origin once some are accepted.
-    assert page.locator("section svg").count() == 2 + (stage.ground_truths.count() > 0)
+    assert page.locator("section img.plot").count() == 2 + (stage.ground_truths.count() > 0)
