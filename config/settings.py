@@ -67,6 +67,8 @@ if not ALLOWED_HOSTS:
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    # First, so its templates (registration/, drf_spectacular/, admin/) override the others'.
+    "annotation",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -81,7 +83,6 @@ INSTALLED_APPS = [
     "template_partials",
     "axes",
     "auditlog",
-    "annotation",
 ]
 
 MIDDLEWARE = [
