@@ -373,12 +373,10 @@ def adjudication_record(
     client_ip: str | None = None,
 ) -> ReviewResult:
     """A senior MD picks one of the readers' choices; it becomes the case's accepted mask."""
-    check_key(idempotency_key)
     with transaction.atomic():
-        locked = lock_held_task(task_id=task.pk, reader=reader)
+        locked, stored = _replay_or_lock(task, reader, idempotency_key)
         if locked.kind != ReviewTask.Kind.ADJUDICATION:
             raise InvalidChoice("this case is not waiting for adjudication")
-        stored = Decision.objects.filter(idempotency_key=idempotency_key, task=locked).first()
         if stored is not None:
             return _replayed(locked, stored)
         options = adjudication_options(task=locked)
