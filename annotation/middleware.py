@@ -93,8 +93,8 @@ class RequestBodyLimitMiddleware:
 
 
 class AuditMiddleware(AuditlogMiddleware):
-    """django-auditlog's middleware, taking the client's address as the web server saw it
-    (the same as the audit trail) rather than from a client-supplied X-Forwarded-For."""
+    """django-auditlog's middleware, taking the client's address by the audit trail's one rule
+    (client_ip) rather than from a client-supplied X-Forwarded-For."""
 
     @staticmethod
     def _get_remote_addr(request):

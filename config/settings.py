@@ -330,10 +330,10 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minim
 AXES_LOCKOUT_PARAMETERS = env_list("LOGIN_LOCKOUT_BY", ["ip_address", "username"])
 if not AXES_LOCKOUT_PARAMETERS or set(AXES_LOCKOUT_PARAMETERS) - {"ip_address", "username"}:
     raise ImproperlyConfigured("LOGIN_LOCKOUT_BY must list ip_address and/or username")
-_proxies = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
-if _proxies:
-    AXES_IPWARE_PROXY_COUNT = _proxies
-    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+# One rule for the client's address: the lock-out, the audit trail and the admin's change
+# history all take it from annotation.services.audit.client_ip.
+AXES_CLIENT_IP_CALLABLE = "annotation.services.audit.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "annotation.views.accounts.locked_out"
 AXES_VERBOSE = False

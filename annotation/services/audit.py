@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
 from django.http import HttpRequest
@@ -46,8 +47,17 @@ ACTIONS = {
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    """The address the request came from, as the web server saw it."""
+    """The address the request came from. With TRUSTED_PROXY_COUNT proxies in front, it is the
+    one the outermost proxy saw, which each proxy appends to X-Forwarded-For: counted from the
+    right, so addresses a client wrote into the header itself are never taken. Without
+    proxies, it is the address the web server saw."""
     value = request.META.get("REMOTE_ADDR", "")
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if proxies:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        hops = [hop.strip() for hop in forwarded if hop.strip()]
+        if len(hops) >= proxies:
+            value = hops[-proxies]
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:

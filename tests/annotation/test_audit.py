@@ -248,6 +248,15 @@ def test_sign_ins_refused_sign_ins_and_sign_outs_are_recorded():
     assert only("logout").actor == md
 
 
+def test_behind_a_proxy_the_trail_records_the_client_s_address(settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    md = UserFactory(roles=[MD])
+    # The proxy appends the address it saw; the forged entry before it is the client's own.
+    client = Client(REMOTE_ADDR="10.0.0.9", HTTP_X_FORWARDED_FOR=f"198.51.100.7, {IP}")
+    client.post(reverse("login"), {"username": md.username, "password": PASSWORD})
+    assert only("login").ip == IP
+
+
 def test_a_role_change_is_one_change_history_entry_with_the_group_added():
     md = UserFactory(roles=[MD])
     before = LogEntry.objects.count()

@@ -64,6 +64,24 @@ def test_guessing_many_user_names_from_one_address_locks_the_address():
     assert _login(Client(REMOTE_ADDR="10.0.0.3"), names[-1], PASSWORD).status_code == 302
 
 
+def test_behind_a_proxy_the_address_locked_is_the_client_s_not_the_proxy_s(settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    proxy = "10.0.0.9"  # every request reaches the web server from the proxy
+
+    def via_proxy(client_address: str, forged: str = "") -> Client:
+        # The proxy appends the address it saw; a client may have written anything before it.
+        chain = f"{forged}, {client_address}" if forged else client_address
+        return Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=chain)
+
+    names = [UserFactory(roles=["md"]).username for _ in range(LIMIT + 1)]
+    for i, name in enumerate(names[:LIMIT]):
+        # Each try forges another address in front: only the proxy's entry counts.
+        _login(via_proxy("203.0.113.5", forged=f"198.51.100.{i}"), name, "wrong")
+    assert _login(via_proxy("203.0.113.5"), names[-1], PASSWORD).status_code == 429
+    # Another client behind the same proxy is not locked out with it.
+    assert _login(via_proxy("203.0.113.6"), names[-1], PASSWORD).status_code == 302
+
+
 def test_the_token_endpoint_locks_out_too_and_says_why():
     researcher = UserFactory(roles=["researcher"])
     for _ in range(LIMIT - 1):
