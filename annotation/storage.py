@@ -7,12 +7,26 @@ rows may share one blob. Whoever creates a blob and then fails to reference it r
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
+from typing import BinaryIO
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, default_storage
 
 ORIGINALS, DISPLAY, MASKS = "originals", "display", "masks"
+_CHUNK = 1 << 20
+
+
+def file_sha256(handle: BinaryIO) -> tuple[str, int]:
+    """sha256 and size of an open binary file, read in chunks from its start."""
+    handle.seek(0)
+    digest, size = hashlib.sha256(), 0
+    for chunk in iter(lambda: handle.read(_CHUNK), b""):
+        digest.update(chunk)
+        size += len(chunk)
+    handle.seek(0)
+    return digest.hexdigest(), size
 
 
 def content_path(kind: str, sha256: str, ext: str) -> str:

@@ -15,17 +15,15 @@ from django.db import transaction
 
 from annotation.models import Job, Mask, ModelVersion, Radiograph, Stage
 from annotation.services.candidates import candidates_offer, mask_create
+from annotation.storage import file_sha256
 
 # Case lists of a job's parameters: recorded as the training set, not as the network's config.
 CASE_LISTS = ("training", "predict", "train", "test")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def _sha256(path: Path) -> str:
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return file_sha256(handle)[0]
 
 
 def model_version_register(
@@ -44,7 +42,7 @@ def model_version_register(
     transaction. It is the job's model (ModelVersion.job is unique), so a rerun of the job
     finds it instead of registering twice."""
     p = job.params
-    digest = sha256_file(weights)
+    digest = _sha256(weights)
     with transaction.atomic():
         mv = ModelVersion.objects.create(
             dataset=job.dataset,
@@ -77,7 +75,7 @@ def model_version_weights_fetch(*, model_version: ModelVersion, target: Path) ->
     sha256 (ValueError when they differ)."""
     with default_storage.open(model_version.weights.name, "rb") as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst)
-    if model_version.weights_sha256 and sha256_file(target) != model_version.weights_sha256:
+    if model_version.weights_sha256 and _sha256(target) != model_version.weights_sha256:
         raise ValueError(f"weights of model #{model_version.pk} do not match their sha256")
     return target
 

@@ -27,7 +27,7 @@ from django.utils.text import slugify
 from annotation.models import Dataset, Export, Job, Radiograph, Stage
 from annotation.services.audit import audit_record
 from annotation.services.exports import qata
-from annotation.services.exports.archive import SUMS_NAME, HashingZip, file_sha256
+from annotation.services.exports.archive import SUMS_NAME, HashingZip
 from annotation.services.exports.audit import AUDIT_FILE, audit_lines
 from annotation.services.exports.card import dataset_card
 from annotation.services.exports.cases import (
@@ -47,6 +47,7 @@ from annotation.services.exports.manifest import (
     stats_key,
 )
 from annotation.services.jobs import job_enqueue
+from annotation.storage import file_sha256
 from cxrio.masks import mask_to_png_0_255
 from cxrio.qata import LABEL_COLUMNS, LABELS_FILE
 

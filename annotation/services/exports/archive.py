@@ -84,14 +84,3 @@ class _Utf8Writer:
 
     def write(self, text: str) -> int:
         return self._out.write(text.encode("utf-8"))
-
-
-def file_sha256(handle: BinaryIO) -> tuple[str, int]:
-    """sha256 and size of an open binary file, read in chunks from its start."""
-    handle.seek(0)
-    digest, size = hashlib.sha256(), 0
-    for chunk in iter(lambda: handle.read(_CHUNK), b""):
-        digest.update(chunk)
-        size += len(chunk)
-    handle.seek(0)
-    return digest.hexdigest(), size
