@@ -23,6 +23,7 @@ urlpatterns: list = [
     # stage statistics (admins, researchers)
     path("stats/", stats.index, name="stats_index"),
     path("stats/s/<int:stage_id>/", stats.stage, name="stats_stage"),
+    path("stats/s/<int:stage_id>/<slug:table>.csv", stats.stage_csv, name="stats_stage_csv"),
     # exports (researchers, admins)
     path("exports/", exports.exports_page, name="exports"),
     path("exports/<int:pk>/row", exports.export_row, name="export_row"),

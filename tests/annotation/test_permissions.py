@@ -256,6 +256,7 @@ MATRIX: list[Row] = [
     # --- statistics, exports --------------------------------------------------------------
     Row("GET", "/stats/", RESEARCH_SCREEN, "stats_index"),
     Row("GET", "/stats/s/{stage}/", RESEARCH_SCREEN, "stats_stage"),
+    Row("GET", "/stats/s/{stage}/readers.csv", RESEARCH_SCREEN, "stats_stage_csv"),
     Row("GET", "/exports/", RESEARCH_SCREEN, "exports"),
     Row("POST", "/exports/", by_role(302, 403, 403, 400, 400), "exports"),  # empty form
     Row("GET", "/exports/{export}/row", RESEARCH_SCREEN, "export_row"),
