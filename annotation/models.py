@@ -202,6 +202,9 @@ class Mask(models.Model):
         NETWORK = "network", "Network"
         DRAWN = "drawn", "Drawn"
         REFINED = "refined", "Refined"
+        # Made from a stage's network masks of the case (annotation.services.consensus_masks).
+        STAPLE = "staple", "STAPLE consensus"
+        ENSEMBLE = "ensemble", "Network ensemble"
 
     radiograph = models.ForeignKey(Radiograph, on_delete=models.PROTECT, related_name="masks")
     kind = models.CharField(max_length=8, choices=Kind.choices)
@@ -225,6 +228,9 @@ class Mask(models.Model):
     source_name = models.CharField(
         max_length=255, blank=True, help_text="file name it was imported from"
     )
+    details = models.JSONField(
+        default=dict, blank=True, help_text="how a combined mask was made: its source masks"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -245,6 +251,12 @@ class Mask(models.Model):
                 fields=["radiograph", "model_version"],
                 condition=Q(kind="network"),
                 name="mask_one_prediction_per_model",
+            ),
+            # One combined mask of each kind per case and stage: a rerun finds it.
+            models.UniqueConstraint(
+                fields=["radiograph", "stage", "kind"],
+                condition=Q(kind__in=["staple", "ensemble"]),
+                name="mask_one_combination_per_stage",
             ),
         ]
 
@@ -414,6 +426,8 @@ class GroundTruth(models.Model):
         NETWORK = "network", "Network"
         DRAWN = "drawn", "Drawn"
         REFINED = "refined", "Refined"
+        STAPLE = "staple", "STAPLE consensus"
+        ENSEMBLE = "ensemble", "Network ensemble"
 
     class Method(models.TextChoices):
         SINGLE = "single", "Single reader"

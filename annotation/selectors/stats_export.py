@@ -64,6 +64,12 @@ def _position(stats: StageStatistics) -> Table:
     )
 
 
+def _staple(stats: StageStatistics) -> Table:
+    return ["network", "cases", "staple_sensitivity", "staple_specificity"], (
+        [e.label, e.cases, e.sensitivity, e.specificity] for e in stats.staple
+    )
+
+
 def readers_table(readers: list[ReaderRow], *, names: bool) -> Table:
     columns = ["reader", *(["username"] if names else [])]
     columns += [
@@ -103,6 +109,7 @@ STAGE_TABLES: dict[str, Callable[[StageStatistics], Table]] = {
     "sources": _sources,
     "win_rates": _win_rates,
     "position": _position,
+    "staple": _staple,
 }
 
 

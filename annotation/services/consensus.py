@@ -137,6 +137,9 @@ def consensus_unsettle(*, stage: Stage, radiograph: Radiograph) -> None:
         truth.delete()
 
 
+COMBINED_KINDS = (Mask.Kind.STAPLE, Mask.Kind.ENSEMBLE)
+
+
 def _source_of(decision: Decision) -> tuple[str, list[ModelVersion]]:
     if decision.outcome == Decision.Outcome.DREW:
         return GroundTruth.Source.DRAWN, []
@@ -146,11 +149,21 @@ def _source_of(decision: Decision) -> tuple[str, list[ModelVersion]]:
     if decision.outcome == Decision.Outcome.REFINED:
         return GroundTruth.Source.REFINED, versions
     kinds = {m.kind for m in masks}
+    combined = [m.details.get("sources", []) for m in masks if m.kind in COMBINED_KINDS]
+    if combined:
+        # A combination is credited to the networks whose masks it combines.
+        ids = {pk for sources in combined for pk in sources}
+        versions = sorted(
+            {*versions, *ModelVersion.objects.filter(masks__id__in=ids).distinct()},
+            key=lambda v: v.pk,
+        )
     # A candidate that equals the manual mask is credited to the manual mask; the networks
     # that produced the same pixels are still listed in model_versions.
     for kind, source in (
         (Mask.Kind.MANUAL, GroundTruth.Source.MANUAL),
         (Mask.Kind.NETWORK, GroundTruth.Source.NETWORK),
+        (Mask.Kind.STAPLE, GroundTruth.Source.STAPLE),
+        (Mask.Kind.ENSEMBLE, GroundTruth.Source.ENSEMBLE),
         (Mask.Kind.REFINED, GroundTruth.Source.REFINED),
     ):
         if kind in kinds:

@@ -18,6 +18,8 @@ from annotation import blinding
 from annotation.api.serializers_review import REVIEW_FIELDS
 from annotation.models import Candidate, Decision, Mask, ModelVersion, Radiograph, ReviewTask, Stage
 from annotation.roles import MD
+from annotation.services.assignment import review_tasks_create
+from annotation.services.consensus_masks import combined_candidates_offer
 from annotation.storage import blob_read
 from cxrio import masks as maskio
 from tests.annotation.test_api_review_blinding import walk
@@ -88,7 +90,7 @@ def test_the_same_candidate_has_unrelated_names_in_two_readers_tasks():
 
 FORBIDDEN_WORDS = re.compile(
     r"\b(manual(ly)?|networks?|models?|arch(itecture)?|encoders?|unet|unetpp|fpn|densenet121|"
-    r"inceptionv3|resnet50|predict(ed|ion)?|ground.?truth|kind)\b",
+    r"inceptionv3|resnet50|predict(ed|ion)?|ground.?truth|kind|staple|ensemble|consensus)\b",
     re.IGNORECASE,
 )
 
@@ -213,12 +215,33 @@ def said(r: Received) -> str:
     return " ".join(values)
 
 
-@pytest.mark.parametrize("mode", [Stage.Mode.NWAY, Stage.Mode.PAIRWISE])
-def test_nothing_an_md_receives_for_a_whole_stage_reveals_a_candidates_source(client, mode):
+def with_combined_candidates(stage: Stage) -> Stage:
+    """The stage's cases also offered the STAPLE and ensemble combinations of its networks."""
+    ReviewTask.objects.filter(stage=stage).delete()
+    stage.config = {**stage.config, "staple": True, "ensemble": True}
+    stage.save(update_fields=["config"])
+    cases = sorted(set(stage.candidates.values_list("radiograph_id", flat=True)))
+    assert combined_candidates_offer(stage=stage, radiograph_ids=cases) == 2 * len(cases)
+    review_tasks_create(stage=stage)
+    return stage
+
+
+@pytest.mark.parametrize(
+    ("mode", "combined"),
+    [(Stage.Mode.NWAY, False), (Stage.Mode.PAIRWISE, False), (Stage.Mode.NWAY, True)],
+)
+def test_nothing_an_md_receives_for_a_whole_stage_reveals_a_candidates_source(
+    client, mode, combined
+):
     bump_ids(7340000)
     stage = review_stage(
-        n_cases=3, mode=mode, n_networks=5 if mode == Stage.Mode.NWAY else 3, readers_per_case=2
+        n_cases=3,
+        mode=mode,
+        n_networks=3 if mode == Stage.Mode.PAIRWISE or combined else 5,
+        readers_per_case=2,
     )
+    if combined:
+        stage = with_combined_candidates(stage)
     # The manual masks arrive as imported files would: 8-bit, with a text chunk naming them.
     for mask in Mask.objects.filter(kind="manual", radiograph__candidates__stage=stage).distinct():
         info = PngImagePlugin.PngInfo()
