@@ -19,7 +19,9 @@ from annotation.roles import ADMIN
 from annotation.selectors.dashboard import (
     datasets_for_dashboard,
     job_board,
+    job_result_tables,
     job_row,
+    log_tail,
     stage_job_summary,
     worker_board,
 )
@@ -191,7 +193,14 @@ def stage_cancel_view(request: HttpRequest, stage_id: int) -> HttpResponse:
 @role_required(ADMIN)
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related("stage", "dataset"), pk=job_id)
-    context = {"row": job_row(job), "job": job}
+    context = {
+        "row": job_row(job),
+        "job": job,
+        "active": job.state in (Job.State.QUEUED, Job.State.RUNNING),
+        "result": job_result_tables(job),
+        "log_tail": log_tail(job.log),
+        "error_lines": job.error.splitlines(),
+    }
     if request.htmx and request.GET.get("part") in ("progress", "log"):
         return render(request, f"dashboard/job.html#{request.GET['part']}", context)
     return render(request, "dashboard/job.html", context)
