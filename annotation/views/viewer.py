@@ -10,7 +10,6 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.core.files.storage import default_storage
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -31,8 +30,6 @@ from annotation.services.inference import (
 )
 from annotation.views.access import role_required
 from mlworker.networks import network_label
-
-CASES_PER_PAGE = 50
 
 
 class UploadForm(forms.Form):
@@ -150,13 +147,3 @@ def case_retry(request: HttpRequest, radiograph_id: int) -> HttpResponse:
     except DetectorError as exc:
         messages.error(request, str(exc))
     return redirect("viewer_case", radiograph_id=radiograph.pk)
-
-
-@role_required(ADMIN, RESEARCHER)
-def cases(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    dataset = get_object_or_404(Dataset, pk=dataset_id)
-    rows = Radiograph.objects.filter(dataset=dataset).order_by("name", "id")
-    page = Paginator(rows.only("id", "name", "label", "split"), CASES_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
-    return render(request, "viewer/cases.html", {"dataset": dataset, "page": page})
