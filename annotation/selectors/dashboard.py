@@ -226,8 +226,13 @@ def job_result_tables(job: Job) -> dict[str, Any]:
             else:
                 facts.append((label, _readable(key, value)))
 
-    # The dataset's name is the page's business; the rest is what the job did.
-    walk("", {k: v for k, v in (job.result or {}).items() if k != "dataset"})
+    # The dataset's name is the page's business, and only a dry run says it is one.
+    shown = {
+        k: v
+        for k, v in (job.result or {}).items()
+        if k != "dataset" and (k, v) != ("dry_run", False)
+    }
+    walk("", shown)
     curve = (job.progress_detail or {}).get("curve")
     if isinstance(curve, list) and curve and all(isinstance(v, dict) for v in curve):
         tables.append(_table("curve", curve))
