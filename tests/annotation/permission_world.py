@@ -79,6 +79,7 @@ def build_world(tmp_path) -> tuple[dict, dict]:
         "dataset": scenario.dataset.pk,
         "radiograph": scenario.cases["a.png"].pk,
         "truth": scenario.cases["c.png"].ground_truth.pk,
+        "mask": scenario.cases["c.png"].ground_truth.mask_id,
         "stage": scenario.stages[2].pk,
         "job": export.job_id,
         "export": export.pk,

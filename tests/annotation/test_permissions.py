@@ -3,7 +3,7 @@
 Extend MATRIX when you add a screen or an endpoint: one Row per (method, URL), with the status
 each role gets. `test_every_route_is_in_the_matrix` fails until a new route has its row. Paths
 are formatted with the ids of a small world (tests/annotation/permission_world.py): {dataset},
-{radiograph}, {truth}, {stage}, {job}, {export}; {review} (a stage in review), {mine} and
+{radiograph}, {truth} and its {mask}, {stage}, {job}, {export}; {review} (a stage in review), {mine} and
 {other} (the tasks this MD and another MD hold there) with {mine_mask} and {other_mask} (an
 option of each); {draft} (a draft stage), {queued} (a queued job), {model} and {run} (a detector
 run), {upload} and {admin_upload} (analyses uploaded by the researcher and by the admin).
@@ -287,6 +287,10 @@ MATRIX: list[Row] = [
         "viewer_image",
     ),
     Row("GET", "/viewer/datasets/{dataset}/", RESEARCH_SCREEN, "viewer_cases"),
+    # The case browser names every mask's source: never for readers, no detector needed.
+    Row("GET", "/cases/{radiograph}/", RESEARCH_SCREEN, "case_detail"),
+    Row("GET", "/cases/{radiograph}/image.png", RESEARCH_SCREEN, "case_image"),
+    Row("GET", "/cases/masks/{mask}.png", RESEARCH_SCREEN, "case_mask"),
     # No detector is deployed yet: the case page says so.
     Row("GET", "/viewer/cases/{radiograph}/", by_role(302, 403, 403, 409, 409), "viewer_case"),
     Row(
