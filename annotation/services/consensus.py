@@ -102,11 +102,25 @@ def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | R
 
 
 def _accept_adjudication(task: ReviewTask, decisions: list[Decision]) -> GroundTruth:
-    verdict = Decision.objects.select_related("reader").get(task=task, revoked_at__isnull=True)
+    verdict = Decision.objects.select_related("reader", "task").get(
+        task=task, revoked_at__isnull=True
+    )
     by_id = {d.pk: d for d in decisions}
-    picked = by_id.get(task.candidate_order[verdict.position - 1])
-    if picked is None:
-        raise ConsensusError("a reader's decision changed; this adjudication is out of date")
+    picked = None
+    if verdict.position is not None:
+        picked = by_id.get(task.candidate_order[verdict.position - 1])
+        if picked is None:
+            raise ConsensusError("a reader's decision changed; this adjudication is out of date")
+    if picked is None or picked.mask_id != verdict.mask_id:
+        # The senior MD drew a mask, or refined one of the readers' (at `position`): theirs is
+        # accepted, and no reader chose it.
+        return ground_truth_accept(
+            stage=task.stage,
+            decision=verdict,
+            readers=[d.reader for d in decisions] + [verdict.reader],
+            method=GroundTruth.Method.ADJUDICATION,
+            agreement=0.0,
+        )
     count = sum(option_key(d) == option_key(picked) for d in decisions)
     return ground_truth_accept(
         stage=task.stage,

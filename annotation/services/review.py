@@ -395,6 +395,67 @@ def adjudication_record(
         return _decided(locked, decision, created, ip=client_ip)
 
 
+def adjudication_record_drawing(
+    *,
+    task: ReviewTask,
+    reader: AbstractBaseUser,
+    png: bytes,
+    idempotency_key: str,
+    base_position: int | None = None,
+    no_infection: bool = False,
+    time_on_screen_ms: int = 0,
+    client_ip: str | None = None,
+) -> ReviewResult:
+    """A senior MD rejects the readers' masks and draws one, blank or starting from the option
+    at `base_position` (refined); it becomes the case's accepted mask. A refinement that changed
+    no pixel is recorded as picking that option."""
+    if not has_role(reader, SENIOR_MD):
+        raise NotYourTask("adjudication is for senior MDs")
+    with transaction.atomic():
+        locked, stored = _replay_or_lock(task, reader, idempotency_key)
+        if locked.kind != ReviewTask.Kind.ADJUDICATION:
+            raise InvalidChoice("this case is not waiting for adjudication")
+        if stored is not None:
+            return _replayed(locked, stored)
+        options = adjudication_options(task=locked)
+        base = None
+        if base_position is not None:
+            _check_position(base_position, len(options))
+            base, _count = options[base_position - 1]
+            if no_infection:
+                raise InvalidMask("a refined mask cannot be empty; start from a blank drawing")
+        pixels = drawing_validate(task=locked, png=png, allow_empty=no_infection and base is None)
+        fields = {
+            "task": locked,
+            "reader": reader,
+            "idempotency_key": idempotency_key,
+            "time_on_screen_ms": time_on_screen_ms,
+            "position": base_position,
+        }
+        if base is not None and maskio.pixel_sha256(pixels) == base.mask.pixel_sha256:
+            decision, created = decision_write(
+                outcome=base.outcome, candidate=base.candidate, mask=base.mask, **fields
+            )
+            return _decided(locked, decision, created, ip=client_ip)
+        mask = mask_create(
+            radiograph=locked.radiograph,
+            pixels=pixels,
+            kind=Mask.Kind.REFINED if base is not None else Mask.Kind.DRAWN,
+            author=reader,
+            stage=locked.stage,
+        )
+        # Refining a reader's chosen candidate keeps that candidate as the base; a reader's own
+        # drawing has none, so a mask refined from it is recorded as drawn.
+        refined = base is not None and base.candidate_id is not None
+        decision, created = decision_write(
+            outcome=Decision.Outcome.REFINED if refined else Decision.Outcome.DREW,
+            candidate=base.candidate if refined else None,
+            mask=mask,
+            **fields,
+        )
+        return _decided(locked, decision, created, ip=client_ip)
+
+
 def pick_record(
     *,
     task: ReviewTask,
