@@ -149,11 +149,14 @@ def page_url(path: str, request: Request) -> str:
 
 
 def decision_data(decision: Decision) -> dict[str, Any]:
-    # An adjudicator picks one of the readers' choices: whether that was a drawing is the
-    # readers' business, so it is reported as a choice.
-    adjudication = decision.task.kind == ReviewTask.Kind.ADJUDICATION
+    # An adjudicator who picks one of the readers' choices is told "chose": whether that was a
+    # drawing is the readers' business. Their own drawing or refinement is theirs to know.
+    picked = (
+        decision.task.kind == ReviewTask.Kind.ADJUDICATION
+        and decision.mask.author_id != decision.reader_id
+    )
     return {
-        "action": Decision.Outcome.CHOSE if adjudication else decision.outcome,
+        "action": Decision.Outcome.CHOSE if picked else decision.outcome,
         "position": decision.position,
         "decided_at": decision.created_at,
     }

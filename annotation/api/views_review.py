@@ -71,6 +71,7 @@ from annotation.services.decisions import DRAWING_MAX_BYTES, KEY_HELP, KEY_PATTE
 from annotation.services.review import (
     CHOICES,
     ReviewResult,
+    adjudication_record_drawing,
     decision_record_drawing,
     decision_undo,
     pick_record,
@@ -316,9 +317,10 @@ class DrawingIn(serializers.Serializer):
 
 @body_limit(DRAWING_MAX_BYTES + FORM_OVERHEAD)
 class DrawingView(ReviewView):
-    """Reject the candidates and send your own mask: drawn from blank, or refining a pane."""
+    """Reject the candidates and send your own mask: drawn from blank, or refining a pane. In an
+    adjudication (senior MDs), the mask drawn or refined from a reader's becomes the accepted one."""
 
-    permission_classes = [IsMD]
+    permission_classes = [IsReader]  # a senior MD draws in adjudication
     parser_classes = [MultiPartParser]
 
     @extend_schema(request={"multipart/form-data": DrawingIn}, responses=RESULT)
@@ -327,6 +329,19 @@ class DrawingView(ReviewView):
         given = DrawingIn(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
+        if task.kind == ReviewTask.Kind.ADJUDICATION:
+            # A senior MD's own mask, blank or refining one of the readers' (by position).
+            result = adjudication_record_drawing(
+                task=task,
+                reader=request.user,
+                png=data["mask"].read(),
+                base_position=data.get("base"),
+                no_infection=data["no_infection"],
+                idempotency_key=data["idempotency_key"],
+                time_on_screen_ms=data["time_on_screen_ms"],
+                client_ip=client_ip(request),
+            )
+            return _result(request, result)
         base = None
         if "base" in data:
             base = candidate_at_position(task=task, position=data["base"])
