@@ -151,12 +151,12 @@ def task_view(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @require_GET
-@role_required(MD)
+@role_required(*READER_ROLES)  # a senior MD draws in adjudication; the task must be theirs
 def draw_view(request: HttpRequest, token: str) -> HttpResponse:
     task = _held_or_queue(request, token)
     if task is None:
         return redirect("review_queue")
-    if task.status == ReviewTask.Status.DONE or task.kind != ReviewTask.Kind.REVIEW:
+    if task.status == ReviewTask.Status.DONE:
         return redirect(stage_page(task.stage, task.kind))
     task_lease_renew(task=task, reader=request.user)
     screen = task_screen(task=task, reader=request.user)

@@ -169,7 +169,7 @@ MATRIX: list[Row] = [
     Row(
         "POST",
         "/api/review/tasks/{other}/drawing/",
-        by_role(401, 404, 403, 403, 403),
+        API_OTHERS_CASE,
         "api:review-drawing",
         {"mask": "{drawing}", "idempotency_key": KEY},
         form=True,
@@ -242,7 +242,8 @@ MATRIX: list[Row] = [
     ),
     Row("GET", "/review/t/{mine}/", by_role(302, 200, REFUSED, 403, 403), "review_task"),
     Row("GET", "/review/t/{other}/", by_role(302, REFUSED, REFUSED, 403, 403), "review_task"),
-    Row("GET", "/review/t/{mine}/draw", by_role(302, 200, 403, 403, 403), "review_draw"),
+    # Senior MDs draw in their own adjudications; another reader's case is not theirs.
+    Row("GET", "/review/t/{mine}/draw", by_role(302, 200, REFUSED, 403, 403), "review_draw"),
     Row("GET", "/review/t/{mine}/progress", MY_CASE_SCREEN, "review_progress"),
     Row("GET", "/review/t/{other}/progress", OTHERS_CASE_SCREEN, "review_progress"),
     Row("GET", "/review/i/{mine}.png", MY_CASE_SCREEN, "review_image"),

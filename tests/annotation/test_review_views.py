@@ -288,6 +288,11 @@ def test_a_senior_md_adjudicates_in_the_browser_flow(client):
     page = client.get(response.url).content.decode()
     assert page.count("data-cm-pane data-position=") == 2 and "1 reader" in page
     token = response.url.rstrip("/").split("/")[-1]
+    # The senior may reject both and draw, or refine one of the readers' masks.
+    draw_url = reverse("review_draw", kwargs={"token": token})
+    assert f'href="{draw_url}"' in page and "Reject both: draw or refine" in page
+    drawing = client.get(draw_url + "?from=2").content.decode()
+    assert 'data-review-screen="draw"' in drawing
     done = client.post(
         reverse("review_pick", kwargs={"token": token}),
         {"position": 2, "idempotency_key": form_key(page)},
