@@ -61,6 +61,13 @@ LOUPE_VS_PANE = """([sel, cx, cy]) => {
 }"""
 
 
+# The colour at the loupe's centre, inside its mark.
+LOUPE_CENTRE = """() => {
+  const c = document.querySelector(".cm-loupe");
+  return [...c.getContext("2d").getImageData(c.width / 2, c.height / 2, 1, 1).data.slice(0, 3)];
+}"""
+
+
 def lut(v: float, center: float, width: float) -> float:
     """The DICOM linear window of cm-core.js, for checking what the screen shows."""
     return min(255.0, max(0.0, ((v - (center - 0.5)) / (width - 1) + 0.5) * 255))
@@ -216,6 +223,18 @@ def test_draw_presets_invert_loupe_and_brush_size_in_mm(md_on_first_case, page, 
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.55, steps=5)
     page.mouse.up()
     check_loupe(page, stage, artifacts_dir, "draw")
+    # over the stroke the lens shows the mask too (Okabe-Ito orange over the grey image)
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.525)
+    page.keyboard.down("Shift")
+    page.keyboard.press("z")  # Shift+Z: the loupe stays on
+    page.keyboard.up("Shift")
+    page.locator(".cm-loupe").wait_for(state="visible")
+    page.wait_for_timeout(100)
+    red, _green, blue = page.evaluate(LOUPE_CENTRE)
+    assert red - blue > 60, (red, blue)
+    page.screenshot(path=artifacts_dir / "draw-loupe-on-mask.png")
+    page.click("[data-cm-control=loupe]")  # the button switches it off again
+    page.locator(".cm-loupe").wait_for(state="hidden")
     with page.expect_navigation():
         page.keyboard.press("Control+Enter")
     wait_ready(page)

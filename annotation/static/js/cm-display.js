@@ -64,6 +64,7 @@
       this.el.hidden = true;
       this.el.setAttribute("aria-hidden", "true");
       this.el.dataset.zoom = String(LOUPE_ZOOM);
+      Object.assign(this.el.style, { width: `${LOUPE_SIZE}px`, height: `${LOUPE_SIZE}px` });
       document.body.append(this.el);
       // The pane's own painter draws the lens: same window, invert, mask mode and opacity.
       this.lens = Object.assign(Object.create(CM.Pane.prototype), { canvas: this.el, ctx: this.el.getContext("2d") });
