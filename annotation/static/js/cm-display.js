@@ -27,10 +27,10 @@
    * a radiograph has none). Lungs sit in the dark half, the mediastinum and soft tissue in the upper
    * half, bone at the bright end; each preset spreads its band over the full grey range. */
   CM.WINDOW_PRESETS = {
-    default: { label: "Default", center: 127.5, width: 255 }, // the identity: the image as stored
-    lung: { label: "Lung", center: 85, width: 170 },
-    mediastinum: { label: "Mediastinum", center: 170, width: 130 },
-    bone: { label: "Bone", center: 190, width: 130 },
+    default: { center: 127.5, width: 255 }, // the identity: the display image as stored
+    lung: { center: 85, width: 170 },
+    mediastinum: { center: 170, width: 130 },
+    bone: { center: 190, width: 130 },
   };
   const PRESETS = CM.WINDOW_PRESETS, ORDER = Object.keys(PRESETS);
 
