@@ -201,6 +201,16 @@ def test_nway_presets_invert_and_loupe_carry_to_the_next_case(
     # the buttons do the same as the keys
     page.click("[data-cm-preset=default]")
     assert tools_state(page)["stored"] == {"preset": "default", "invert": True}
+    # A screen already open elsewhere (another tab, a case rendered ahead) follows a change.
+    other = page.context.new_page()
+    other.goto(page.url)
+    wait_ready(other)
+    assert tools_state(other)["window"] == "default"
+    page.keyboard.press("v")
+    other.wait_for_function(
+        "() => document.querySelector('[data-cm-display-tools]').dataset.cmWindow === 'lung'"
+    )
+    other.close()
 
 
 def test_draw_presets_invert_loupe_and_brush_size_in_mm(md_on_first_case, page, artifacts_dir):
