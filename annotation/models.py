@@ -6,6 +6,7 @@ Database constraints carry the invariants that must survive concurrency and retr
 
 from __future__ import annotations
 
+import math
 import secrets
 
 from django.conf import settings
@@ -95,6 +96,24 @@ class Radiograph(models.Model):
     def patient_group(self) -> str:
         """The group for splits by patient: a case without a patient key is its own group."""
         return self.patient_key or f"case-{self.pk}"
+
+    @property
+    def work_pixel_spacing_mm(self) -> tuple[float, float] | None:
+        """(row, column) spacing in mm of one pixel at the mask working resolution, or None.
+
+        The import keeps the file's PixelSpacing (else ImagerPixelSpacing) at the original
+        resolution in metadata; the working resolution has fewer, larger pixels.
+        """
+        spacing = (self.metadata or {}).get("pixel_spacing_mm")
+        values = spacing if isinstance(spacing, (list, tuple)) else [spacing]
+        try:
+            row, col = float(values[0]), float(values[-1])  # one value: square pixels
+        except (TypeError, ValueError, IndexError):
+            return None
+        usable = all(math.isfinite(v) and v > 0 for v in (row, col))
+        if not (usable and self.work_width and self.work_height):
+            return None
+        return row * self.height / self.work_height, col * self.width / self.work_width
 
 
 class Stage(models.Model):
