@@ -271,12 +271,6 @@ class Mask(models.Model):
                 condition=Q(kind="network"),
                 name="mask_one_prediction_per_model",
             ),
-            # One combined mask of each kind per case and stage: a rerun finds it.
-            models.UniqueConstraint(
-                fields=["radiograph", "stage", "kind"],
-                condition=Q(kind__in=["staple", "ensemble"]),
-                name="mask_one_combination_per_stage",
-            ),
         ]
 
     def __str__(self) -> str:

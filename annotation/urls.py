@@ -20,6 +20,7 @@ urlpatterns: list = [
     # images by opaque, access-checked names
     path("review/m/<str:opaque>.png", review_media.mask_png, name="review_mask"),
     path("review/i/<str:token>.png", review_media.image_png, name="review_image"),
+    path("review/c/<str:token>.png", review_media.consensus_png, name="review_consensus"),
     # stage statistics (admins, researchers)
     path("stats/", stats.index, name="stats_index"),
     path("stats/s/<int:stage_id>/", stats.stage, name="stats_stage"),

@@ -153,6 +153,7 @@ def decision_data(decision: Decision) -> dict[str, Any]:
     # drawing is the readers' business. Their own drawing or refinement is theirs to know.
     picked = (
         decision.task.kind == ReviewTask.Kind.ADJUDICATION
+        and decision.position is not None
         and decision.mask.author_id != decision.reader_id
     )
     return {

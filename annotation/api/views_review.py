@@ -312,6 +312,11 @@ class DrawingIn(serializers.Serializer):
     no_infection = StrictBooleanField(
         default=False, help_text="true to submit an empty drawing: no infection visible"
     )
+    from_consensus = StrictBooleanField(
+        default=False,
+        help_text="adjudication: the drawing started from the readers' consensus (STAPLE); "
+        "sent unchanged, it is accepted as that consensus",
+    )
     time_on_screen_ms = ms_field()
 
 
@@ -336,12 +341,15 @@ class DrawingView(ReviewView):
                 reader=request.user,
                 png=data["mask"].read(),
                 base_position=data.get("base"),
+                from_consensus=data["from_consensus"],
                 no_infection=data["no_infection"],
                 idempotency_key=data["idempotency_key"],
                 time_on_screen_ms=data["time_on_screen_ms"],
                 client_ip=client_ip(request),
             )
             return _result(request, result)
+        if data["from_consensus"]:
+            raise InvalidChoice("only an adjudication starts from the readers' consensus")
         base = None
         if "base" in data:
             base = candidate_at_position(task=task, position=data["base"])

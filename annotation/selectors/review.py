@@ -14,6 +14,7 @@ from annotation.models import Candidate, Decision, ReviewTask, Stage
 from annotation.roles import SENIOR_MD, has_role
 from annotation.services.assignment import reader_task
 from annotation.services.consensus import adjudication_options
+from annotation.services.consensus_masks import readers_consensus
 from annotation.services.review import Knockout, ReviewResult, is_knockout, knockout_state
 from annotation.services.review_errors import (
     LeaseLost,
@@ -177,6 +178,16 @@ def media_overlay_png(*, opaque: str, reader: AbstractBaseUser) -> bytes | None:
     return blinding.mask_overlay(
         option_mask(task=task, option_id=option_id), radiograph=task.radiograph
     )
+
+
+def media_consensus_png(*, token: str, reader: AbstractBaseUser) -> bytes | None:
+    """The STAPLE consensus of an adjudication's options as an overlay, for its senior MD."""
+    task = media_task(token=token, reader=reader)
+    if task is None or task.kind != ReviewTask.Kind.ADJUDICATION or len(task.candidate_order) < 2:
+        return None
+    # Every stored mask is at the case's working resolution, and so is their consensus.
+    masks = [option_mask(task=task, option_id=pk) for pk in task.candidate_order]
+    return blinding.overlay_png(readers_consensus(masks))
 
 
 def media_image_png(*, token: str, reader: AbstractBaseUser) -> bytes | None:

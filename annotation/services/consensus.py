@@ -156,6 +156,8 @@ COMBINED_KINDS = (Mask.Kind.STAPLE, Mask.Kind.ENSEMBLE)
 
 def _source_of(decision: Decision) -> tuple[str, list[ModelVersion]]:
     if decision.outcome == Decision.Outcome.DREW:
+        if decision.mask.kind == Mask.Kind.STAPLE:  # a senior accepted the readers' consensus
+            return GroundTruth.Source.STAPLE, []
         return GroundTruth.Source.DRAWN, []
     candidate = decision.candidate
     masks = {candidate.mask, *candidate.sources.select_related("model_version")}

@@ -9,6 +9,9 @@ made once every network of the stage has predicted, by the worker that moves the
 - ensemble: the mean of the networks' probability maps, thresholded at 0.5 (a network without
   a stored map counts with its binary mask).
 
+In adjudication, a senior MD may start from the STAPLE consensus of the readers' masks
+(`readers_consensus`); accepted unchanged, it is stored as a STAPLE mask of the readers' masks.
+
 They are stored, encoded and served like every other candidate (annotation.blinding): readers
 cannot tell them from the networks' masks. A case with fewer than two network masks gets
 neither. Running it again adds only what is missing.
@@ -26,6 +29,7 @@ from cxrio.masks import decode_probability_png, encode_probability_png, mask_fro
 from mlworker.staple import staple
 
 COMBINED = (Mask.Kind.STAPLE, Mask.Kind.ENSEMBLE)
+READERS = "readers"  # details["of"] of a consensus of readers' masks (adjudication)
 ENSEMBLE_THRESHOLD = 0.5
 
 
@@ -90,11 +94,15 @@ def combined_candidates_offer(*, stage: Stage, radiograph_ids: list[int]) -> int
         .order_by("radiograph_id", "id")
     ):
         by_case.setdefault(mask.radiograph_id, []).append(mask)
-    done = set(
-        Mask.objects.filter(stage=stage, kind__in=kinds, radiograph_id__in=by_case).values_list(
-            "radiograph_id", "kind"
-        )
-    )
+    # Runs under the stage's row lock (stage_advance), so this check is not raced. Readers'
+    # consensus masks in adjudication (author-less too, but with "of": "readers") do not count.
+    done = {
+        (radiograph_id, kind)
+        for radiograph_id, kind, details in Mask.objects.filter(
+            stage=stage, kind__in=kinds, radiograph_id__in=by_case
+        ).values_list("radiograph_id", "kind", "details")
+        if details.get("of") != READERS
+    }
     made = 0
     for radiograph_id, masks in by_case.items():
         todo = [k for k in kinds if (radiograph_id, k) not in done]
@@ -110,3 +118,8 @@ def combined_candidates_offer(*, stage: Stage, radiograph_ids: list[int]) -> int
         candidates_offer(stage=stage, radiograph=radiograph, masks=new)
         made += len(new)
     return made
+
+
+def readers_consensus(masks: list[Mask]) -> np.ndarray:
+    """The STAPLE consensus of readers' masks of one case (two or more)."""
+    return staple([mask_from_png(blob_read(m.png.name)) for m in masks]).mask

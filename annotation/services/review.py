@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
@@ -35,6 +36,7 @@ from annotation.services.consensus import (
     consensus_settle,
     consensus_unsettle,
 )
+from annotation.services.consensus_masks import READERS, readers_consensus
 from annotation.services.decisions import (
     check_key,
     check_stage_open,
@@ -402,13 +404,15 @@ def adjudication_record_drawing(
     png: bytes,
     idempotency_key: str,
     base_position: int | None = None,
+    from_consensus: bool = False,
     no_infection: bool = False,
     time_on_screen_ms: int = 0,
     client_ip: str | None = None,
 ) -> ReviewResult:
-    """A senior MD rejects the readers' masks and draws one, blank or starting from the option
-    at `base_position` (refined); it becomes the case's accepted mask. A refinement that changed
-    no pixel is recorded as picking that option."""
+    """A senior MD rejects the readers' masks and draws one, blank, starting from the option at
+    `base_position` (refined), or from the STAPLE consensus of the readers' masks; it becomes
+    the case's accepted mask. A refinement that changed no pixel is recorded as picking that
+    option; the consensus accepted unchanged is stored as the readers' STAPLE mask."""
     if not has_role(reader, SENIOR_MD):
         raise NotYourTask("adjudication is for senior MDs")
     with transaction.atomic():
@@ -419,6 +423,8 @@ def adjudication_record_drawing(
             return _replayed(locked, stored)
         options = adjudication_options(task=locked)
         base = None
+        if from_consensus and (base_position is not None or len(options) < 2):
+            raise InvalidChoice("the consensus is a start of its own, of two or more masks")
         if base_position is not None:
             _check_position(base_position, len(options))
             base, _count = options[base_position - 1]
@@ -437,13 +443,23 @@ def adjudication_record_drawing(
                 outcome=base.outcome, candidate=base.candidate, mask=base.mask, **fields
             )
             return _decided(locked, decision, created, ip=client_ip)
-        mask = mask_create(
-            radiograph=locked.radiograph,
-            pixels=pixels,
-            kind=Mask.Kind.REFINED if base is not None else Mask.Kind.DRAWN,
-            author=reader,
-            stage=locked.stage,
-        )
+        sources = [d.mask for d, _count in options]
+        if from_consensus and np.array_equal(pixels, readers_consensus(sources)):
+            mask = mask_create(
+                radiograph=locked.radiograph,
+                pixels=pixels,
+                kind=Mask.Kind.STAPLE,
+                stage=locked.stage,
+                details={"of": READERS, "sources": [m.pk for m in sources]},
+            )
+        else:
+            mask = mask_create(
+                radiograph=locked.radiograph,
+                pixels=pixels,
+                kind=Mask.Kind.REFINED if base is not None else Mask.Kind.DRAWN,
+                author=reader,
+                stage=locked.stage,
+            )
         # Refining a reader's chosen candidate keeps that candidate as the base; a reader's own
         # drawing has none, so a mask refined from it is recorded as drawn.
         refined = base is not None and base.candidate_id is not None

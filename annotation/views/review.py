@@ -16,6 +16,7 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.models import ReviewTask, Stage
@@ -167,11 +168,16 @@ def draw_view(request: HttpRequest, token: str) -> HttpResponse:
     start = request.GET.get("from", "")
     if start.isdigit() and 1 <= int(start) <= len(screen.panes):
         base = screen.panes[int(start) - 1]
+    consensus = task.kind == ReviewTask.Kind.ADJUDICATION and len(screen.panes) >= 2
+    if consensus and start == "consensus":
+        # The STAPLE consensus of the readers' masks, as a start for the senior MD.
+        base = {"consensus": True, "mask_url": reverse("review_consensus", args=[task.token])}
     ctx = {
         "screen": screen,
         "task": task,
         "stage": task.stage,
         "base": base,
+        "consensus": consensus,
         "key": uuid.uuid4(),
         "radiograph": task.radiograph,
     }

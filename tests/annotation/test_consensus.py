@@ -24,6 +24,7 @@ from annotation.services.review import (
 from annotation.services.review_errors import ReviewError
 from annotation.storage import blob_read
 from cxrio import masks as maskio
+from mlworker.staple import staple
 from tests.factories import UserFactory, mask_of, review_stage
 
 pytestmark = pytest.mark.django_db
@@ -269,3 +270,70 @@ def test_a_senior_refines_a_readers_choice_and_an_unchanged_refinement_is_a_pick
             task=task2, reader=md, png=png_of(refined), idempotency_key=key()
         )
     assert not Decision.objects.filter(task=task2).exists()
+
+
+def readers_drew_apart():
+    """Two readers each drew a different box: the case waits for a senior."""
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    for offset in (0, 6):
+        reader = UserFactory(roles=[MD])
+        task = task_lease_next(stage=stage, reader=reader)
+        pixels = np.zeros((48, 64), bool)
+        pixels[5:25, 5 + offset : 30 + offset] = True
+        decision_record_drawing(task=task, reader=reader, png=png_of(pixels), idempotency_key=key())
+    senior = UserFactory(roles=[SENIOR_MD])
+    return stage, task_lease_next(stage=stage, reader=senior, kind="adjudication"), senior
+
+
+def test_a_senior_accepts_the_staple_consensus_of_the_readers_drawings():
+    stage, task, senior = readers_drew_apart()
+    masks = [d.mask for d, _count in adjudication_options(task=task)]
+    consensus = staple([maskio.mask_from_png(blob_read(m.png.name)) for m in masks]).mask
+    truth = adjudication_record_drawing(
+        task=task, reader=senior, png=png_of(consensus), idempotency_key=key(), from_consensus=True
+    ).truth
+    assert (truth.source, truth.method, truth.mask.kind) == ("staple", "adjudication", "staple")
+    assert truth.mask.details == {"of": "readers", "sources": [m.pk for m in masks]}
+    assert np.array_equal(maskio.mask_from_png(blob_read(truth.mask.png.name)), consensus)
+
+
+def test_a_changed_consensus_is_the_seniors_drawing_and_the_consensus_needs_an_adjudication():
+    stage, task, senior = readers_drew_apart()
+    masks = [d.mask for d, _count in adjudication_options(task=task)]
+    changed = staple([maskio.mask_from_png(blob_read(m.png.name)) for m in masks]).mask.copy()
+    changed[40:, 50:] = True
+    with pytest.raises(ReviewError, match="start of its own"):
+        adjudication_record_drawing(
+            task=task,
+            reader=senior,
+            png=png_of(changed),
+            idempotency_key=key(),
+            from_consensus=True,
+            base_position=1,
+        )
+    truth = adjudication_record_drawing(
+        task=task, reader=senior, png=png_of(changed), idempotency_key=key(), from_consensus=True
+    ).truth
+    assert (truth.source, truth.mask.kind, truth.mask.author) == ("drawn", "drawn", senior)
+
+
+def test_the_consensus_image_is_the_seniors_only(client):
+    from django.urls import reverse
+    from PIL import Image as PILImage
+
+    from tests.factories import PASSWORD
+
+    stage, task, senior = readers_drew_apart()
+    url = reverse("review_consensus", args=[task.token])
+    client.login(username=senior.username, password=PASSWORD)
+    response = client.get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    masks = [d.mask for d, _count in adjudication_options(task=task)]
+    consensus = staple([maskio.mask_from_png(blob_read(m.png.name)) for m in masks]).mask
+    assert np.array_equal(np.asarray(PILImage.open(io.BytesIO(response.content))) != 0, consensus)
+    drawing = client.get(reverse("review_draw", args=[task.token]) + "?from=consensus")
+    html = drawing.content.decode()
+    assert 'name="from_consensus" value="true"' in html and url in html
+    other = UserFactory(roles=[SENIOR_MD])
+    client.login(username=other.username, password=PASSWORD)
+    assert client.get(url).status_code == 404

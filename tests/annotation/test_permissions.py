@@ -247,6 +247,8 @@ MATRIX: list[Row] = [
     Row("GET", "/review/t/{mine}/progress", MY_CASE_SCREEN, "review_progress"),
     Row("GET", "/review/t/{other}/progress", OTHERS_CASE_SCREEN, "review_progress"),
     Row("GET", "/review/i/{mine}.png", MY_CASE_SCREEN, "review_image"),
+    # Only an adjudication has a readers' consensus: a reader's case has none.
+    Row("GET", "/review/c/{mine}.png", by_role(302, 404, 404, 403, 403), "review_consensus"),
     Row("GET", "/review/i/{other}.png", OTHERS_CASE_SCREEN, "review_image"),
     Row("GET", "/review/m/{mine_mask}.png", MY_CASE_SCREEN, "review_mask"),
     Row("GET", "/review/m/{other_mask}.png", OTHERS_CASE_SCREEN, "review_mask"),
