@@ -164,8 +164,8 @@
     const detail = String((data && data.detail) || "");
     return status === 401 || (status === 403 && /credentials|CSRF|signed|log ?in/i.test(detail));
   }
-  const NOT_SENT = "No connection to the server: your choice was NOT stored. It is kept on this screen and sent again once the connection is back.";
-  const SIGNED_OUT = "You are signed out (your session ended, or you logged out in another tab): your choice was NOT stored. It is kept on this screen: sign in again and it is sent, once.";
+  const NOT_SENT = "No connection: your choice was NOT stored. It is kept here and sent once the connection is back.";
+  const SIGNED_OUT = "You are signed out (session ended, or logged out in another tab): your choice was NOT stored. It is kept here and sent once you sign in again.";
   /** POST to the review API. `unsent` answers (no connection, signed out, or anything but the
    *  API's JSON, e.g. a login page a redirect led to) mean: nothing was stored. */
   async function post(url, body, tries = 5) {
