@@ -16,7 +16,9 @@ from tests.factories import UserFactory, review_stage
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("roles_present")]
 
-VIEWPORTS = [(1920, 1080), (1366, 768)]
+# The screens themselves, and what is left of them inside a maximised browser window (tabs,
+# address bar, task bar take about 110-120 px).
+VIEWPORTS = [(1920, 1080), (1366, 768), (1920, 960), (1366, 650)]
 # A chest X-ray's usual shape: a little taller than wide.
 SIZE = (400, 480)
 
