@@ -11,7 +11,14 @@
  *   errors with the same idempotency key (the server returns the stored decision for a
  *   repeated key), and guarded against double submission. The answer's page_url says where to
  *   go next; a refusal's detail is said there (or here, when it names no page).
- * - Undo (U, or the bar's button) takes back the decision this tab made last, by its key.
+ * - Not stored: a post that got no answer, or an answer that is not the API's (signed out in
+ *   another tab, a redirect to the login page), is said in words; the choice or drawing stays
+ *   on the screen and is sent again, with its key, on "Send again", when the connection comes
+ *   back, or when "Sign in again" (a new tab) reports the reader signed in.
+ * - Undo: U takes back the last action on this screen, this case's last round (after
+ *   "neither": back to the pair), never an earlier case. "Undo last decision…" shows the
+ *   decision it would take back (case number, the chosen mask) in a dialog and asks first.
+ * - Back (or Forward) to a review screen reloads it: a decided case shows read-only.
  * - Time on screen: visible time from "screen usable" (cm:ready) to the choice, sent in ms.
  * - Transition time: from a choice to the next screen being usable, kept in
  *   window.cmReview.transitionMs (the browser tests report it).
