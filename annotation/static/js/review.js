@@ -126,7 +126,11 @@
       }
       document.documentElement.dataset.leaseBeats = String(++beats);
       if (signedOut(r.status, data) || r.type === "opaqueredirect") {
-        if (!pending) alertText("You are signed out: sign in again before you choose, or your choice cannot be stored.");
+        if (pending || document.documentElement.dataset.signedOut) return;
+        document.documentElement.dataset.signedOut = "1";
+        alertText("You are signed out: sign in again before you choose, or your choice cannot be stored.");
+        const el = document.querySelector("[data-review-alert]");
+        if (el) el.append(" ", signInLink());
         return;
       }
       if (r.status !== 404 && r.status !== 409) return;
@@ -211,19 +215,20 @@
     const el = document.querySelector("[data-login-url]");
     return el ? el.dataset.loginUrl : "/accounts/login/?next=/review/signed-in";
   }
+  function signInLink() {
+    const link = Object.assign(document.createElement("a"), {
+      href: loginUrl(), target: "_blank", rel: "opener", textContent: "Sign in again (new tab)",
+    });
+    link.dataset.signIn = "";
+    return link;
+  }
   function hold(url, body, answer, after) {
     pending = { url, body, after };
     document.documentElement.dataset.pending = answer.signedOut ? "signed-out" : "offline";
     alertText(answer.data.detail);
     const el = document.querySelector("[data-review-alert]");
     if (!el) return;
-    if (answer.signedOut) {
-      const link = Object.assign(document.createElement("a"), {
-        href: loginUrl(), target: "_blank", rel: "opener", textContent: "Sign in again (new tab)",
-      });
-      link.dataset.signIn = "";
-      el.append(" ", link);
-    }
+    if (answer.signedOut) el.append(" ", signInLink());
     const again = Object.assign(document.createElement("button"), { type: "button", textContent: "Send again" });
     again.className = "link";
     again.dataset.sendAgain = "";
@@ -245,7 +250,14 @@
     delete document.documentElement.dataset.pending;
     return after(answer);
   }
-  if (channel) channel.addEventListener("message", (e) => e.data === "signed-in" && resend());
+  if (channel) {
+    channel.addEventListener("message", (e) => {
+      if (e.data !== "signed-in") return;
+      delete document.documentElement.dataset.signedOut;
+      if (pending) resend();
+      else alertText("You are signed in again.");
+    });
+  }
   window.addEventListener("online", resend);
 
   /** What a refusal says: its detail, or the fields the API found malformed. */
