@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from annotation.models import PairwiseRound, ReviewTask, Stage
+from annotation.models import Decision, PairwiseRound, ReviewTask, Stage
 from annotation.roles import MD
 from tests.browser.conftest import login, wait_ready
 from tests.factories import PASSWORD, UserFactory, review_stage
@@ -80,3 +80,37 @@ def test_a_choice_made_after_signing_out_elsewhere_is_kept_and_stored_once_after
     wait_ready(page)
     assert page.get_by_text("round 3 of 3").is_visible()
     assert PairwiseRound.objects.filter(task=task).count() == 2
+
+
+def test_a_drawing_sent_without_a_connection_is_kept_and_stored_once_when_it_is_back(
+    live_server, page, artifacts_dir
+):
+    stage = review_stage(n_cases=2, n_networks=2, width=320, height=384)
+    md = UserFactory(roles=[MD])
+    login(page, live_server, md)
+    page.goto(f"{live_server.url}/review/s/{stage.pk}/next")
+    wait_ready(page)
+    task = ReviewTask.objects.get(token=page.url.rstrip("/").split("/")[-1])
+    with page.expect_navigation():
+        page.keyboard.press("r")
+    page.evaluate("CM.draw(document.querySelector('[data-cm-draw]')).ready")
+    box = page.locator(".cm-stage").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6, steps=8)
+    page.mouse.up()
+    page.context.set_offline(True)
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function(
+        "() => document.documentElement.dataset.pending === 'offline'", timeout=20000
+    )
+    assert "NOT stored" in page.locator("[data-review-alert]").inner_text()
+    assert not Decision.objects.filter(task=task).exists()
+    # The drawing is still on the screen.
+    assert not page.evaluate("CM.draw(document.querySelector('[data-cm-draw]')).isEmpty()")
+    page.screenshot(path=artifacts_dir / "drawing-kept-offline.png")
+    with page.expect_navigation():
+        page.context.set_offline(False)
+    wait_ready(page)
+    decision = Decision.objects.get(task=task)
+    assert decision.outcome == "drew" and decision.mask.area > 0
