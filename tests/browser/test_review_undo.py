@@ -15,6 +15,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("roles_present")]
 
 
 def counter(page) -> str:
+    """The case counter as the reader sees it (a screen rendered ahead shows it once fresh)."""
+    page.wait_for_selector("[data-review-progress]:not([data-stale])", state="visible")
     return page.locator("[data-review-progress]").inner_text()
 
 

@@ -536,6 +536,13 @@
 
   function init() {
     if (document.querySelector("[data-review-signed-in]") && channel) channel.postMessage("signed-in");
+    // A screen rendered ahead counts the cases done back then: its counter stays hidden until
+    // the refreshed one (review:activated) replaces it, so it is never shown wrong.
+    const nav = performance.getEntriesByType("navigation")[0];
+    const progress = document.querySelector("[data-review-progress]");
+    if (progress && (document.prerendering || (nav && nav.deliveryType === "navigational-prefetch"))) {
+      progress.dataset.stale = "1";
+    }
     showMessage();
     extendHelp();
     // Without the components there is no cm:ready: start the clock once the page is shown.
