@@ -122,3 +122,12 @@ def test_back_after_a_choice_shows_it_read_only_and_labels_stay_a_and_b(
         page.get_by_role("link", name="Go on to your next case").click()
     wait_ready(page)
     assert counter(page) == "case 2 of 2"
+    # Back once more, and this time undo it there: the case's pair comes back, as shown.
+    page.go_back()
+    page.get_by_text("Case 1: you chose A").wait_for()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Undo this decision").click()
+    wait_ready(page)
+    assert token_of(page) == task.token and counter(page) == "case 1 of 2"
+    assert page.get_by_text("round 1 of 1").is_visible()
+    assert Decision.objects.get(pk=decision.pk).revoked_at is not None
