@@ -14,6 +14,7 @@ urlpatterns: list = [
     path("review/s/<int:stage_id>/undo", review.undo_submit, name="review_undo"),
     path("review/t/<str:token>/", review.task_view, name="review_task"),
     path("review/t/<str:token>/round", review.round_submit, name="review_round"),
+    path("review/t/<str:token>/round/undo", review.round_undo_submit, name="review_round_undo"),
     path("review/t/<str:token>/pick", review.pick_submit, name="review_pick"),
     path("review/t/<str:token>/draw", review.draw_view, name="review_draw"),
     path("review/t/<str:token>/progress", review.progress, name="review_progress"),
@@ -21,6 +22,8 @@ urlpatterns: list = [
     path("review/m/<str:opaque>.png", review_media.mask_png, name="review_mask"),
     path("review/i/<str:token>.png", review_media.image_png, name="review_image"),
     path("review/c/<str:token>.png", review_media.consensus_png, name="review_consensus"),
+    path("review/d/<str:token>.png", review_media.decision_png, name="review_decision_mask"),
+    path("review/signed-in", review.signed_in, name="review_signed_in"),
     # stage statistics (admins, researchers)
     path("stats/", stats.index, name="stats_index"),
     path("stats/s/<int:stage_id>/", stats.stage, name="stats_stage"),

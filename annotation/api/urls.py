@@ -40,6 +40,7 @@ review_urls = [
     path("stages/<int:stage_id>/undo/", review.UndoView.as_view(), name="review-undo"),
     path("tasks/<str:token>/", review.TaskView.as_view(), name="review-task"),
     path("tasks/<str:token>/round/", review.RoundView.as_view(), name="review-round"),
+    path("tasks/<str:token>/round/undo/", review.RoundUndoView.as_view(), name="review-round-undo"),
     path("tasks/<str:token>/pick/", review.PickView.as_view(), name="review-pick"),
     path("tasks/<str:token>/drawing/", review.DrawingView.as_view(), name="review-drawing"),
     path("tasks/<str:token>/keep/", review_screen.KeepView.as_view(), name="review-keep"),

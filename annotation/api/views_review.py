@@ -76,6 +76,7 @@ from annotation.services.review import (
     decision_undo,
     pick_record,
     round_record,
+    round_undo,
 )
 from annotation.services.review_errors import (
     InvalidChoice,
@@ -267,6 +268,38 @@ class RoundView(ReviewView):
         return _result(
             request,
             round_record(
+                task=task,
+                reader=request.user,
+                client_ip=client_ip(request),
+                **given.validated_data,
+            ),
+        )
+
+
+class RoundUndoIn(serializers.Serializer):
+    number = StrictIntegerField(
+        min_value=1,
+        max_value=32767,
+        help_text="the last round played (on a pairwise screen: knockout.round - 1): only that round "
+        "is taken back, so a retry never takes back the round before it",
+    )
+
+
+class RoundUndoView(ReviewView):
+    """Take back the last round of a pairwise case you are deciding (after "neither": back to
+    the pair). Nothing else changes; your decision on an earlier case is the stage's undo.
+    The answer carries the round's screen again."""
+
+    permission_classes = [IsMD]
+
+    @extend_schema(request=RoundUndoIn, responses=RESULT)
+    def post(self, request, token: str):
+        task = held(request, token)
+        given = RoundUndoIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        return _result(
+            request,
+            round_undo(
                 task=task,
                 reader=request.user,
                 client_ip=client_ip(request),

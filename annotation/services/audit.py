@@ -29,6 +29,7 @@ ACTIONS = {
     "login.failed": "sign-in refused",
     "logout": "signed out",
     "round.record": "pairwise round",
+    "round.undo": "pairwise round undone by its reader",
     "decision.record": "decision",
     "decision.undo": "decision undone by its reader",
     "decision.void": "decision voided by staff",

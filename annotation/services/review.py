@@ -234,6 +234,55 @@ def round_record(
         return _decided(locked, decision, created, ip=client_ip, round=row, knockout=new_state)
 
 
+def round_undo(
+    *,
+    task: ReviewTask,
+    reader: AbstractBaseUser,
+    number: int,
+    client_ip: str | None = None,
+) -> ReviewResult:
+    """Take back round `number` of a case still being decided, which must be its last round
+    played: the reader sees that round's pair again (after "neither": the pair, not the
+    drawing). Only this case changes; a decision on another case is decision_undo's.
+
+    A retry finds the round gone already and returns the case as it stands, marked replayed;
+    a round that is no longer the last one (another tab played on) is refused."""
+    if not isinstance(number, int) or number < 1:
+        raise MalformedRequest(f"round must be a whole number from 1, not {number!r}")
+    if not is_knockout(task) or task.kind != ReviewTask.Kind.REVIEW:
+        raise InvalidChoice("this case is not a pairwise comparison")
+    with transaction.atomic():
+        locked = lock_held_task(task_id=task.pk, reader=reader)
+        check_undecided(task=locked, reader=reader)
+        check_stage_open(locked.stage)
+        rounds = list(locked.rounds.order_by("number"))
+        if number > len(rounds):
+            return ReviewResult(task=locked, replayed=True, knockout=knockout_state(task=locked))
+        if number != len(rounds):
+            raise InvalidChoice(
+                f"round {number} is not the last round played ({len(rounds)}): "
+                "undo takes back the last round only"
+            )
+        last = rounds.pop()
+        audit_record(
+            action="round.undo",
+            actor=reader,
+            ip=client_ip,
+            target=last,
+            dataset=locked.stage.dataset_id,
+            old={
+                "task": locked.pk,
+                "round": last.number,
+                "left": last.left_id,
+                "right": last.right_id,
+                "winner": last.winner_id,
+            },
+            new={"task": locked.pk, "round": last.number, "revoked": True},
+        )
+        last.delete()
+        return ReviewResult(task=locked, knockout=knockout_state(task=locked, rounds=rounds))
+
+
 def _round_replay(task: ReviewTask, reader: AbstractBaseUser, key: str) -> ReviewResult | None:
     stored = round_stored(task=task, key=key)
     if stored is None:

@@ -114,7 +114,10 @@ def test_neither_leads_to_the_drawing_which_decides_the_case():
     screen = lease(client, stage)
     answer = post(client, screen, "round", number=1, choice="neither", idempotency_key=key())
     drawing = answer.json()["screen"]
-    assert drawing["kind"] == "draw" and [p["position"] for p in drawing["panes"]] == [1, 2, 3]
+    assert drawing["kind"] == "draw"
+    # "Start from" offers the pair just rejected, labelled as it was shown.
+    assert [p["label"] for p in drawing["panes"]] == ["A", "B"]
+    assert sorted(p["position"] for p in drawing["panes"]) == [1, 2]
     pixels = np.zeros((drawing["mask_height"], drawing["mask_width"]), bool)
     pixels[8:20, 10:30] = True
     done = draw(client, drawing, pixels, time_on_screen_ms=1500)

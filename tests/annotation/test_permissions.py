@@ -168,6 +168,20 @@ MATRIX: list[Row] = [
     ),
     Row(
         "POST",
+        "/api/review/tasks/{mine}/round/undo/",
+        by_role(401, 409, 403, 403, 403),
+        "api:review-round-undo",
+        {"number": 1},
+    ),
+    Row(
+        "POST",
+        "/api/review/tasks/{other}/round/undo/",
+        by_role(401, 404, 403, 403, 403),
+        "api:review-round-undo",
+        {"number": 1},
+    ),
+    Row(
+        "POST",
         "/api/review/tasks/{other}/drawing/",
         API_OTHERS_CASE,
         "api:review-drawing",
@@ -256,6 +270,13 @@ MATRIX: list[Row] = [
     Row("POST", "/review/t/{other}/pick", READER_ACTION, "review_pick", PICK),
     Row("POST", "/review/t/no-such-task/round", MD_ACTION, "review_round"),
     Row("POST", "/review/s/{review}/undo", MD_ACTION, "review_undo"),
+    Row("GET", "/review/s/{review}/undo", MD_SCREEN, "review_undo"),
+    Row("POST", "/review/t/no-such-task/round/undo", MD_ACTION, "review_round_undo"),
+    Row("POST", "/review/t/{other}/round/undo", MD_ACTION, "review_round_undo", {"number": 1}),
+    # the mask a reader decided on: none yet in their own case, none ever in another's
+    Row("GET", "/review/d/{mine}.png", OTHERS_CASE_SCREEN, "review_decision_mask"),
+    Row("GET", "/review/d/{other}.png", OTHERS_CASE_SCREEN, "review_decision_mask"),
+    Row("GET", "/review/signed-in", READER_SCREEN, "review_signed_in"),
     # --- statistics, exports --------------------------------------------------------------
     Row("GET", "/stats/", RESEARCH_SCREEN, "stats_index"),
     Row("GET", "/stats/s/{stage}/", RESEARCH_SCREEN, "stats_stage"),
