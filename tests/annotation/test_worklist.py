@@ -454,3 +454,47 @@ def test_the_worklist_reveals_no_candidates_source():
         assert not found, found.group(0)
         for secret in secrets_:
             assert secret not in text
+
+
+def test_the_api_flags_skips_lists_and_reopens():
+    stage = review_stage(n_cases=3)
+    md = UserFactory(roles=[MD])
+    client = _client(md)
+    decided = decide(stage, md)
+    task = task_lease_next(stage=stage, reader=md)
+    body = {"reason": "unsure", "comment": "", "idempotency_key": key()}
+    url = f"/api/review/tasks/{task.token}/flag/"
+    first = client.post(url, body, content_type="application/json")
+    assert first.status_code == 201 and first.json()["skipped"] is False
+    assert first.json()["page_url"].endswith(f"/review/t/{task.token}/")
+    again = client.post(url, body, content_type="application/json")
+    assert again.status_code == 200 and again.json()["replayed"] is True
+    bad = client.post(url, {**body, "reason": "blurry", "idempotency_key": key()},
+                      content_type="application/json")  # fmt: skip
+    assert bad.status_code == 400 and CaseFlag.objects.count() == 1
+    skip = client.post(
+        f"/api/review/tasks/{task.token}/skip/",
+        {"reason": "poor_quality", "idempotency_key": key()},
+        content_type="application/json",
+    )
+    assert skip.status_code == 201 and skip.json()["skipped"] is True
+    assert f"/review/s/{stage.pk}/next" in skip.json()["page_url"]
+    rows = client.get(f"/api/review/stages/{stage.pk}/cases/").json()
+    assert [(r["case"], r["task"], r["reopen"]) for r in rows] == [(1, decided.task.token, True)]
+    mask = client.get(rows[0]["mask_url"])
+    assert mask.status_code == 200 and mask["Content-Type"] == "image/png"
+    reopen = client.post(
+        f"/api/review/tasks/{decided.task.token}/reopen/",
+        {"idempotency_key": rows[0]["decision_key"]},
+        content_type="application/json",
+    )
+    assert reopen.status_code == 200 and reopen.json()["kind"] == "nway"
+    # Reopened: nothing decided any more, so no mask of the reader's to show.
+    assert client.get(rows[0]["mask_url"]).status_code == 404
+    assert client.get(f"/api/review/stages/{stage.pk}/cases/").json() == []
+    wrong = client.post(
+        f"/api/review/tasks/{decided.task.token}/reopen/",
+        {"idempotency_key": key()},
+        content_type="application/json",
+    )
+    assert wrong.status_code == 404
