@@ -86,7 +86,17 @@ def case_flag(
         task = reader_task(token=token, reader=reader)
         if task is None:
             raise NotYourTask("This case is not in your queue.")
-        task = lock_held_task(task_id=task.pk, reader=reader)
+        try:
+            task = lock_held_task(task_id=task.pk, reader=reader)
+        except NotYourTask:
+            task = None
+        # A concurrent retry with this key may have got in while this one waited for the lock
+        # (after a skip, the case is no longer the reader's).
+        stored = _stored(idempotency_key, reader, skip)
+        if stored is not None:
+            return FlagResult(flag=stored, task=stored.task, replayed=True)
+        if task is None:
+            raise NotYourTask("This case is not in your queue.")
         if skip:
             if task.status != ReviewTask.Status.LEASED:
                 raise ReviewError(
