@@ -412,8 +412,8 @@ def test_the_home_page_says_how_many_cases_wait_for_each_reader():
     md = UserFactory(roles=[MD])
     decide(stage, md)
     html = _client(md).get("/").content.decode()
-    row = re.search(rf'data-waiting-review="{stage.pk}">(.*?)</tr>', html, re.S).group(1)
-    assert re.findall(r"<td>(\d+)</td>", row) == ["2", "1"]  # waiting, done
+    row = re.search(rf'data-waiting-review="{stage.pk}">(.*?)</li>', html, re.S).group(1)
+    assert re.findall(r"data-(?:waiting|done)-count>(\d+)<", row) == ["2", "1"]
     # A senior MD sees the adjudications waiting.
     stage2 = review_stage(n_cases=1, readers_per_case=2)
     _disagreement(stage2)
