@@ -148,6 +148,20 @@ def option_tokens(task: ReviewTask) -> dict[int, str]:
     return {int(ref[1:]): option_token(task, ref) for ref in option_refs(task)}
 
 
+# The reader's own decided mask of a task (a candidate they chose, or their drawing), as
+# their list of decided cases shows it: one more option name of the task, like the others.
+RESULT_REF = "r"
+
+
+def result_token(task: ReviewTask) -> str:
+    """The opaque name of the mask the task's reader decided on."""
+    return option_token(task, RESULT_REF)
+
+
+def is_result(task: ReviewTask, signature: str) -> bool:
+    return hmac.compare_digest(_sign(task.token, RESULT_REF), signature)
+
+
 def split_token(opaque: str) -> tuple[str, str]:
     task_token, _, signature = opaque.rpartition(".")
     return task_token, signature

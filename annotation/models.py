@@ -642,3 +642,41 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AuditImmutable("audit events are never deleted")
+
+
+class CaseFlag(models.Model):
+    """A reader's note that a case needs an admin's eye; a skipped case also went back to the
+    pool for other readers, and never returns to this one in this stage."""
+
+    class Reason(models.TextChoices):
+        POOR_QUALITY = "poor_quality", "Poor image quality"
+        NOT_COVID = "not_covid", "Not COVID-19"
+        UNSURE = "unsure", "Unsure"
+        OTHER = "other", "Other"
+
+    stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="flags")
+    radiograph = models.ForeignKey(Radiograph, on_delete=models.PROTECT, related_name="flags")
+    # The task the reader flagged it in (a skipped task goes on to another reader).
+    task = models.ForeignKey(ReviewTask, on_delete=models.PROTECT, related_name="flags")
+    reader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="case_flags"
+    )
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    comment = models.TextField(blank=True)
+    skipped = models.BooleanField(default=False)
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["stage", "reader", "skipped"]),
+            models.Index(fields=["resolved_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()} flag on case #{self.radiograph_id}"

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from annotation.views import exports, review, review_media, stats
+from annotation.views import exports, review, review_media, stats, worklist
 
 urlpatterns: list = [
     # review screens (MDs, senior MDs); their JavaScript acts through the review API (/api/review/)
@@ -18,6 +18,11 @@ urlpatterns: list = [
     path("review/t/<str:token>/pick", review.pick_submit, name="review_pick"),
     path("review/t/<str:token>/draw", review.draw_view, name="review_draw"),
     path("review/t/<str:token>/progress", review.progress, name="review_progress"),
+    # a reader's decided cases (reopen one), and flagging or skipping a case
+    path("review/s/<int:stage_id>/cases", worklist.cases, name="review_cases"),
+    path("review/t/<str:token>/reopen", worklist.reopen_submit, name="review_reopen"),
+    path("review/t/<str:token>/flag", worklist.flag_submit, name="review_flag"),
+    path("review/t/<str:token>/skip", worklist.skip_submit, name="review_skip"),
     # images by opaque, access-checked names
     path("review/m/<str:opaque>.png", review_media.mask_png, name="review_mask"),
     path("review/i/<str:token>.png", review_media.image_png, name="review_image"),

@@ -15,7 +15,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.reverse import reverse
 
-from annotation.models import Decision, PairwiseRound, ReviewTask, Stage
+from annotation.models import CaseFlag, Decision, PairwiseRound, ReviewTask, Stage
 from annotation.selectors.review import (
     Screen,
     reader_progress,
@@ -125,6 +125,29 @@ class KeepOut(serializers.Serializer):
     lease_seconds = serializers.IntegerField(help_text="how long a lease runs from a renewal")
 
 
+class FlagOut(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=CaseFlag.Reason.choices)
+    comment = serializers.CharField(allow_blank=True)
+    skipped = serializers.BooleanField(help_text="the case went to another reader")
+    flagged_at = serializers.DateTimeField()
+    replayed = serializers.BooleanField(help_text="a retry: the stored flag, nothing changed")
+    page_url = serializers.CharField(
+        help_text="the browser page to show now: this case, or (after a skip) your next case"
+    )
+
+
+class WorkRowOut(serializers.Serializer):
+    case = serializers.IntegerField(help_text="its place in your list, in the order you decided")
+    task = serializers.CharField(help_text="the task token: the case's handle in this API")
+    decision = DecisionOut()
+    decision_key = serializers.CharField(help_text="the key the decision was made with")
+    time_on_screen_ms = serializers.IntegerField()
+    image_url = serializers.CharField()
+    mask_url = serializers.CharField(help_text="the mask you decided on, by an opaque name")
+    reopen = serializers.BooleanField(help_text="false once the case is final")
+    final = serializers.CharField(allow_blank=True, help_text="why it is final, if it is")
+
+
 def _fields(serializer: type[serializers.Serializer]) -> set[str]:
     return set(serializer().fields)
 
@@ -135,7 +158,7 @@ REVIEW_FIELDS = frozenset().union(
         _fields,
         (PaneOut, KnockoutOut, DecisionOut, RoundOut, ScreenOut, QueueRowOut, ResultOut),
     ),
-    *map(_fields, (ConflictOut, AheadOut, KeepOut)),
+    *map(_fields, (ConflictOut, AheadOut, KeepOut, FlagOut, WorkRowOut)),
 )
 
 

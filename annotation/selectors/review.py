@@ -12,7 +12,7 @@ from django.utils import timezone
 from annotation import blinding
 from annotation.models import Candidate, Decision, ReviewTask, Stage
 from annotation.roles import SENIOR_MD, has_role
-from annotation.services.assignment import reader_task
+from annotation.services.assignment import reader_task, skipped_cases
 from annotation.services.consensus import adjudication_options
 from annotation.services.consensus_masks import readers_consensus
 from annotation.services.review import Knockout, ReviewResult, is_knockout, knockout_state
@@ -51,6 +51,9 @@ def reader_progress(
         Q(status=ReviewTask.Status.OPEN)
         | Q(status=ReviewTask.Status.LEASED, lease_expires_at__lt=now)
     ).exclude(radiograph_id__in=mine.values("radiograph_id"))
+    available = available.exclude(
+        radiograph_id__in=skipped_cases(stage=stage, reader=reader, kind=kind)
+    )
     if kind == ReviewTask.Kind.ADJUDICATION:
         read = ReviewTask.objects.filter(
             stage=stage, kind=ReviewTask.Kind.REVIEW, reader=reader
@@ -279,6 +282,11 @@ def media_overlay_png(*, opaque: str, reader: AbstractBaseUser) -> bytes | None:
     """The overlay PNG an opaque option name stands for, if this reader may see it."""
     task_token, signature = blinding.split_token(opaque)
     task = media_task(token=task_token, reader=reader)
+    if task is not None and blinding.is_result(task, signature):
+        decided = task.decisions.filter(reader=reader, revoked_at__isnull=True).first()
+        if decided is None:
+            return None
+        return blinding.mask_overlay(decided.mask, radiograph=task.radiograph)
     option_id = blinding.resolve_option(task, signature) if task is not None else None
     if option_id is None:
         return None

@@ -50,6 +50,7 @@ from annotation.services.decisions import (
     round_write,
 )
 from annotation.services.review_errors import (
+    CaseFinal,
     InvalidChoice,
     InvalidMask,
     MalformedRequest,
@@ -590,26 +591,64 @@ def decision_undo(
         if named is not None and named.pk != last.pk:
             raise ReviewError("only your last decision in this stage can be undone")
         task = lock_held_task(task_id=last.task_id, reader=reader)
-        truth = GroundTruth.objects.filter(radiograph=task.radiograph).first()
-        rounds = [r.winner_id for r in task.rounds.order_by("number")]
-        consensus_unsettle(stage=stage, radiograph=task.radiograph)
-        task = decision_revoke(decision=last, task=task)
-        audit_record(
-            action="decision.undo",
-            actor=reader,
-            ip=client_ip,
-            target=last,
-            dataset=stage.dataset_id,
-            old={
-                **decision_summary(last),
-                "revoked": False,
-                "round_winners": rounds,
-                "accepted": truth_summary(truth),
-            },
-            new={
-                "revoked": True,
-                "round_winners": [r.winner_id for r in task.rounds.order_by("number")],
-                "accepted": None,
-            },
-        )
-        return ReviewResult(task=task)
+        return _take_back(last, task, action="decision.undo", client_ip=client_ip)
+
+
+def _take_back(
+    decision: Decision, task: ReviewTask, *, action: str, client_ip: str | None
+) -> ReviewResult:
+    """Withdraw the case's accepted mask (refused once final), revoke the decision and lease
+    the case to its reader again, audited. The caller holds the task lock."""
+    truth = GroundTruth.objects.filter(radiograph=task.radiograph).first()
+    rounds = [r.winner_id for r in task.rounds.order_by("number")]
+    consensus_unsettle(stage=task.stage, radiograph=task.radiograph)
+    task = decision_revoke(decision=decision, task=task)
+    audit_record(
+        action=action,
+        actor=decision.reader,
+        ip=client_ip,
+        target=decision,
+        dataset=task.stage.dataset_id,
+        old={
+            **decision_summary(decision),
+            "revoked": False,
+            "round_winners": rounds,
+            "accepted": truth_summary(truth),
+        },
+        new={
+            "revoked": True,
+            "round_winners": [r.winner_id for r in task.rounds.order_by("number")],
+            "accepted": None,
+        },
+    )
+    return ReviewResult(task=task)
+
+
+def decision_reopen(
+    *, decision: Decision, reader: AbstractBaseUser, client_ip: str | None = None
+) -> ReviewResult:
+    """Revoke one of the reader's earlier decisions (not only the last) and give its case back
+    to them, as it was shown, while the case is not final: the stage is open, no senior MD has
+    adjudicated it, and its accepted mask (if any) is this stage's, withdrawn until the case is
+    decided again. An adjudication that the readers' disagreement opened is withdrawn too.
+
+    A retry finds the decision revoked and its case leased to the reader: it returns the case
+    again, marked replayed, and changes nothing."""
+    with transaction.atomic():
+        task = lock_held_task(task_id=decision.task_id, reader=reader)
+        current = Decision.objects.get(pk=decision.pk)
+        if current.reader_id != reader.pk or task.kind != ReviewTask.Kind.REVIEW:
+            raise NotYourTask("this decision is not one of yours to reopen")
+        if current.revoked_at is not None:
+            if (
+                task.status == ReviewTask.Status.LEASED
+                and not task.decisions.filter(reader=reader, revoked_at__isnull=True).exists()
+            ):
+                return ReviewResult(task=task, replayed=True)
+            raise ReviewError("this decision was already taken back")
+        if task.stage.status != Stage.Status.REVIEWING:
+            raise CaseFinal(
+                f"stage {task.stage.number} is {task.stage.get_status_display().lower()}: "
+                "its decisions are final"
+            )
+        return _take_back(current, task, action="decision.reopen", client_ip=client_ip)

@@ -25,6 +25,7 @@ from annotation.selectors.dashboard import (
     stage_job_summary,
     worker_board,
 )
+from annotation.selectors.worklist import open_flag_count
 from annotation.services.audit import client_ip
 from annotation.services.datasets import LICENCE_MAX_LENGTH, dataset_licence_set
 from annotation.services.jobs import JobStateError, job_cancel, job_retry
@@ -104,6 +105,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if request.htmx and request.GET.get("part") in ("jobs", "workers"):
         return render(request, f"dashboard/index.html#{request.GET['part']}", context)
     context["datasets"] = datasets_for_dashboard()
+    context["open_flags"] = open_flag_count()
     return render(request, "dashboard/index.html", context)
 
 
