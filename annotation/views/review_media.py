@@ -13,7 +13,6 @@ from django.views.decorators.http import require_GET
 from annotation import blinding
 from annotation.selectors.review import (
     media_consensus_png,
-    media_decision_png,
     media_image_png,
     media_overlay_png,
 )
@@ -52,16 +51,6 @@ def image_png(request: HttpRequest, token: str) -> HttpResponse:
 def consensus_png(request: HttpRequest, token: str) -> HttpResponse:
     """An adjudication's STAPLE consensus of the readers' masks (its senior MD's start)."""
     data = media_consensus_png(token=token, reader=request.user)
-    if data is None:
-        raise Http404("no such image")
-    return png_response(data)
-
-
-@require_GET
-@role_required(*READER_ROLES)
-def decision_png(request: HttpRequest, token: str) -> HttpResponse:
-    """The mask the reader decided on in a case of theirs (the undo confirmation shows it)."""
-    data = media_decision_png(token=token, reader=request.user)
     if data is None:
         raise Http404("no such image")
     return png_response(data)
