@@ -33,6 +33,7 @@ ACTIONS = {
     "decision.undo": "decision undone by its reader",
     "decision.void": "decision voided by staff",
     "adjudication.record": "adjudication",
+    "case.auto_accept": "auto-accepted by agreement",
     "stage.create": "stage created",
     "stage.launch": "stage launched",
     "stage.cancel": "stage cancelled",

@@ -20,13 +20,13 @@ from django.db import transaction
 from annotation.models import (
     Decision,
     GroundTruth,
-    Mask,
     ModelVersion,
     Radiograph,
     ReviewTask,
     Stage,
     _opaque_token,
 )
+from annotation.services.candidates import candidate_source
 from annotation.services.review_errors import CaseFinal, ConsensusError
 
 _rng = random.SystemRandom()
@@ -140,22 +140,10 @@ def consensus_unsettle(*, stage: Stage, radiograph: Radiograph) -> None:
 def _source_of(decision: Decision) -> tuple[str, list[ModelVersion]]:
     if decision.outcome == Decision.Outcome.DREW:
         return GroundTruth.Source.DRAWN, []
-    candidate = decision.candidate
-    masks = {candidate.mask, *candidate.sources.select_related("model_version")}
-    versions = sorted({m.model_version for m in masks if m.model_version_id}, key=lambda v: v.pk)
+    source, versions = candidate_source(decision.candidate)
     if decision.outcome == Decision.Outcome.REFINED:
         return GroundTruth.Source.REFINED, versions
-    kinds = {m.kind for m in masks}
-    # A candidate that equals the manual mask is credited to the manual mask; the networks
-    # that produced the same pixels are still listed in model_versions.
-    for kind, source in (
-        (Mask.Kind.MANUAL, GroundTruth.Source.MANUAL),
-        (Mask.Kind.NETWORK, GroundTruth.Source.NETWORK),
-        (Mask.Kind.REFINED, GroundTruth.Source.REFINED),
-    ):
-        if kind in kinds:
-            return source, versions
-    return GroundTruth.Source.DRAWN, versions
+    return source, versions
 
 
 def ground_truth_accept(
