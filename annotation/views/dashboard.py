@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 
 from annotation.middleware import FORM_OVERHEAD, body_limit
 from annotation.models import Dataset, Job, Label, Stage
-from annotation.presets import MODES, PRESETS
+from annotation.presets import MODES, PRESETS, REVIEW_DEFAULTS
 from annotation.roles import ADMIN
 from annotation.selectors.dashboard import (
     datasets_for_dashboard,
@@ -23,6 +23,7 @@ from annotation.selectors.dashboard import (
     stage_job_summary,
     worker_board,
 )
+from annotation.selectors.disagreement import disagreement_context
 from annotation.services.audit import client_ip
 from annotation.services.datasets import LICENCE_MAX_LENGTH, dataset_licence_set
 from annotation.services.jobs import JobStateError, job_cancel, job_retry
@@ -58,6 +59,30 @@ class StageForm(forms.Form):
     )
     readers_per_case = forms.IntegerField(min_value=1, max_value=10)
     learning_rate = forms.FloatField(min_value=1e-7, max_value=0.5)
+    queue_order = forms.ChoiceField(
+        choices=Stage.QueueOrder.choices,
+        required=False,
+        help_text="which cases readers get first; informative first: where the candidates "
+        "disagree most",
+    )
+    auto_accept = forms.BooleanField(
+        required=False,
+        label="Accept cases whose candidates all agree without a reader",
+    )
+    agreement_threshold = forms.FloatField(
+        min_value=0.5,
+        max_value=1.0,
+        required=False,
+        help_text="the Dice every pair of candidates must reach to agree",
+    )
+    audit_share = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        required=False,
+        help_text="share of agreeing cases sent to readers anyway, to measure the rule",
+    )
+
+    REVIEW_KEYS = ("queue_order", "auto_accept", "agreement_threshold", "audit_share")
 
     @classmethod
     def initial_for(cls, preset: str) -> dict:
@@ -70,6 +95,7 @@ class StageForm(forms.Form):
             },
             "readers_per_case": config["readers_per_case"],
             "learning_rate": config["learning_rate"],
+            **{k: config.get(k, REVIEW_DEFAULTS[k]) for k in cls.REVIEW_KEYS},
             "networks": sorted({f"{n['arch']}/{n['encoder']}" for n in config["networks"]}),
         }
 
@@ -93,7 +119,11 @@ class StageForm(forms.Form):
             "readers_per_case",
             "learning_rate",
         )
-        return {"networks": networks, **{k: data[k] for k in keys}}
+        review = {
+            k: data[k] if data.get(k) not in (None, "") else REVIEW_DEFAULTS[k]
+            for k in self.REVIEW_KEYS
+        }
+        return {"networks": networks, **{k: data[k] for k in keys}, **review}
 
 
 @role_required(ADMIN)
@@ -153,6 +183,7 @@ def stage_detail(request: HttpRequest, stage_id: int) -> HttpResponse:
             }
         except StageError as exc:
             context["plan_error"] = str(exc)
+    context.update(disagreement_context(stage=stage))
     context["networks"] = [
         network_label(n["arch"], n["encoder"]) + (f" seed {n['seed']}" if n.get("seed") else "")
         for n in stage.config.get("networks", [])

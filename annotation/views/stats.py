@@ -22,6 +22,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @role_required(ADMIN, RESEARCHER)
 def stage(request: HttpRequest, stage_id: int) -> HttpResponse:
     # numpy/scipy/matplotlib load on the first statistics page, not at web start.
+    from annotation.selectors.disagreement import disagreement_context
     from annotation.selectors.statistics import stage_statistics
     from annotation.selectors.stats_plots import stage_plots
 
@@ -31,4 +32,5 @@ def stage(request: HttpRequest, stage_id: int) -> HttpResponse:
         # The progress table refreshes itself while the stage is being reviewed.
         return render(request, "stats/stage.html#progress", ctx)
     ctx["plots"] = stage_plots(stats)
+    ctx.update(disagreement_context(stage=stats.stage))
     return render(request, "stats/stage.html", ctx)
