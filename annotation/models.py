@@ -462,6 +462,9 @@ class CaseDisagreement(models.Model):
         Radiograph, on_delete=models.CASCADE, related_name="disagreements"
     )
     n_candidates = models.PositiveSmallIntegerField()
+    n_masks = models.PositiveSmallIntegerField(
+        default=0, help_text="masks behind the candidates (networks, manual)"
+    )
     mean_pairwise_dice = models.FloatField(help_text="1 when every candidate is the same")
     min_pairwise_dice = models.FloatField()
     disagreement_area = models.FloatField(help_text="share of pixels where they do not all agree")

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import numpy as np
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Count
 from PIL import Image
 
 from annotation.models import (
@@ -73,8 +73,11 @@ def case_disagreement_update(*, stage: Stage, radiograph: Radiograph) -> CaseDis
     # One map per mask that produced a candidate (a network's probabilities where it kept
     # them, else its binary mask, which is its candidate's pixels).
     maps = []
+    n_masks = 0
     for candidate, pixels in zip(candidates, masks, strict=True):
-        sources = list(candidate.sources.all()) or [candidate.mask]
+        sources = list(candidate.sources.all())
+        n_masks += len(sources)
+        sources = sources or [candidate.mask]
         for source in sources:
             prob = _probability(source)
             maps.append(prob if prob is not None and prob.shape == pixels.shape else pixels)
@@ -86,6 +89,7 @@ def case_disagreement_update(*, stage: Stage, radiograph: Radiograph) -> CaseDis
         radiograph=radiograph,
         defaults={
             "n_candidates": figures.n_candidates,
+            "n_masks": n_masks,
             "mean_pairwise_dice": figures.mean_pairwise_dice,
             "min_pairwise_dice": figures.min_pairwise_dice,
             "disagreement_area": figures.disagreement_area,
@@ -100,19 +104,24 @@ def case_disagreements_refresh(
     *, stage: Stage, radiographs: Iterable[Radiograph] | None = None
 ) -> int:
     """Update the figures of these cases, or (by default) of every case in the stage whose
-    candidates changed since they were last computed. Returns how many were computed."""
+    candidates or the masks behind them changed since they were last computed (a mask offered
+    later, as the manual masks of a Stage I are; a network that finished alongside another).
+    Returns how many were computed."""
     if radiographs is None:
-        cases = set(Candidate.objects.filter(stage=stage).values_list("radiograph_id", flat=True))
-        latest = dict(
-            Mask.objects.filter(candidacies__stage=stage)
+        now = {
+            row["radiograph_id"]: (row["candidates"], row["masks"])
+            for row in Candidate.objects.filter(stage=stage)
             .values("radiograph_id")
-            .annotate(latest=Max("created_at"))
-            .values_list("radiograph_id", "latest")
-        )
-        computed = dict(
-            CaseDisagreement.objects.filter(stage=stage).values_list("radiograph_id", "computed_at")
-        )
-        stale = [r for r in cases if r not in computed or (r in latest and computed[r] < latest[r])]
+            .annotate(candidates=Count("id", distinct=True), masks=Count("sources"))
+            .order_by()
+        }
+        then = {
+            r: (c, m)
+            for r, c, m in CaseDisagreement.objects.filter(stage=stage).values_list(
+                "radiograph_id", "n_candidates", "n_masks"
+            )
+        }
+        stale = [r for r, counts in now.items() if then.get(r) != counts]
         radiographs = Radiograph.objects.filter(id__in=stale).order_by("id")
     count = 0
     for radiograph in radiographs:

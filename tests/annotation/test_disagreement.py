@@ -26,6 +26,7 @@ from annotation.models import (
 from annotation.presets import stage_config_validate
 from annotation.roles import ADMIN, MD, RESEARCHER
 from annotation.services.assignment import task_lease_next
+from annotation.services.candidates import candidates_offer
 from annotation.services.disagreement import case_disagreement_update
 from annotation.services.model_versions import prediction_record
 from annotation.services.review import decision_record
@@ -35,6 +36,7 @@ from tests.factories import (
     ModelVersionFactory,
     RadiographFactory,
     UserFactory,
+    mask_of,
     review_stage,
 )
 
@@ -128,6 +130,32 @@ def test_figures_are_stored_per_case_as_candidates_are_offered():
     assert near.disagreement_area == pytest.approx(1 / 64)
     same = CaseDisagreement.objects.get(stage=stage, radiograph=cases["same"])
     assert (same.n_candidates, same.mean_pairwise_dice, same.disagreement_area) == (1, 1.0, 0.0)
+
+
+def test_masks_offered_after_the_networks_are_counted_before_review(
+    django_capture_on_commit_callbacks,
+):
+    # As a Stage I offers the manual masks once every network has predicted.
+    stage, cases = predicted_stage()
+    before = CaseDisagreement.objects.get(radiograph=cases["split"]).mean_entropy
+    candidates_offer(
+        stage=stage,
+        radiograph=cases["same"],
+        masks=[mask_of(cases["same"], block(0, 8), kind="manual")],
+    )
+    # Same pixels as a network's candidate: no new candidate, but one more map to average.
+    candidates_offer(
+        stage=stage,
+        radiograph=cases["split"],
+        masks=[mask_of(cases["split"], block(4, 8), kind="manual")],
+    )
+    advance(stage, django_capture_on_commit_callbacks)
+    same = CaseDisagreement.objects.get(radiograph=cases["same"])
+    assert (same.n_candidates, same.n_masks) == (2, 4)
+    assert same.mean_pairwise_dice == pytest.approx(2 * 32 / (32 + 64))
+    split = CaseDisagreement.objects.get(radiograph=cases["split"])
+    assert (split.n_candidates, split.n_masks) == (2, 4)
+    assert split.mean_entropy != pytest.approx(before)
 
 
 def test_auto_accept_is_off_by_default(django_capture_on_commit_callbacks):
