@@ -90,7 +90,7 @@ MIDDLEWARE = [
     "annotation.views.health.LivenessMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "annotation.sessions.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     # Before CSRF, which reads a form body: an oversized body is refused unread.
     "annotation.middleware.RequestBodyLimitMiddleware",
@@ -283,9 +283,11 @@ FILE_UPLOAD_HANDLERS = [
 # --- security -----------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
-# Idle timeout: every request moves the expiry on, so a session ends this long after its last use.
+# Idle timeout: every request moves the expiry on, so a session ends this long after its last use
+# (to within a minute: annotation.sessions writes the session again only once it lags that much,
+# not on every request).
+SESSION_ENGINE = "annotation.sessions"
 SESSION_COOKIE_AGE = env_int("SESSION_IDLE_MINUTES", 8 * 60, minimum=1) * 60
-SESSION_SAVE_EVERY_REQUEST = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
