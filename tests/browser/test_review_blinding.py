@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 
 import pytest
@@ -110,6 +112,7 @@ def test_nothing_the_browser_receives_reveals_a_candidates_source(
         if path.startswith("/review/m/") and body:
             masks += 1
             assert [k for k, _ in blinding.png_chunks(body)] == CHUNKS
-            assert "etag" not in headers and "last-modified" not in headers
-            assert headers["cache-control"] == "private, max-age=3600, immutable"
+            assert "last-modified" not in headers
+            assert re.fullmatch(r'"[A-Za-z0-9_-]{24}"', headers["etag"])
+            assert headers["cache-control"] == "private, max-age=604800, immutable"
     assert masks >= 4
