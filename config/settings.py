@@ -237,7 +237,13 @@ STORAGES = {
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
             if STATIC_COLLECTED
             else "django.contrib.staticfiles.storage.StaticFilesStorage"
-        )
+        ),
+        # Embedded: the data directory is its user's alone, collected files included.
+        "OPTIONS": (
+            {"file_permissions_mode": 0o600, "directory_permissions_mode": 0o700}
+            if EMBEDDED
+            else {}
+        ),
     },
 }
 
