@@ -167,7 +167,7 @@ def candidate_at_position(*, task: ReviewTask, position: int) -> Candidate | Non
 def media_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
     """The task whose images a reader may fetch: theirs (leased or decided), and adjudication
     tasks only for senior MDs. None otherwise, so every refusal looks like a missing image."""
-    task = reader_task(token=token, reader=reader)
+    task = reader_task(token=token, reader=reader, media=True)
     if task is None:
         return None
     if task.kind == ReviewTask.Kind.ADJUDICATION and not has_role(reader, SENIOR_MD):
