@@ -173,6 +173,21 @@ class DrawingDraftAdmin(ReadOnlyAdmin):
     raw_id_fields = ["task", "reader"]
 
 
+@admin.register(models.CaseFlag)
+class CaseFlagAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "stage",
+        "radiograph",
+        "reader",
+        "reason",
+        "skipped",
+        "resolved_at",
+    ]
+    list_filter = ["reason", "skipped", "stage"]
+    raw_id_fields = ["stage", "radiograph", "task", "reader", "resolved_by"]
+
+
 @admin.register(models.Export)
 class ExportAdmin(ReadOnlyAdmin):
     list_display = ["id", "dataset", "created_by", "created_at", "n_cases", "size"]

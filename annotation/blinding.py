@@ -41,10 +41,11 @@ PIPELINE_VERSION = 1
 OVERLAY_PALETTE = (0, 0, 0, 230, 159, 0)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CRITICAL_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
-# Headers of every image a reader receives: private (the reader's browser only), kept a week;
-# the only validator is image_etag()'s, never one derived from files (no Last-Modified).
+# Headers of every image a reader receives: private (the reader's browser only), kept an hour
+# (a task's result URL shows another mask after an undo and a new decision), then revalidated
+# with image_etag()'s ETag: the only validator, never one derived from files (no Last-Modified).
 IMAGE_HEADERS = {
-    "Cache-Control": "private, max-age=604800, immutable",
+    "Cache-Control": "private, max-age=3600, immutable",
     "X-Content-Type-Options": "nosniff",
 }
 
@@ -169,6 +170,20 @@ def option_token(task: ReviewTask, ref: str) -> str:
 def option_tokens(task: ReviewTask) -> dict[int, str]:
     """Option id (candidate id, or decision id for adjudication) -> opaque token."""
     return {int(ref[1:]): option_token(task, ref) for ref in option_refs(task)}
+
+
+# The reader's own decided mask of a task (a candidate they chose, or their drawing), as
+# their list of decided cases shows it: one more option name of the task, like the others.
+RESULT_REF = "r"
+
+
+def result_token(task: ReviewTask) -> str:
+    """The opaque name of the mask the task's reader decided on."""
+    return option_token(task, RESULT_REF)
+
+
+def is_result(task: ReviewTask, signature: str) -> bool:
+    return hmac.compare_digest(_sign(task.token, RESULT_REF), signature)
 
 
 def split_token(opaque: str) -> tuple[str, str]:

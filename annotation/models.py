@@ -6,6 +6,7 @@ Database constraints carry the invariants that must survive concurrency and retr
 
 from __future__ import annotations
 
+import math
 import secrets
 
 from django.conf import settings
@@ -95,6 +96,24 @@ class Radiograph(models.Model):
     def patient_group(self) -> str:
         """The group for splits by patient: a case without a patient key is its own group."""
         return self.patient_key or f"case-{self.pk}"
+
+    @property
+    def work_pixel_spacing_mm(self) -> tuple[float, float] | None:
+        """(row, column) spacing in mm of one pixel at the mask working resolution, or None.
+
+        The import keeps the file's PixelSpacing (else ImagerPixelSpacing) at the original
+        resolution in metadata; the working resolution has fewer, larger pixels.
+        """
+        spacing = (self.metadata or {}).get("pixel_spacing_mm")
+        values = spacing if isinstance(spacing, (list, tuple)) else [spacing]
+        try:
+            row, col = float(values[0]), float(values[-1])  # one value: square pixels
+        except (TypeError, ValueError, IndexError):
+            return None
+        usable = all(math.isfinite(v) and v > 0 for v in (row, col))
+        if not (usable and self.work_width and self.work_height):
+            return None
+        return row * self.height / self.work_height, col * self.width / self.work_width
 
 
 class Stage(models.Model):
@@ -202,6 +221,9 @@ class Mask(models.Model):
         NETWORK = "network", "Network"
         DRAWN = "drawn", "Drawn"
         REFINED = "refined", "Refined"
+        # Made from a stage's network masks of the case (annotation.services.consensus_masks).
+        STAPLE = "staple", "STAPLE consensus"
+        ENSEMBLE = "ensemble", "Network ensemble"
 
     radiograph = models.ForeignKey(Radiograph, on_delete=models.PROTECT, related_name="masks")
     kind = models.CharField(max_length=8, choices=Kind.choices)
@@ -224,6 +246,9 @@ class Mask(models.Model):
     )
     source_name = models.CharField(
         max_length=255, blank=True, help_text="file name it was imported from"
+    )
+    details = models.JSONField(
+        default=dict, blank=True, help_text="how a combined mask was made: its source masks"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -414,6 +439,8 @@ class GroundTruth(models.Model):
         NETWORK = "network", "Network"
         DRAWN = "drawn", "Drawn"
         REFINED = "refined", "Refined"
+        STAPLE = "staple", "STAPLE consensus"
+        ENSEMBLE = "ensemble", "Network ensemble"
 
     class Method(models.TextChoices):
         SINGLE = "single", "Single reader"
@@ -615,3 +642,41 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AuditImmutable("audit events are never deleted")
+
+
+class CaseFlag(models.Model):
+    """A reader's note that a case needs an admin's eye; a skipped case also went back to the
+    pool for other readers, and never returns to this one in this stage."""
+
+    class Reason(models.TextChoices):
+        POOR_QUALITY = "poor_quality", "Poor image quality"
+        NOT_COVID = "not_covid", "Not COVID-19"
+        UNSURE = "unsure", "Unsure"
+        OTHER = "other", "Other"
+
+    stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="flags")
+    radiograph = models.ForeignKey(Radiograph, on_delete=models.PROTECT, related_name="flags")
+    # The task the reader flagged it in (a skipped task goes on to another reader).
+    task = models.ForeignKey(ReviewTask, on_delete=models.PROTECT, related_name="flags")
+    reader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="case_flags"
+    )
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    comment = models.TextField(blank=True)
+    skipped = models.BooleanField(default=False)
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["stage", "reader", "skipped"]),
+            models.Index(fields=["resolved_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()} flag on case #{self.radiograph_id}"

@@ -7,6 +7,9 @@ from typing import Any
 from mlworker.networks import check_networks, check_training, whole_number
 
 MODES = ("pairwise", "nway")
+# Optional extra candidates made from the stage's network masks (annotation.services.
+# consensus_masks), off unless a stage asks for them.
+COMBINED_CANDIDATES = ("staple", "ensemble")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Stage I of the paper: three networks, 5-fold cross-validation on the manual subset,
@@ -107,4 +110,17 @@ def stage_config_validate(config: dict[str, Any]) -> dict[str, Any]:
         raise StageConfigError(f"learning_rate must be between 0 and 1, not {lr!r}")
     merged["frozen"] = bool(merged.get("frozen"))
     merged["augment"] = bool(merged.get("augment", True))
+    for extra in COMBINED_CANDIDATES:
+        value = merged.get(extra, False)
+        if not isinstance(value, bool):
+            raise StageConfigError(f"{extra} is true or false, not {value!r}")
+        merged[extra] = value
+    extras = sum(merged[extra] for extra in COMBINED_CANDIDATES)
+    if merged["mode"] == "nway" and len(networks) + extras > 6:
+        raise StageConfigError(
+            f"{len(networks)} networks and {extras} combined candidate(s) are more than the "
+            "6 masks an N-way screen shows"
+        )
+    if extras and len(networks) < 2:
+        raise StageConfigError("STAPLE and ensemble candidates combine two or more networks")
     return merged

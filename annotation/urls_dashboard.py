@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotation.views import dashboard
+from annotation.views import dashboard, flags
 
 urlpatterns = [
     path("dashboard/", dashboard.dashboard, name="dashboard"),
@@ -20,6 +20,12 @@ urlpatterns = [
         "dashboard/stages/<int:stage_id>/cancel",
         dashboard.stage_cancel_view,
         name="dashboard_stage_cancel",
+    ),
+    path("dashboard/flags", flags.flags_page, name="dashboard_flags"),
+    path(
+        "dashboard/flags/<int:flag_id>/resolve",
+        flags.flag_resolve_view,
+        name="dashboard_flag_resolve",
     ),
     path("dashboard/jobs/<int:job_id>/", dashboard.job_detail, name="dashboard_job"),
     path(

@@ -1,11 +1,11 @@
-"""The final detector (launch, report, deploy) and the infection-map viewer.
+"""The final detector (launch, report, deploy), the infection-map viewer and the case browser.
 
 Included from annotation/urls.py: path("", include("annotation.urls_detector")).
 """
 
 from django.urls import path
 
-from annotation.views import detector, viewer
+from annotation.views import cases, detector, viewer
 
 urlpatterns = [
     # detector runs: admins launch and deploy; admins and researchers read the reports
@@ -31,7 +31,11 @@ urlpatterns = [
     path("viewer/", viewer.upload, name="viewer_upload"),
     path("viewer/jobs/<int:job_id>/", viewer.job_view, name="viewer_job"),
     path("viewer/jobs/<int:job_id>/<str:name>.png", viewer.job_image, name="viewer_image"),
-    path("viewer/datasets/<int:dataset_id>/", viewer.cases, name="viewer_cases"),
+    # the case browser (admins, researchers; no detector needed)
+    path("viewer/datasets/<int:dataset_id>/", cases.case_list, name="viewer_cases"),
+    path("cases/<int:radiograph_id>/", cases.case_page, name="case_detail"),
+    path("cases/<int:radiograph_id>/image.png", cases.case_image, name="case_image"),
+    path("cases/masks/<int:mask_id>.png", cases.case_mask, name="case_mask"),
     path("viewer/cases/<int:radiograph_id>/", viewer.case_view, name="viewer_case"),
     path("viewer/cases/<int:radiograph_id>/retry", viewer.case_retry, name="viewer_case_retry"),
 ]

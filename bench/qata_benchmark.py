@@ -343,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("f1", "sensitivity", "specificity", "precision", "iou", "f2")
     }
     run["mean_dice"] = metrics["pixel"]["mean_dice"]["value"]
+    run["mean_dice_quantiles"] = metrics["pixel"]["mean_dice"]["quantiles"]
+    run["dice_by_lesion_size"] = metrics["pixel"]["dice_by_lesion_size"]
     (args.out / "run.json").write_text(json.dumps(run, indent=1))
     for line in summary_lines(evaluation):
         log(line)

@@ -51,6 +51,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 PASSWORD = "bench-reader-password-1"
+# The round the pairwise choice form answers (the bar's undo form names another number).
+ROUND_NUMBER = re.compile(r'data-review-form.*?name="number" value="(\d+)"', re.DOTALL)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -278,7 +280,7 @@ class Reader:
         key = str(uuid.uuid4())
         think_ms = int((time.perf_counter() - shown) * 1000)
         if 'data-review-screen="pairwise"' in page:
-            number = int(re.search(r'name="number" value="(\d+)"', page).group(1))
+            number = int(re.search(ROUND_NUMBER, page).group(1))
             path = f"/api/review/tasks/{token}/round/"
             body = {"number": number, "choice": self.rng.choice("AB")}
         else:

@@ -83,6 +83,19 @@ def _png_bit_depth(data: bytes) -> int:
     return int(data[24]) if len(data) > 24 else 8
 
 
+# Mean spread between the colour channels (0–255) above which an image is really in colour;
+# a greyscale image saved as RGB (or JPEG's chroma noise on one) stays far below it.
+COLOUR_SPREAD = 12.0
+
+
+def is_colourful(image: Image.Image) -> bool:
+    """Whether an RGB(A) image carries colour, judged on a sample of its pixels."""
+    rgb = np.asarray(image.convert("RGB"))
+    step = max(1, max(rgb.shape[:2]) // 512)
+    sample = rgb[::step, ::step].astype(np.int16)
+    return float((sample.max(axis=2) - sample.min(axis=2)).mean()) > COLOUR_SPREAD
+
+
 def _to_grey(image: Image.Image, metadata: dict[str, Any]) -> np.ndarray:
     """Greyscale values of a Pillow image, keeping 16-bit precision where the file has it."""
     mode = image.mode
@@ -99,6 +112,8 @@ def _to_grey(image: Image.Image, metadata: dict[str, Any]) -> np.ndarray:
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(black, rgba)
         metadata["alpha"] = "composited on black"
+    if image.mode in ("RGB", "RGBA") and is_colourful(image):
+        metadata["colour"] = True  # a photograph or a coloured figure, not a radiograph
     if image.mode != "L":
         image = image.convert("L")  # ITU-R 601-2 luma for colour files
     return np.asarray(image)

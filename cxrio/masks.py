@@ -1,4 +1,5 @@
-"""Binary masks: 1-bit PNG bytes, pixel hashes and the working resolution.
+"""Binary masks: 1-bit PNG bytes, pixel hashes and the working resolution; and the networks'
+probability maps stored beside them as 8-bit greyscale PNGs (quantisation error ≤ 1/510).
 
 No Django here; the import, the review screens and the workers all use these, so a mask
 drawn, imported or predicted is stored, hashed and compared the same way.
@@ -134,3 +135,38 @@ def binary_mask(
     raise MaskError(
         f"mask is not binary: values {_values_text(found)} (expected 0 and 255, or 0 and 1)"
     )
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _open_png(data: bytes) -> Image.Image:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except OSError as exc:
+        raise ValueError(f"not a readable PNG: {exc}") from exc
+    if img.format != "PNG":
+        raise ValueError(f"expected a PNG, got {img.format}")
+    return img
+
+
+def encode_probability_png(prob: np.ndarray) -> bytes:
+    """An (H, W) probability map in [0, 1] as an 8-bit greyscale PNG (value = round(255 p))."""
+    prob = np.asarray(prob, dtype=np.float64)
+    if prob.ndim != 2:
+        raise ValueError(f"a probability map is (H, W), got shape {prob.shape}")
+    if not np.isfinite(prob).all() or prob.min() < -1e-6 or prob.max() > 1 + 1e-6:
+        raise ValueError("probabilities must be finite and lie in [0, 1]")
+    quantised = np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8)
+    return _png_bytes(Image.fromarray(quantised))  # mode L
+
+
+def decode_probability_png(data: bytes) -> np.ndarray:
+    img = _open_png(data)
+    if img.mode != "L":
+        raise ValueError(f"a probability PNG is 8-bit greyscale, got mode {img.mode}")
+    return np.asarray(img, dtype=np.float32) / 255.0

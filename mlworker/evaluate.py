@@ -39,6 +39,11 @@ from mlworker.metrics import (
 )
 
 GALLERY_GROUPS = ("best", "median", "worst")
+# Lesions under this share of the image are "small" (the issue tracker's and the literature's
+# split): per-image Dice is reported for small and large lesions apart, since pooled F1 is
+# dominated by the large ones.
+SMALL_LESION_SHARE = 0.02
+DICE_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 PIXEL_BINS = 1024  # ScoreHistogram's bins for pixel-level curves
 
 
@@ -51,6 +56,11 @@ class PixelEvaluation:
     scores: dict[str, Score]
     mean_dice: float
     mean_dice_ci: float  # 1.96 · sd / √n over the per-image Dice values
+    # Per-image Dice distribution: min, quartiles and max (DICE_QUANTILES).
+    dice_quantiles: tuple[float, ...]
+    # "small" / "large" lesions (truth < / ≥ SMALL_LESION_SHARE of the image; images without
+    # infection are in neither): (cases, mean per-image Dice), the mean NaN when no case.
+    by_lesion_size: dict[str, tuple[int, float]]
     roc: RocCurve | None  # None when the group has no infected or no clean pixel
     pr: PrCurve | None
 
@@ -129,6 +139,15 @@ def _pixel_evaluation(
     total = Counts.total(counts)
     n = len(counts)
     spread = float(dice.std(ddof=1)) if n > 1 else math.nan
+    share = (counts[:, 0] + counts[:, 3]) / np.maximum(counts.sum(axis=1), 1)
+    groups = {
+        "small": (share > 0) & (share < SMALL_LESION_SHARE),
+        "large": share >= SMALL_LESION_SHARE,
+    }
+    by_size = {
+        name: (int(rows.sum()), float(dice[rows].mean()) if rows.any() else math.nan)
+        for name, rows in groups.items()
+    }
     has_both = total.tp + total.fn > 0 and total.tn + total.fp > 0
     return PixelEvaluation(
         cases=n,
@@ -136,6 +155,8 @@ def _pixel_evaluation(
         scores=scores(total, beta=2.0),
         mean_dice=mean_dice(counts),
         mean_dice_ci=Z_95 * spread / math.sqrt(n) if n > 1 else math.nan,
+        dice_quantiles=tuple(float(q) for q in np.quantile(dice, DICE_QUANTILES)),
+        by_lesion_size=by_size,
         roc=histogram.roc() if has_both else None,
         pr=histogram.pr() if total.tp + total.fn > 0 else None,
     )

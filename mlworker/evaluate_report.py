@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlworker.evaluate import Evaluation, PixelEvaluation
+from mlworker.evaluate import SMALL_LESION_SHARE, Evaluation, PixelEvaluation
 from mlworker.evaluate_figures import write_figures
 from mlworker.metrics import Score
 
@@ -44,6 +44,17 @@ def _pixel_json(pixel: PixelEvaluation) -> dict[str, Any]:
             "value": round(pixel.mean_dice, 6),
             "ci95": None if math.isnan(pixel.mean_dice_ci) else round(pixel.mean_dice_ci, 6),
             "n": pixel.cases,
+            "quantiles": dict(
+                zip(
+                    ("min", "q25", "median", "q75", "max"),
+                    (round(q, 6) for q in pixel.dice_quantiles),
+                    strict=True,
+                )
+            ),
+        },
+        "dice_by_lesion_size": {
+            name: {"cases": cases, "mean_dice": None if math.isnan(mean) else round(mean, 6)}
+            for name, (cases, mean) in pixel.by_lesion_size.items()
         },
         "roc_auc": None if pixel.roc is None else round(pixel.roc.auc, 6),
         "average_precision": None if pixel.pr is None else round(pixel.pr.average_precision, 6),
@@ -90,6 +101,18 @@ def summary_lines(evaluation: Evaluation) -> list[str]:
         lines.append(
             f"{title}, {pixel.cases} cases: {cells}; mean Dice {100 * pixel.mean_dice:.2f}"
             + (f", AUC {pixel.roc.auc:.4f}" if pixel.roc else "")
+        )
+        low, q25, median, q75, high = (100 * q for q in pixel.dice_quantiles)
+        sizes = ", ".join(
+            f"{name} lesions {cases} cases"
+            + ("" if math.isnan(mean) else f" mean Dice {100 * mean:.2f}")
+            for name, (cases, mean) in pixel.by_lesion_size.items()
+        )
+        lines.append(
+            f"  pooled F1 {pixel.scores['f1'].percent()} vs mean per-image Dice "
+            f"{100 * pixel.mean_dice:.2f}; per-image Dice min {low:.1f} · q25 {q25:.1f} · "
+            f"median {median:.1f} · q75 {q75:.1f} · max {high:.1f}; {sizes} "
+            f"(small: < {100 * SMALL_LESION_SHARE:g} % of the image)"
         )
     if evaluation.detection is not None:
         det = evaluation.detection

@@ -8,7 +8,6 @@ masks, thresholded at 0.5 as in the paper, as 1-bit PNGs (cxrio.masks.mask_to_pn
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -93,38 +92,3 @@ def binarize(prob: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
     return np.asarray(prob) >= threshold
-
-
-def _png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
-def _open_png(data: bytes) -> Image.Image:
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except OSError as exc:
-        raise ValueError(f"not a readable PNG: {exc}") from exc
-    if img.format != "PNG":
-        raise ValueError(f"expected a PNG, got {img.format}")
-    return img
-
-
-def encode_probability_png(prob: np.ndarray) -> bytes:
-    """An (H, W) probability map in [0, 1] as an 8-bit greyscale PNG (value = round(255 p))."""
-    prob = np.asarray(prob, dtype=np.float64)
-    if prob.ndim != 2:
-        raise ValueError(f"a probability map is (H, W), got shape {prob.shape}")
-    if not np.isfinite(prob).all() or prob.min() < -1e-6 or prob.max() > 1 + 1e-6:
-        raise ValueError("probabilities must be finite and lie in [0, 1]")
-    quantised = np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8)
-    return _png_bytes(Image.fromarray(quantised))  # mode L
-
-
-def decode_probability_png(data: bytes) -> np.ndarray:
-    img = _open_png(data)
-    if img.mode != "L":
-        raise ValueError(f"a probability PNG is 8-bit greyscale, got mode {img.mode}")
-    return np.asarray(img, dtype=np.float32) / 255.0

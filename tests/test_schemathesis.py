@@ -113,6 +113,8 @@ class World:
             params["token"] = task.token
         if "opaque" in params:
             params["opaque"] = next(iter(blinding.option_tokens(task).values()))
+        if body.get("reason") == "other" and not str(body.get("comment", "")).strip():
+            body["comment"] = "see the image"  # 'other' says what in its comment
         if "mask" in body:
             body["mask"] = png(task.radiograph.work_width, task.radiograph.work_height)
         if path.endswith("/draft/") and case.method == "PUT":  # the body is the drawing itself

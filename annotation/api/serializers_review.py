@@ -15,7 +15,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.reverse import reverse
 
-from annotation.models import Decision, PairwiseRound, ReviewTask, Stage
+from annotation.models import CaseFlag, Decision, PairwiseRound, ReviewTask, Stage
 from annotation.selectors.review import (
     Screen,
     reader_progress,
@@ -125,6 +125,29 @@ class KeepOut(serializers.Serializer):
     lease_seconds = serializers.IntegerField(help_text="how long a lease runs from a renewal")
 
 
+class FlagOut(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=CaseFlag.Reason.choices)
+    comment = serializers.CharField(allow_blank=True)
+    skipped = serializers.BooleanField(help_text="the case went to another reader")
+    flagged_at = serializers.DateTimeField()
+    replayed = serializers.BooleanField(help_text="a retry: the stored flag, nothing changed")
+    page_url = serializers.CharField(
+        help_text="the browser page to show now: this case, or (after a skip) your next case"
+    )
+
+
+class WorkRowOut(serializers.Serializer):
+    case = serializers.IntegerField(help_text="its place in your list, in the order you decided")
+    task = serializers.CharField(help_text="the task token: the case's handle in this API")
+    decision = DecisionOut()
+    decision_key = serializers.CharField(help_text="the key the decision was made with")
+    time_on_screen_ms = serializers.IntegerField()
+    image_url = serializers.CharField()
+    mask_url = serializers.CharField(help_text="the mask you decided on, by an opaque name")
+    reopen = serializers.BooleanField(help_text="false once the case is final")
+    final = serializers.CharField(allow_blank=True, help_text="why it is final, if it is")
+
+
 def _fields(serializer: type[serializers.Serializer]) -> set[str]:
     return set(serializer().fields)
 
@@ -135,7 +158,7 @@ REVIEW_FIELDS = frozenset().union(
         _fields,
         (PaneOut, KnockoutOut, DecisionOut, RoundOut, ScreenOut, QueueRowOut, ResultOut),
     ),
-    *map(_fields, (ConflictOut, AheadOut, KeepOut)),
+    *map(_fields, (ConflictOut, AheadOut, KeepOut, FlagOut, WorkRowOut)),
 )
 
 
@@ -149,11 +172,15 @@ def page_url(path: str, request: Request) -> str:
 
 
 def decision_data(decision: Decision) -> dict[str, Any]:
-    # An adjudicator picks one of the readers' choices: whether that was a drawing is the
-    # readers' business, so it is reported as a choice.
-    adjudication = decision.task.kind == ReviewTask.Kind.ADJUDICATION
+    # An adjudicator who picks one of the readers' choices is told "chose": whether that was a
+    # drawing is the readers' business. Their own drawing or refinement is theirs to know.
+    picked = (
+        decision.task.kind == ReviewTask.Kind.ADJUDICATION
+        and decision.position is not None
+        and decision.mask.author_id != decision.reader_id
+    )
     return {
-        "action": Decision.Outcome.CHOSE if adjudication else decision.outcome,
+        "action": Decision.Outcome.CHOSE if picked else decision.outcome,
         "position": decision.position,
         "decided_at": decision.created_at,
     }

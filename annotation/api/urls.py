@@ -14,6 +14,7 @@ from rest_framework.routers import DefaultRouter
 
 from annotation.api import views_review as review
 from annotation.api import views_review_screen as review_screen
+from annotation.api import views_worklist as worklist
 from annotation.api.base import TokenView, not_found
 from annotation.api.views_data import DatasetViewSet, GroundTruthViewSet, RadiographViewSet
 from annotation.api.views_exports import ExportViewSet
@@ -40,11 +41,16 @@ review_urls = [
     path("stages/<int:stage_id>/undo/", review.UndoView.as_view(), name="review-undo"),
     path("tasks/<str:token>/", review.TaskView.as_view(), name="review-task"),
     path("tasks/<str:token>/round/", review.RoundView.as_view(), name="review-round"),
+    path("tasks/<str:token>/round/undo/", review.RoundUndoView.as_view(), name="review-round-undo"),
     path("tasks/<str:token>/pick/", review.PickView.as_view(), name="review-pick"),
     path("tasks/<str:token>/drawing/", review.DrawingView.as_view(), name="review-drawing"),
     path("tasks/<str:token>/keep/", review_screen.KeepView.as_view(), name="review-keep"),
     path("tasks/<str:token>/ahead/", review_screen.AheadView.as_view(), name="review-ahead"),
     path("tasks/<str:token>/draft/", review_screen.DraftView.as_view(), name="review-draft"),
+    path("stages/<int:stage_id>/cases/", worklist.CasesView.as_view(), name="review-cases"),
+    path("tasks/<str:token>/reopen/", worklist.ReopenView.as_view(), name="review-reopen"),
+    path("tasks/<str:token>/flag/", worklist.FlagView.as_view(), name="review-flag"),
+    path("tasks/<str:token>/skip/", worklist.SkipView.as_view(), name="review-skip"),
     path("images/<str:token>.png", review.ImageView.as_view(), name="review-image"),
     path("masks/<str:opaque>.png", review.MaskView.as_view(), name="review-mask"),
 ]

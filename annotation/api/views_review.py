@@ -71,10 +71,12 @@ from annotation.services.decisions import DRAWING_MAX_BYTES, KEY_HELP, KEY_PATTE
 from annotation.services.review import (
     CHOICES,
     ReviewResult,
+    adjudication_record_drawing,
     decision_record_drawing,
     decision_undo,
     pick_record,
     round_record,
+    round_undo,
 )
 from annotation.services.review_errors import (
     InvalidChoice,
@@ -274,6 +276,38 @@ class RoundView(ReviewView):
         )
 
 
+class RoundUndoIn(serializers.Serializer):
+    number = StrictIntegerField(
+        min_value=1,
+        max_value=32767,
+        help_text="the last round played (on a pairwise screen: knockout.round - 1): only that round "
+        "is taken back, so a retry never takes back the round before it",
+    )
+
+
+class RoundUndoView(ReviewView):
+    """Take back the last round of a pairwise case you are deciding (after "neither": back to
+    the pair). Nothing else changes; your decision on an earlier case is the stage's undo.
+    The answer carries the round's screen again."""
+
+    permission_classes = [IsMD]
+
+    @extend_schema(request=RoundUndoIn, responses=RESULT)
+    def post(self, request, token: str):
+        task = held(request, token)
+        given = RoundUndoIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        return _result(
+            request,
+            round_undo(
+                task=task,
+                reader=request.user,
+                client_ip=client_ip(request),
+                **given.validated_data,
+            ),
+        )
+
+
 class PickIn(serializers.Serializer):
     position = StrictIntegerField(min_value=1, max_value=32767, help_text="a pane's position")
     idempotency_key = key_field(DECISION_KEY)
@@ -311,14 +345,20 @@ class DrawingIn(serializers.Serializer):
     no_infection = StrictBooleanField(
         default=False, help_text="true to submit an empty drawing: no infection visible"
     )
+    from_consensus = StrictBooleanField(
+        default=False,
+        help_text="adjudication: the drawing started from the readers' consensus (STAPLE); "
+        "sent unchanged, it is accepted as that consensus",
+    )
     time_on_screen_ms = ms_field()
 
 
 @body_limit(DRAWING_MAX_BYTES + FORM_OVERHEAD)
 class DrawingView(ReviewView):
-    """Reject the candidates and send your own mask: drawn from blank, or refining a pane."""
+    """Reject the candidates and send your own mask: drawn from blank, or refining a pane. In an
+    adjudication (senior MDs), the mask drawn or refined from a reader's becomes the accepted one."""
 
-    permission_classes = [IsMD]
+    permission_classes = [IsReader]  # a senior MD draws in adjudication
     parser_classes = [MultiPartParser]
 
     @extend_schema(request={"multipart/form-data": DrawingIn}, responses=RESULT)
@@ -327,6 +367,22 @@ class DrawingView(ReviewView):
         given = DrawingIn(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
+        if task.kind == ReviewTask.Kind.ADJUDICATION:
+            # A senior MD's own mask, blank or refining one of the readers' (by position).
+            result = adjudication_record_drawing(
+                task=task,
+                reader=request.user,
+                png=data["mask"].read(),
+                base_position=data.get("base"),
+                from_consensus=data["from_consensus"],
+                no_infection=data["no_infection"],
+                idempotency_key=data["idempotency_key"],
+                time_on_screen_ms=data["time_on_screen_ms"],
+                client_ip=client_ip(request),
+            )
+            return _result(request, result)
+        if data["from_consensus"]:
+            raise InvalidChoice("only an adjudication starts from the readers' consensus")
         base = None
         if "base" in data:
             base = candidate_at_position(task=task, position=data["base"])

@@ -9,8 +9,9 @@ from typing import Any
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from annotation.models import Dataset, Job, ReviewTask, Stage, WorkerNode
+from annotation.models import Dataset, Job, ModelVersion, ReviewTask, Stage, WorkerNode
 from annotation.selectors.datasets import dataset_overview
+from mlworker.networks import network_label
 
 GONE_AFTER = timedelta(minutes=2)
 ACTIVE = (Job.State.QUEUED, Job.State.RUNNING)
@@ -135,3 +136,109 @@ def worker_board() -> list[dict[str, Any]]:
         }
         for node in nodes
     ]
+
+
+# --- a job's result as tables -----------------------------------------------------------------
+
+RESULT_LABELS = {
+    "imported": "Cases imported",
+    "duplicates": "Cases already there",
+    "masks_imported": "Manual masks imported",
+    "mask_duplicates": "Manual masks already there",
+    "skipped": "Files skipped (not images)",
+    "dry_run": "Dry run",
+    "model_version": "Model",
+    "epochs": "Epochs trained",
+    "predicted": "Cases predicted",
+    "already_done": "Cases already predicted",
+    "export": "Export",
+    "file": "File",
+    "size": "Size",
+    "sha256": "SHA-256",
+    "n_cases": "Cases",
+    "name": "File",
+    "reason": "Reason",
+    "loss": "Loss",
+    "val_loss": "Validation loss",
+}
+TABLE_TITLES = {"rejected": "Rejected files", "curve": "Epochs"}
+MAX_TABLE_ROWS = 500
+
+
+def _label(key: str) -> str:
+    return RESULT_LABELS.get(key) or key.replace("_", " ").capitalize()
+
+
+def _readable(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if key == "size" and isinstance(value, int):
+        for unit in ("bytes", "KiB", "MiB", "GiB"):
+            if value < 1024 or unit == "GiB":
+                return f"{value:,} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+            value /= 1024
+    if isinstance(value, list):
+        shown = ", ".join(str(v) for v in value[:20])
+        return shown + (f" … ({len(value)} in all)" if len(value) > 20 else "")
+    return "—" if value is None else str(value)
+
+
+def _table(key: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    return {
+        "key": key,
+        "title": TABLE_TITLES.get(key, _label(key)),
+        "columns": [_label(c) for c in columns],
+        "rows": [[_readable(c, row.get(c)) for c in columns] for row in rows[:MAX_TABLE_ROWS]],
+        "more": max(0, len(rows) - MAX_TABLE_ROWS),
+    }
+
+
+def _model_fact(pk: Any) -> str:
+    mv = ModelVersion.objects.filter(pk=pk).first() if isinstance(pk, int) else None
+    if mv is None:
+        return _readable("model_version", pk)
+    fold = f", fold {mv.fold + 1}" if mv.fold is not None else ""
+    return f"#{mv.pk} {network_label(mv.arch, mv.encoder)}{fold} ({mv.get_purpose_display()})"
+
+
+def job_result_tables(job: Job) -> dict[str, Any]:
+    """A job's result (and a training job's per-epoch curve) as label–value facts and tables,
+    for its page: {"facts": [(label, text)], "tables": [{title, columns, rows, more}]}."""
+    facts: list[tuple[str, str]] = []
+    tables: list[dict[str, Any]] = []
+
+    def walk(prefix: str, data: dict[str, Any]) -> None:
+        for key, value in data.items():
+            label = f"{prefix}{_label(key)}"
+            if key == "model_version" and not prefix:
+                facts.append((label, _model_fact(value)))
+            elif isinstance(value, dict):
+                walk(f"{label} · ", value)
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                tables.append(_table(key, value))
+            elif key == "rejected" and value == []:
+                facts.append(("Files rejected", "none"))
+            else:
+                facts.append((label, _readable(key, value)))
+
+    # The dataset's name is the page's business, and only a dry run says it is one.
+    shown = {
+        k: v
+        for k, v in (job.result or {}).items()
+        if k != "dataset" and (k, v) != ("dry_run", False)
+    }
+    walk("", shown)
+    curve = (job.progress_detail or {}).get("curve")
+    if isinstance(curve, list) and curve and all(isinstance(v, dict) for v in curve):
+        tables.append(_table("curve", curve))
+    return {"facts": facts, "tables": tables}
+
+
+def log_tail(text: str, lines: int = 30) -> str:
+    """The last lines of a job's log."""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])

@@ -7,6 +7,7 @@ from typing import Any
 
 from annotation.models import Job, ModelVersion
 from annotation.roles import ADMIN, has_role
+from mlworker.detection.rule import DEFAULT_THRESHOLD
 
 IMAGE_NAMES = ("xray", "map", "gradcam", "probability")
 
@@ -89,4 +90,67 @@ def deployed_detectors() -> list[ModelVersion]:
         ModelVersion.objects.filter(purpose=ModelVersion.Purpose.DETECTOR, deployed=True)
         .select_related("dataset")
         .order_by("-created_at")
+    )
+
+
+# --- reading an infection map: its colour scale and the caveats of its verdict ---------------
+
+# matplotlib's jet, which the worker colours maps with, as the gradient stops of its colour bar.
+JET_STOPS = (
+    (0.0, "#00007f"),
+    (0.125, "#0000ff"),
+    (0.375, "#00ffff"),
+    (0.625, "#ffff00"),
+    (0.875, "#ff0000"),
+    (1.0, "#7f0000"),
+)
+COLOUR_BAR_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# A score this close to the threshold could have gone the other way.
+NEAR_THRESHOLD = 0.05
+FRONTAL_VIEWS = {"PA", "AP"}
+CHEST_PARTS = ("CHEST", "THORAX", "LUNG")
+RADIOGRAPHY_MODALITIES = {"CR", "DX", "DR"}
+# Width / height of a frontal CXR is about 0.8 to 1.25; far outside it is another image.
+ASPECT_RANGE = (0.6, 1.6)
+
+
+def colour_bar() -> dict[str, Any]:
+    """What the map's colour bar draws: jet stops, ticks and the detection threshold."""
+    return {
+        "stops": [{"offset": f"{100 * at:g}%", "colour": colour} for at, colour in JET_STOPS],
+        "ticks": [{"value": f"{v:g}", "x": f"{100 * v:g}%"} for v in COLOUR_BAR_TICKS],
+        "threshold": DEFAULT_THRESHOLD,
+        "threshold_x": f"{100 * DEFAULT_THRESHOLD:g}%",
+    }
+
+
+def input_caveats(*, metadata: dict[str, Any], width: int, height: int) -> list[str]:
+    """Why an image may lie outside what the detector was trained on (frontal chest
+    radiographs, greyscale): from its DICOM facts, its colour and its shape."""
+    caveats = []
+    view = str(metadata.get("view_position", "")).strip().upper()
+    if view and view not in FRONTAL_VIEWS:
+        caveats.append(f"the view position is {view}, not a frontal (PA or AP) view")
+    part = str(metadata.get("body_part_examined", "")).strip().upper()
+    if part and not any(p in part for p in CHEST_PARTS):
+        caveats.append(f"the body part examined is {part}, not the chest")
+    modality = str(metadata.get("modality", "")).strip().upper()
+    if modality and modality not in RADIOGRAPHY_MODALITIES:
+        caveats.append(f"the modality is {modality}, not a radiograph (CR, DX)")
+    if metadata.get("colour"):
+        caveats.append("it is a colour image; chest X-rays are greyscale")
+    if width and height:
+        aspect = width / height
+        if not ASPECT_RANGE[0] <= aspect <= ASPECT_RANGE[1]:
+            caveats.append(f"its shape ({width}×{height}) is unlike a chest X-ray's")
+    return caveats
+
+
+def score_caveat(max_prob: float | None) -> str:
+    """A warning when the detector's score is too close to the threshold to trust its verdict."""
+    if max_prob is None or abs(max_prob - DEFAULT_THRESHOLD) > NEAR_THRESHOLD:
+        return ""
+    return (
+        f"The highest infection probability ({max_prob:.3f}) is within ±{NEAR_THRESHOLD} of the "
+        f"{DEFAULT_THRESHOLD} threshold: the verdict could easily have been the other one."
     )

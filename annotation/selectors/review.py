@@ -13,8 +13,9 @@ from django.utils import timezone
 from annotation import blinding
 from annotation.models import Candidate, Decision, ReviewTask, Stage
 from annotation.roles import SENIOR_MD, has_role
-from annotation.services.assignment import reader_task
+from annotation.services.assignment import reader_task, skipped_cases
 from annotation.services.consensus import adjudication_options
+from annotation.services.consensus_masks import readers_consensus
 from annotation.services.review import Knockout, ReviewResult, is_knockout, knockout_state
 from annotation.services.review_errors import (
     LeaseLost,
@@ -51,6 +52,9 @@ def reader_progress(
         Q(status=ReviewTask.Status.OPEN)
         | Q(status=ReviewTask.Status.LEASED, lease_expires_at__lt=now)
     ).exclude(radiograph_id__in=mine.values("radiograph_id"))
+    available = available.exclude(
+        radiograph_id__in=skipped_cases(stage=stage, reader=reader, kind=kind)
+    )
     if kind == ReviewTask.Kind.ADJUDICATION:
         read = ReviewTask.objects.filter(
             stage=stage, kind=ReviewTask.Kind.REVIEW, reader=reader
@@ -125,8 +129,18 @@ def task_screen(*, task: ReviewTask, reader: AbstractBaseUser, progress: bool = 
         state = knockout_state(task=task)
         screen.knockout = state
         if state.neither:
+            # The drawing after "neither": start from the pair just rejected, labelled A and B
+            # as it was shown (positions stay the candidates' own, as `base` names them).
             screen.kind = "draw"
-        elif state.number is not None:
+            final = task.rounds.order_by("-number").first()
+            for label, candidate_id in zip(
+                PAIR_LABELS, (final.left_id, final.right_id), strict=True
+            ):
+                opaque = tokens[candidate_id]
+                position = order.index(candidate_id) + 1
+                screen.panes.append(Pane(position, label, _mask_url(opaque), opaque))
+            return screen
+        if state.number is not None:
             screen.kind = "pairwise"
             for position, candidate_id in enumerate((state.left, state.right), 1):
                 opaque = tokens[candidate_id]
@@ -139,6 +153,103 @@ def task_screen(*, task: ReviewTask, reader: AbstractBaseUser, progress: bool = 
         opaque = tokens[candidate_id]
         screen.panes.append(Pane(position, str(position), _mask_url(opaque), opaque))
     return screen
+
+
+def decision_label(decision: Decision) -> str:
+    """What a reader decided, in the labels their screen showed (A/B of a pair, N-way
+    positions): 'chose A', 'refined 2', 'drew a mask', 'no infection'."""
+    task = decision.task
+    shown = None
+    if decision.candidate_id is not None:
+        final = task.rounds.order_by("-number").first() if is_knockout(task) else None
+        if final is not None and decision.candidate_id in (final.left_id, final.right_id):
+            shown = PAIR_LABELS[0 if decision.candidate_id == final.left_id else 1]
+        elif decision.position:
+            shown = str(decision.position)
+    if decision.outcome == Decision.Outcome.CHOSE:
+        return f"chose {shown}"
+    if decision.outcome == Decision.Outcome.REFINED:
+        return f"refined {shown}"
+    return "no infection (empty mask)" if not decision.mask.area else "drew a mask"
+
+
+@dataclass
+class DecidedCase:
+    """A reader's decision on one case, as the undo confirmation and the read-only screen of
+    a decided case show it: the case's number in their stage, the image, the chosen mask."""
+
+    decision: Decision
+    number: int
+    label: str
+    image_url: str
+    mask_url: str
+    undoable: bool  # the reader's last decision in an open stage, not yet final
+
+
+def decided_case(*, decision: Decision, reader: AbstractBaseUser) -> DecidedCase:
+    task = decision.task
+    earlier = Decision.objects.filter(
+        Q(created_at__lt=decision.created_at)
+        | Q(created_at=decision.created_at, pk__lte=decision.pk),
+        reader=reader,
+        task__stage_id=task.stage_id,
+        task__kind=task.kind,
+        revoked_at__isnull=True,
+    )
+    if decision.outcome == Decision.Outcome.CHOSE:
+        # The very overlay URL the pane had: the same blinded per-task name.
+        mask_url = _mask_url(blinding.option_tokens(task)[decision.candidate_id])
+    else:
+        mask_url = reverse("review_decision_mask", kwargs={"token": task.token})
+    last = reader_last_decision(stage=task.stage, reader=reader)
+    return DecidedCase(
+        decision=decision,
+        number=earlier.count(),
+        label=decision_label(decision),
+        image_url=reverse("review_image", kwargs={"token": task.token}),
+        mask_url=mask_url,
+        undoable=(
+            last is not None
+            and last.pk == decision.pk
+            and task.kind == ReviewTask.Kind.REVIEW
+            and task.stage.status == Stage.Status.REVIEWING
+        ),
+    )
+
+
+def reader_last_decision(*, stage: Stage, reader: AbstractBaseUser) -> Decision | None:
+    """The decision 'Undo last decision' takes back (annotation.services.review.decision_undo
+    picks the same one)."""
+    return (
+        Decision.objects.filter(
+            reader=reader,
+            task__stage=stage,
+            task__kind=ReviewTask.Kind.REVIEW,
+            revoked_at__isnull=True,
+        )
+        .select_related("task__stage", "task__radiograph", "mask")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def reader_decision(*, task: ReviewTask, reader: AbstractBaseUser) -> Decision | None:
+    """The reader's standing decision on a task of theirs, if they decided it."""
+    return (
+        task.decisions.filter(reader=reader, revoked_at__isnull=True)
+        .select_related("task__stage", "task__radiograph", "mask")
+        .first()
+    )
+
+
+def media_decision_png(*, token: str, reader: AbstractBaseUser) -> bytes | None:
+    """The overlay of the mask the reader decided on in a task of theirs (their drawing, or
+    the candidate they refined or chose), encoded like every overlay; None otherwise."""
+    task = media_task(token=token, reader=reader)
+    decision = reader_decision(task=task, reader=reader) if task is not None else None
+    if decision is None:
+        return None
+    return blinding.mask_overlay(decision.mask, radiograph=task.radiograph)
 
 
 def option_mask(*, task: ReviewTask, option_id: int):
@@ -187,10 +298,18 @@ def media_overlay(*, opaque: str, reader: AbstractBaseUser) -> MediaImage | None
     """The overlay an opaque option name stands for, if this reader may see it."""
     task_token, signature = blinding.split_token(opaque)
     task = media_task(token=task_token, reader=reader)
+    if task is not None and blinding.is_result(task, signature):
+        decided = task.decisions.filter(reader=reader, revoked_at__isnull=True).first()
+        if decided is None:
+            return None
+        return _overlay_image(opaque, decided.mask, task.radiograph)
     option_id = blinding.resolve_option(task, signature) if task is not None else None
     if option_id is None:
         return None
-    mask, radiograph = option_mask(task=task, option_id=option_id), task.radiograph
+    return _overlay_image(opaque, option_mask(task=task, option_id=option_id), task.radiograph)
+
+
+def _overlay_image(opaque: str, mask, radiograph) -> MediaImage:
     return MediaImage(
         etag=blinding.image_etag(opaque, blinding.overlay_identity(mask, radiograph=radiograph)),
         read=lambda: blinding.mask_overlay(mask, radiograph=radiograph),
@@ -213,6 +332,16 @@ def media_overlay_png(*, opaque: str, reader: AbstractBaseUser) -> bytes | None:
     """The overlay PNG an opaque option name stands for, if this reader may see it."""
     image = media_overlay(opaque=opaque, reader=reader)
     return image.read() if image is not None else None
+
+
+def media_consensus_png(*, token: str, reader: AbstractBaseUser) -> bytes | None:
+    """The STAPLE consensus of an adjudication's options as an overlay, for its senior MD."""
+    task = media_task(token=token, reader=reader)
+    if task is None or task.kind != ReviewTask.Kind.ADJUDICATION or len(task.candidate_order) < 2:
+        return None
+    # Every stored mask is at the case's working resolution, and so is their consensus.
+    masks = [option_mask(task=task, option_id=pk) for pk in task.candidate_order]
+    return blinding.overlay_png(readers_consensus(masks))
 
 
 def media_image_png(*, token: str, reader: AbstractBaseUser) -> bytes | None:

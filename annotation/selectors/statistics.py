@@ -37,6 +37,15 @@ from cxrio import masks as maskio
 from mlworker.networks import network_label
 
 MANUAL = "manual"
+COMBINED_LABELS = {
+    Mask.Kind.STAPLE: Mask.Kind.STAPLE.label,
+    Mask.Kind.ENSEMBLE: Mask.Kind.ENSEMBLE.label,
+}
+MACHINE_SOURCES = (
+    GroundTruth.Source.NETWORK,
+    GroundTruth.Source.STAPLE,
+    GroundTruth.Source.ENSEMBLE,
+)
 
 
 def version_label(version: ModelVersion) -> str:
@@ -54,6 +63,16 @@ class WinRate:
     @property
     def rate(self) -> float:
         return self.wins / self.rounds if self.rounds else 0.0
+
+
+@dataclass(frozen=True)
+class StapleEstimate:
+    """A network's mean sensitivity and specificity as STAPLE estimated them, over cases."""
+
+    label: str
+    cases: int
+    sensitivity: float
+    specificity: float
 
 
 @dataclass
@@ -76,6 +95,7 @@ class StageStatistics:
     dice_pairs: int = 0
     median_ms: float | None = None
     median_ms_by_outcome: dict[str, float] = field(default_factory=dict)
+    staple: list[StapleEstimate] = field(default_factory=list)
 
 
 def _candidate_labels(stage: Stage) -> dict[int, set[str]]:
@@ -86,6 +106,8 @@ def _candidate_labels(stage: Stage) -> dict[int, set[str]]:
         for mask in [candidate.mask, *candidate.sources.select_related("model_version")]:
             if mask.kind == Mask.Kind.MANUAL:
                 names.add(MANUAL)
+            elif mask.kind in COMBINED_LABELS:
+                names.add(COMBINED_LABELS[mask.kind])
             elif mask.model_version_id:
                 names.add(version_label(mask.model_version))
     return labels
@@ -99,10 +121,10 @@ def _sources(stats: StageStatistics, truths: list[GroundTruth]) -> None:
             for name in names:  # identical masks from several networks share the credit
                 credit[name] += 1 / len(names)
         else:
-            credit[truth.source] += 1
+            credit[COMBINED_LABELS.get(truth.source, truth.source)] += 1
     stats.sources = sorted(credit.items(), key=lambda kv: (-kv[1], kv[0]))
     if truths:
-        machine = sum(1 for t in truths if t.source == GroundTruth.Source.NETWORK)
+        machine = sum(1 for t in truths if t.source in MACHINE_SOURCES)
         stats.machine_share = machine / len(truths)
 
 
@@ -178,6 +200,33 @@ def _agreement(stats: StageStatistics, stage: Stage, decisions: list[Decision]) 
         stats.dice_pairs = len(scores)
 
 
+def _staple_estimates(stats: StageStatistics, stage: Stage) -> None:
+    per_version: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for details in Mask.objects.filter(stage=stage, kind=Mask.Kind.STAPLE).values_list(
+        "details", flat=True
+    ):
+        for rater in details.get("raters", []):
+            if rater.get("model_version") is not None:
+                per_version[rater["model_version"]].append(
+                    (rater["sensitivity"], rater["specificity"])
+                )
+    by_label: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for version in ModelVersion.objects.filter(pk__in=per_version):
+        by_label[version_label(version)] += per_version[version.pk]
+    stats.staple = sorted(
+        (
+            StapleEstimate(
+                label,
+                len(rows),
+                float(np.mean([r[0] for r in rows])),
+                float(np.mean([r[1] for r in rows])),
+            )
+            for label, rows in by_label.items()
+        ),
+        key=lambda e: e.label,
+    )
+
+
 def stage_statistics(*, stage: Stage) -> StageStatistics:
     stats = StageStatistics(stage=stage)
     reviews = ReviewTask.objects.filter(stage=stage, kind=ReviewTask.Kind.REVIEW)
@@ -204,6 +253,7 @@ def stage_statistics(*, stage: Stage) -> StageStatistics:
     _win_rates(stats, stage, labels)
     _position(stats, stage, decisions)
     _agreement(stats, stage, decisions)
+    _staple_estimates(stats, stage)
     if decisions:
         stats.median_ms = float(pystats.median(d.time_on_screen_ms for d in decisions))
         for outcome in Decision.Outcome.values:

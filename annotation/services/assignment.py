@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from annotation.models import (
     Candidate,
+    CaseFlag,
     DrawingDraft,
     PairwiseRound,
     ReviewTask,
@@ -142,7 +143,9 @@ def _claim_one(
 ) -> tuple[ReviewTask | None, bool]:
     seen = ReviewTask.objects.filter(stage=stage, kind=kind, reader=reader).values("radiograph_id")
     pool = ReviewTask.objects.filter(stage=stage, kind=kind).filter(_available(now))
-    pool = pool.exclude(radiograph_id__in=seen)
+    pool = pool.exclude(radiograph_id__in=seen).exclude(
+        radiograph_id__in=skipped_cases(stage=stage, reader=reader, kind=kind)
+    )
     if kind == ReviewTask.Kind.ADJUDICATION:
         # A senior MD never settles a case they read themselves.
         read = ReviewTask.objects.filter(
@@ -182,6 +185,30 @@ def _claim_one(
 
 def _reshuffled(task: ReviewTask) -> list:
     return _shuffled(list(task.candidate_order))
+
+
+def skipped_cases(*, stage: Stage, reader: AbstractBaseUser, kind: str):
+    """The cases (radiograph ids, as a subquery) this reader skipped in the stage: never
+    theirs again there, whoever holds them now."""
+    return CaseFlag.objects.filter(
+        stage=stage, reader=reader, skipped=True, task__kind=kind
+    ).values("radiograph_id")
+
+
+def task_release(*, task: ReviewTask) -> None:
+    """Give a held, undecided task back to the pool for other readers, as a fresh task: a new
+    token and candidate order, no rounds and no draft, so nothing the reader saw (its URLs, its
+    order) carries over. The caller holds the task lock."""
+    ReviewTask.objects.filter(pk=task.pk).update(
+        status=ReviewTask.Status.OPEN,
+        reader=None,
+        lease_expires_at=None,
+        token=_opaque_token(),
+        candidate_order=_reshuffled(task),
+    )
+    PairwiseRound.objects.filter(task_id=task.pk).delete()
+    DrawingDraft.objects.filter(task_id=task.pk).delete()
+    task.refresh_from_db()
 
 
 # What serving a task's images reads (annotation.selectors.review.media_task): the task's

@@ -26,6 +26,7 @@ def mask_create(
     model_version: ModelVersion | None = None,
     stage: Stage | None = None,
     source_name: str = "",
+    details: dict | None = None,
 ) -> Mask:
     """Store a boolean mask at the case's working resolution as a content-addressed 1-bit PNG."""
     pixels = np.asarray(pixels, dtype=bool)
@@ -53,6 +54,7 @@ def mask_create(
         model_version=model_version,
         stage=stage,
         source_name=source_name,
+        details=details or {},
     )
 
 

@@ -103,11 +103,25 @@ def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | R
 
 
 def _accept_adjudication(task: ReviewTask, decisions: list[Decision]) -> GroundTruth:
-    verdict = Decision.objects.select_related("reader").get(task=task, revoked_at__isnull=True)
+    verdict = Decision.objects.select_related("reader", "task").get(
+        task=task, revoked_at__isnull=True
+    )
     by_id = {d.pk: d for d in decisions}
-    picked = by_id.get(task.candidate_order[verdict.position - 1])
-    if picked is None:
-        raise ConsensusError("a reader's decision changed; this adjudication is out of date")
+    picked = None
+    if verdict.position is not None:
+        picked = by_id.get(task.candidate_order[verdict.position - 1])
+        if picked is None:
+            raise ConsensusError("a reader's decision changed; this adjudication is out of date")
+    if picked is None or picked.mask_id != verdict.mask_id:
+        # The senior MD drew a mask, or refined one of the readers' (at `position`): theirs is
+        # accepted, and no reader chose it.
+        return ground_truth_accept(
+            stage=task.stage,
+            decision=verdict,
+            readers=[d.reader for d in decisions] + [verdict.reader],
+            method=GroundTruth.Method.ADJUDICATION,
+            agreement=0.0,
+        )
     count = sum(option_key(d) == option_key(picked) for d in decisions)
     return ground_truth_accept(
         stage=task.stage,
@@ -138,8 +152,13 @@ def consensus_unsettle(*, stage: Stage, radiograph: Radiograph) -> None:
         truth.delete()
 
 
+COMBINED_KINDS = (Mask.Kind.STAPLE, Mask.Kind.ENSEMBLE)
+
+
 def _source_of(decision: Decision) -> tuple[str, list[ModelVersion]]:
     if decision.outcome == Decision.Outcome.DREW:
+        if decision.mask.kind == Mask.Kind.STAPLE:  # a senior accepted the readers' consensus
+            return GroundTruth.Source.STAPLE, []
         return GroundTruth.Source.DRAWN, []
     candidate = decision.candidate
     masks = {candidate.mask, *candidate.sources.select_related("model_version")}
@@ -147,11 +166,21 @@ def _source_of(decision: Decision) -> tuple[str, list[ModelVersion]]:
     if decision.outcome == Decision.Outcome.REFINED:
         return GroundTruth.Source.REFINED, versions
     kinds = {m.kind for m in masks}
+    combined = [m.details.get("sources", []) for m in masks if m.kind in COMBINED_KINDS]
+    if combined:
+        # A combination is credited to the networks whose masks it combines.
+        ids = {pk for sources in combined for pk in sources}
+        versions = sorted(
+            {*versions, *ModelVersion.objects.filter(masks__id__in=ids).distinct()},
+            key=lambda v: v.pk,
+        )
     # A candidate that equals the manual mask is credited to the manual mask; the networks
     # that produced the same pixels are still listed in model_versions.
     for kind, source in (
         (Mask.Kind.MANUAL, GroundTruth.Source.MANUAL),
         (Mask.Kind.NETWORK, GroundTruth.Source.NETWORK),
+        (Mask.Kind.STAPLE, GroundTruth.Source.STAPLE),
+        (Mask.Kind.ENSEMBLE, GroundTruth.Source.ENSEMBLE),
         (Mask.Kind.REFINED, GroundTruth.Source.REFINED),
     ):
         if kind in kinds:

@@ -40,6 +40,9 @@ from cxrio.masks import binary_mask, mask_to_png, pixel_sha256, resize_nearest, 
 
 __all__ = ["ImportInputError", "ImportReport", "Rejection", "cxr_import", "patient_key_for"]
 
+# The reasons a failed import's message lists; the job's result keeps every one.
+REASONS_SHOWN = 50
+
 ProgressCallback = Callable[[int, int, str], None]  # (cases done, cases in all, current file)
 
 # BIMCV-COVID19+ names in QaTa-COV19: sub-S<subject>_ses-E<session>_…; the subject is the patient.
@@ -72,6 +75,30 @@ class ImportReport:
     mask_duplicates: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_imported(self) -> bool:
+        """Whether the import found nothing to keep: no image or mask, new or already there."""
+        return not (self.imported or self.duplicates or self.masks_imported or self.mask_duplicates)
+
+    def failure_message(self) -> str:
+        """What an import that kept nothing says: why each file was refused, or that none was
+        an image."""
+        if self.rejected:
+            shown = self.rejected[:REASONS_SHOWN]
+            lines = [f"{r.name}: {r.reason}" for r in shown]
+            if len(self.rejected) > len(shown):
+                lines.append(f"… and {len(self.rejected) - len(shown)} more (listed in the result)")
+            n = len(self.rejected)
+            return f"nothing imported: {n} file{'s' if n != 1 else ''} rejected\n" + "\n".join(
+                lines
+            )
+        if self.skipped:
+            return (
+                "nothing imported: no chest X-ray (PNG, JPEG or DICOM) among the files; "
+                f"skipped {', '.join(self.skipped[:20])}"
+            )
+        return "nothing imported: the upload held no files"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, for Job.result."""

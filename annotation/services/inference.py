@@ -26,6 +26,7 @@ from cxrio.images import DICOM, ImageError, decode_image, encode_png
 log = logging.getLogger(__name__)
 
 UPLOADS = "inference-uploads"
+CAVEAT_FACTS = ("view_position", "body_part_examined", "modality", "colour")
 ACTIVE_OR_DONE = (Job.State.QUEUED, Job.State.RUNNING, Job.State.SUCCEEDED)
 
 
@@ -83,6 +84,8 @@ def inference_request(
                 "format": decoded.source_format,
                 "width": decoded.width,
                 "height": decoded.height,
+                # What the viewer's caveats read (view, body part, colour): nothing identifying.
+                "metadata": {k: decoded.metadata[k] for k in CAVEAT_FACTS if k in decoded.metadata},
                 "model_version": detector.pk,
                 "classifier": classifier.pk if classifier else None,
             },

@@ -135,10 +135,14 @@ def job_succeed(*, job_id: int, result: dict[str, Any] | None = None) -> bool:
     )
 
 
-def job_fail(*, job_id: int, error: str) -> bool:
+def job_fail(*, job_id: int, error: str, result: dict[str, Any] | None = None) -> bool:
+    fields: dict[str, Any] = {"result": result} if result is not None else {}
     return (
         Job.objects.filter(id=job_id, state=Job.State.RUNNING).update(
-            state=Job.State.FAILED, error=error[-LOG_TAIL_CHARS:], finished_at=timezone.now()
+            state=Job.State.FAILED,
+            error=error[-LOG_TAIL_CHARS:],
+            finished_at=timezone.now(),
+            **fields,
         )
         == 1
     )
@@ -196,6 +200,11 @@ def stage_jobs_cancel(*, stage: Stage) -> list[int]:
 @transaction.atomic
 def job_retry(*, job: Job, by: AbstractBaseUser | None = None, client_ip: str | None = None) -> Job:
     """Queue a failed or cancelled job again; training resumes from its last checkpoint."""
+    if job.kind == Job.Kind.IMPORT and job.result:
+        # An upload is removed once its import ran to the end: nothing is left to import.
+        raise JobStateError(
+            f"job #{job.pk} ran to its end and its upload is gone: upload the files again"
+        )
     old = Job.objects.filter(pk=job.pk).values_list("state", flat=True).first()
     updated = Job.objects.filter(
         id=job.pk, state__in=(Job.State.FAILED, Job.State.CANCELLED)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
@@ -35,6 +36,7 @@ from annotation.services.consensus import (
     consensus_settle,
     consensus_unsettle,
 )
+from annotation.services.consensus_masks import READERS, readers_consensus
 from annotation.services.decisions import (
     check_key,
     check_stage_open,
@@ -48,6 +50,7 @@ from annotation.services.decisions import (
     round_write,
 )
 from annotation.services.review_errors import (
+    CaseFinal,
     InvalidChoice,
     InvalidMask,
     MalformedRequest,
@@ -232,6 +235,55 @@ def round_record(
         return _decided(locked, decision, created, ip=client_ip, round=row, knockout=new_state)
 
 
+def round_undo(
+    *,
+    task: ReviewTask,
+    reader: AbstractBaseUser,
+    number: int,
+    client_ip: str | None = None,
+) -> ReviewResult:
+    """Take back round `number` of a case still being decided, which must be its last round
+    played: the reader sees that round's pair again (after "neither": the pair, not the
+    drawing). Only this case changes; a decision on another case is decision_undo's.
+
+    A retry finds the round gone already and returns the case as it stands, marked replayed;
+    a round that is no longer the last one (another tab played on) is refused."""
+    if not isinstance(number, int) or number < 1:
+        raise MalformedRequest(f"round must be a whole number from 1, not {number!r}")
+    if not is_knockout(task) or task.kind != ReviewTask.Kind.REVIEW:
+        raise InvalidChoice("this case is not a pairwise comparison")
+    with transaction.atomic():
+        locked = lock_held_task(task_id=task.pk, reader=reader)
+        check_undecided(task=locked, reader=reader)
+        check_stage_open(locked.stage)
+        rounds = list(locked.rounds.order_by("number"))
+        if number > len(rounds):
+            return ReviewResult(task=locked, replayed=True, knockout=knockout_state(task=locked))
+        if number != len(rounds):
+            raise InvalidChoice(
+                f"round {number} is not the last round played ({len(rounds)}): "
+                "undo takes back the last round only"
+            )
+        last = rounds.pop()
+        audit_record(
+            action="round.undo",
+            actor=reader,
+            ip=client_ip,
+            target=last,
+            dataset=locked.stage.dataset_id,
+            old={
+                "task": locked.pk,
+                "round": last.number,
+                "left": last.left_id,
+                "right": last.right_id,
+                "winner": last.winner_id,
+            },
+            new={"task": locked.pk, "round": last.number, "revoked": True},
+        )
+        last.delete()
+        return ReviewResult(task=locked, knockout=knockout_state(task=locked, rounds=rounds))
+
+
 def _round_replay(task: ReviewTask, reader: AbstractBaseUser, key: str) -> ReviewResult | None:
     stored = round_stored(task=task, key=key)
     if stored is None:
@@ -395,6 +447,81 @@ def adjudication_record(
         return _decided(locked, decision, created, ip=client_ip)
 
 
+def adjudication_record_drawing(
+    *,
+    task: ReviewTask,
+    reader: AbstractBaseUser,
+    png: bytes,
+    idempotency_key: str,
+    base_position: int | None = None,
+    from_consensus: bool = False,
+    no_infection: bool = False,
+    time_on_screen_ms: int = 0,
+    client_ip: str | None = None,
+) -> ReviewResult:
+    """A senior MD rejects the readers' masks and draws one, blank, starting from the option at
+    `base_position` (refined), or from the STAPLE consensus of the readers' masks; it becomes
+    the case's accepted mask. A refinement that changed no pixel is recorded as picking that
+    option; the consensus accepted unchanged is stored as the readers' STAPLE mask."""
+    if not has_role(reader, SENIOR_MD):
+        raise NotYourTask("adjudication is for senior MDs")
+    with transaction.atomic():
+        locked, stored = _replay_or_lock(task, reader, idempotency_key)
+        if locked.kind != ReviewTask.Kind.ADJUDICATION:
+            raise InvalidChoice("this case is not waiting for adjudication")
+        if stored is not None:
+            return _replayed(locked, stored)
+        options = adjudication_options(task=locked)
+        base = None
+        if from_consensus and (base_position is not None or len(options) < 2):
+            raise InvalidChoice("the consensus is a start of its own, of two or more masks")
+        if base_position is not None:
+            _check_position(base_position, len(options))
+            base, _count = options[base_position - 1]
+            if no_infection:
+                raise InvalidMask("a refined mask cannot be empty; start from a blank drawing")
+        pixels = drawing_validate(task=locked, png=png, allow_empty=no_infection and base is None)
+        fields = {
+            "task": locked,
+            "reader": reader,
+            "idempotency_key": idempotency_key,
+            "time_on_screen_ms": time_on_screen_ms,
+            "position": base_position,
+        }
+        if base is not None and maskio.pixel_sha256(pixels) == base.mask.pixel_sha256:
+            decision, created = decision_write(
+                outcome=base.outcome, candidate=base.candidate, mask=base.mask, **fields
+            )
+            return _decided(locked, decision, created, ip=client_ip)
+        sources = [d.mask for d, _count in options]
+        if from_consensus and np.array_equal(pixels, readers_consensus(sources)):
+            mask = mask_create(
+                radiograph=locked.radiograph,
+                pixels=pixels,
+                kind=Mask.Kind.STAPLE,
+                stage=locked.stage,
+                details={"of": READERS, "sources": [m.pk for m in sources]},
+            )
+        else:
+            mask = mask_create(
+                radiograph=locked.radiograph,
+                pixels=pixels,
+                kind=Mask.Kind.REFINED if base is not None else Mask.Kind.DRAWN,
+                author=reader,
+                stage=locked.stage,
+            )
+        # Refining a reader's chosen candidate keeps that candidate as the base; a reader's own
+        # drawing has none, so a mask refined from it is recorded as drawn.
+        refined = base is not None and base.candidate_id is not None
+        decision, created = decision_write(
+            outcome=Decision.Outcome.REFINED if refined else Decision.Outcome.DREW,
+            candidate=base.candidate if refined else None,
+            mask=mask,
+            **fields,
+        )
+        return _decided(locked, decision, created, ip=client_ip)
+
+
 def pick_record(
     *,
     task: ReviewTask,
@@ -464,26 +591,64 @@ def decision_undo(
         if named is not None and named.pk != last.pk:
             raise ReviewError("only your last decision in this stage can be undone")
         task = lock_held_task(task_id=last.task_id, reader=reader)
-        truth = GroundTruth.objects.filter(radiograph=task.radiograph).first()
-        rounds = [r.winner_id for r in task.rounds.order_by("number")]
-        consensus_unsettle(stage=stage, radiograph=task.radiograph)
-        task = decision_revoke(decision=last, task=task)
-        audit_record(
-            action="decision.undo",
-            actor=reader,
-            ip=client_ip,
-            target=last,
-            dataset=stage.dataset_id,
-            old={
-                **decision_summary(last),
-                "revoked": False,
-                "round_winners": rounds,
-                "accepted": truth_summary(truth),
-            },
-            new={
-                "revoked": True,
-                "round_winners": [r.winner_id for r in task.rounds.order_by("number")],
-                "accepted": None,
-            },
-        )
-        return ReviewResult(task=task)
+        return _take_back(last, task, action="decision.undo", client_ip=client_ip)
+
+
+def _take_back(
+    decision: Decision, task: ReviewTask, *, action: str, client_ip: str | None
+) -> ReviewResult:
+    """Withdraw the case's accepted mask (refused once final), revoke the decision and lease
+    the case to its reader again, audited. The caller holds the task lock."""
+    truth = GroundTruth.objects.filter(radiograph=task.radiograph).first()
+    rounds = [r.winner_id for r in task.rounds.order_by("number")]
+    consensus_unsettle(stage=task.stage, radiograph=task.radiograph)
+    task = decision_revoke(decision=decision, task=task)
+    audit_record(
+        action=action,
+        actor=decision.reader,
+        ip=client_ip,
+        target=decision,
+        dataset=task.stage.dataset_id,
+        old={
+            **decision_summary(decision),
+            "revoked": False,
+            "round_winners": rounds,
+            "accepted": truth_summary(truth),
+        },
+        new={
+            "revoked": True,
+            "round_winners": [r.winner_id for r in task.rounds.order_by("number")],
+            "accepted": None,
+        },
+    )
+    return ReviewResult(task=task)
+
+
+def decision_reopen(
+    *, decision: Decision, reader: AbstractBaseUser, client_ip: str | None = None
+) -> ReviewResult:
+    """Revoke one of the reader's earlier decisions (not only the last) and give its case back
+    to them, as it was shown, while the case is not final: the stage is open, no senior MD has
+    adjudicated it, and its accepted mask (if any) is this stage's, withdrawn until the case is
+    decided again. An adjudication that the readers' disagreement opened is withdrawn too.
+
+    A retry finds the decision revoked and its case leased to the reader: it returns the case
+    again, marked replayed, and changes nothing."""
+    with transaction.atomic():
+        task = lock_held_task(task_id=decision.task_id, reader=reader)
+        current = Decision.objects.get(pk=decision.pk)
+        if current.reader_id != reader.pk or task.kind != ReviewTask.Kind.REVIEW:
+            raise NotYourTask("this decision is not one of yours to reopen")
+        if current.revoked_at is not None:
+            if (
+                task.status == ReviewTask.Status.LEASED
+                and not task.decisions.filter(reader=reader, revoked_at__isnull=True).exists()
+            ):
+                return ReviewResult(task=task, replayed=True)
+            raise ReviewError("this decision was already taken back")
+        if task.stage.status != Stage.Status.REVIEWING:
+            raise CaseFinal(
+                f"stage {task.stage.number} is {task.stage.get_status_display().lower()}: "
+                "its decisions are final"
+            )
+        return _take_back(current, task, action="decision.reopen", client_ip=client_ip)

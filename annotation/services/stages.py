@@ -21,6 +21,7 @@ from annotation.presets import PRESETS, StageConfigError, stage_config_validate
 from annotation.services.assignment import review_tasks_create
 from annotation.services.audit import audit_record
 from annotation.services.candidates import candidates_offer
+from annotation.services.consensus_masks import combined_candidates_offer
 from annotation.services.jobs import job_enqueue, stage_jobs_cancel
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ def _finish_candidates(stage: Stage) -> None:
             radiograph_id__in=targets, kind=Mask.Kind.MANUAL
         ).select_related("radiograph"):
             candidates_offer(stage=stage, radiograph=mask.radiograph, masks=[mask])
+    combined_candidates_offer(stage=stage, radiograph_ids=targets)
     missing = set(targets) - set(
         Candidate.objects.filter(stage=stage).values_list("radiograph_id", flat=True)
     )

@@ -19,10 +19,13 @@ from annotation.roles import ADMIN
 from annotation.selectors.dashboard import (
     datasets_for_dashboard,
     job_board,
+    job_result_tables,
     job_row,
+    log_tail,
     stage_job_summary,
     worker_board,
 )
+from annotation.selectors.worklist import open_flag_count
 from annotation.services.audit import client_ip
 from annotation.services.datasets import LICENCE_MAX_LENGTH, dataset_licence_set
 from annotation.services.jobs import JobStateError, job_cancel, job_retry
@@ -102,6 +105,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if request.htmx and request.GET.get("part") in ("jobs", "workers"):
         return render(request, f"dashboard/index.html#{request.GET['part']}", context)
     context["datasets"] = datasets_for_dashboard()
+    context["open_flags"] = open_flag_count()
     return render(request, "dashboard/index.html", context)
 
 
@@ -191,7 +195,19 @@ def stage_cancel_view(request: HttpRequest, stage_id: int) -> HttpResponse:
 @role_required(ADMIN)
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related("stage", "dataset"), pk=job_id)
-    context = {"row": job_row(job), "job": job}
+    result = job_result_tables(job)
+    error_lines = job.error.splitlines()
+    # A failed import lists its rejected files in a table: the error's lines would repeat them.
+    listed = any(table["key"] == "rejected" for table in result["tables"])
+    context = {
+        "row": job_row(job),
+        "job": job,
+        "active": job.state in (Job.State.QUEUED, Job.State.RUNNING),
+        "result": result,
+        "log_tail": log_tail(job.log),
+        "error_lines": error_lines,
+        "error_log": len(error_lines) > 1 and not listed,
+    }
     if request.htmx and request.GET.get("part") in ("progress", "log"):
         return render(request, f"dashboard/job.html#{request.GET['part']}", context)
     return render(request, "dashboard/job.html", context)

@@ -3,6 +3,7 @@ from django.shortcuts import render
 
 from annotation.roles import sees_provenance
 from annotation.selectors.datasets import dataset_overview
+from annotation.selectors.worklist import reader_waiting
 
 
 @login_required
@@ -12,5 +13,10 @@ def home(request):
     return render(
         request,
         "home.html",
-        {"datasets": dataset_overview(with_provenance=provenance), "provenance": provenance},
+        {
+            "datasets": dataset_overview(with_provenance=provenance),
+            "provenance": provenance,
+            # What waits for a reader, per stage (an account that sees provenance gets none).
+            "waiting": None if provenance else reader_waiting(reader=request.user),
+        },
     )

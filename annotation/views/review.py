@@ -16,7 +16,9 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation.models import ReviewTask, Stage
 from annotation.roles import (
@@ -28,6 +30,10 @@ from annotation.roles import (
     sees_provenance,
 )
 from annotation.selectors.review import (
+    decided_case,
+    next_page,
+    reader_decision,
+    reader_last_decision,
     reader_queue,
     refusal_page,
     result_page,
@@ -44,6 +50,7 @@ from annotation.services.review import (
     decision_undo,
     pick_record,
     round_record,
+    round_undo,
 )
 from annotation.services.review_errors import MalformedRequest, ReviewError
 from annotation.views.access import redirect_back, role_required
@@ -129,7 +136,7 @@ def task_view(request: HttpRequest, token: str) -> HttpResponse:
     if task is None:
         return redirect("review_queue")
     if task.status == ReviewTask.Status.DONE:
-        return redirect(stage_page(task.stage, task.kind))
+        return _decided_or_on(request, task)
     # Looking at the case keeps it: the lease runs from the last time it was opened.
     task_lease_renew(task=task, reader=request.user)
     screen = task_screen(task=task, reader=request.user)
@@ -151,13 +158,13 @@ def task_view(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @require_GET
-@role_required(MD)
+@role_required(*READER_ROLES)  # a senior MD draws in adjudication; the task must be theirs
 def draw_view(request: HttpRequest, token: str) -> HttpResponse:
     task = _held_or_queue(request, token)
     if task is None:
         return redirect("review_queue")
-    if task.status == ReviewTask.Status.DONE or task.kind != ReviewTask.Kind.REVIEW:
-        return redirect(stage_page(task.stage, task.kind))
+    if task.status == ReviewTask.Status.DONE:
+        return _decided_or_on(request, task)
     task_lease_renew(task=task, reader=request.user)
     screen = task_screen(task=task, reader=request.user)
     if screen.kind == "pairwise":
@@ -165,17 +172,45 @@ def draw_view(request: HttpRequest, token: str) -> HttpResponse:
         return redirect(task_page(task))
     base = None
     start = request.GET.get("from", "")
-    if start.isdigit() and 1 <= int(start) <= len(screen.panes):
-        base = screen.panes[int(start) - 1]
+    if start.isdigit():
+        base = next((p for p in screen.panes if p.position == int(start)), None)
+    consensus = task.kind == ReviewTask.Kind.ADJUDICATION and len(screen.panes) >= 2
+    if consensus and start == "consensus":
+        # The STAPLE consensus of the readers' masks, as a start for the senior MD.
+        base = {"consensus": True, "mask_url": reverse("review_consensus", args=[task.token])}
     ctx = {
         "screen": screen,
         "task": task,
         "stage": task.stage,
         "base": base,
+        "consensus": consensus,
         "key": uuid.uuid4(),
         "radiograph": task.radiograph,
     }
     return render(request, "review/draw.html", ctx)
+
+
+def _local(request: HttpRequest, url: str) -> str:
+    """`url` if it is a page of this site (a link back), else empty."""
+    ok = url.startswith("/") and url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return url if ok else ""
+
+
+def _decided_or_on(request: HttpRequest, task: ReviewTask) -> HttpResponse:
+    """A case the reader decided (the browser's Back button after a choice): their decision,
+    read-only, with its undo while it is their last; else on to the stage's next case."""
+    decision = reader_decision(task=task, reader=request.user)
+    if decision is None or task.kind != ReviewTask.Kind.REVIEW:
+        return redirect(stage_page(task.stage, task.kind))
+    ctx = {
+        "task": task,
+        "stage": task.stage,
+        "case": decided_case(decision=decision, reader=request.user),
+        "next_url": next_page(task=task, reader=request.user),
+    }
+    return render(request, "review/decided.html", ctx)
 
 
 def _form_action(
@@ -231,12 +266,50 @@ def pick_submit(request: HttpRequest, token: str) -> HttpResponse:
 
 @require_POST
 @role_required(MD)
+def round_undo_submit(request: HttpRequest, token: str) -> HttpResponse:
+    return _form_action(
+        request,
+        token,
+        lambda task: round_undo(
+            task=task,
+            reader=request.user,
+            number=_int(request.POST.get("number"), "round"),
+            client_ip=client_ip(request),
+        ),
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(MD)
 def undo_submit(request: HttpRequest, stage_id: int) -> HttpResponse:
+    """GET: what "Undo last decision" would take back (case number, the chosen mask), to
+    confirm; the screens' JavaScript shows its `confirm` fragment in a dialog. POST: undo it
+    (with the decision's key, only that decision)."""
     stage = get_object_or_404(Stage, pk=stage_id)
+    if request.method == "GET":
+        last = reader_last_decision(stage=stage, reader=request.user)
+        ctx = {
+            "stage": stage,
+            "case": decided_case(decision=last, reader=request.user) if last else None,
+            "back": _local(request, request.GET.get("back", "")),
+        }
+        fragment = request.GET.get("fragment") == "1"
+        return render(request, "review/undo.html#confirm" if fragment else "review/undo.html", ctx)
+    key = request.POST.get("idempotency_key") or None
     try:
-        result = decision_undo(stage=stage, reader=request.user, client_ip=client_ip(request))
+        result = decision_undo(
+            stage=stage, reader=request.user, idempotency_key=key, client_ip=client_ip(request)
+        )
     except ReviewError as exc:
         messages.error(request, str(exc))
         return redirect_back(request, request.POST.get("back"), "review_queue")
     messages.info(request, "Your last decision was undone: choose again.")
     return redirect(task_page(result.task))
+
+
+@require_GET
+@role_required(*READER_ROLES)
+def signed_in(request: HttpRequest) -> HttpResponse:
+    """Where "Sign in again" lands: review.js tells the screen left open in the other tab,
+    which then sends what it kept (with its own key, so it is stored once)."""
+    return render(request, "review/signed_in.html")

@@ -1,7 +1,7 @@
 """Images of the review screens, each behind the reader's own task.
 
 A URL of someone else's task answers 404, exactly like a URL that never existed, so URLs
-cannot be probed. Every image response carries the same headers: private caching for a week,
+cannot be probed. Every image response carries the same headers: private caching for an hour,
 an ETag of the same form for every image (annotation.blinding.image_etag: never derived from
 files, unrelated across tasks), no Last-Modified, no file names. A browser revalidating with
 If-None-Match gets 304 after the same access check, without a file being read.
@@ -14,7 +14,13 @@ from django.utils.http import parse_etags
 from django.views.decorators.http import require_GET
 
 from annotation import blinding
-from annotation.selectors.review import MediaImage, media_image, media_overlay
+from annotation.selectors.review import (
+    MediaImage,
+    media_consensus_png,
+    media_decision_png,
+    media_image,
+    media_overlay,
+)
 from annotation.views.access import role_required
 from annotation.views.review import READER_ROLES
 
@@ -57,4 +63,27 @@ def image_png(request: HttpRequest, token: str) -> HttpResponse:
     response = media_response(request, media_image(token=token, reader=request.user))
     if response is None:
         raise Http404("no such image")
+    return response
+
+
+@require_GET
+@role_required(*READER_ROLES)
+def consensus_png(request: HttpRequest, token: str) -> HttpResponse:
+    """An adjudication's STAPLE consensus of the readers' masks (its senior MD's start)."""
+    data = media_consensus_png(token=token, reader=request.user)
+    if data is None:
+        raise Http404("no such image")
+    return png_response(data)
+
+
+@require_GET
+@role_required(*READER_ROLES)
+def decision_png(request: HttpRequest, token: str) -> HttpResponse:
+    """The mask the reader decided on in a case of theirs (the undo confirmation shows it)."""
+    data = media_decision_png(token=token, reader=request.user)
+    if data is None:
+        raise Http404("no such image")
+    response = png_response(data)
+    # The same URL shows another mask once the reader undoes and decides again.
+    response["Cache-Control"] = "private, no-cache"
     return response

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from annotation.models import Stage
-from annotation.roles import ADMIN, RESEARCHER
+from annotation.roles import ADMIN, RESEARCHER, has_role
 from annotation.views.access import role_required
 
 
@@ -22,7 +22,9 @@ def index(request: HttpRequest) -> HttpResponse:
 @role_required(ADMIN, RESEARCHER)
 def stage(request: HttpRequest, stage_id: int) -> HttpResponse:
     # numpy/scipy/matplotlib load on the first statistics page, not at web start.
+    from annotation.selectors.reader_analytics import reader_rows
     from annotation.selectors.statistics import stage_statistics
+    from annotation.selectors.stats_export import STAGE_TABLES
     from annotation.selectors.stats_plots import stage_plots
 
     stats = stage_statistics(stage=get_object_or_404(Stage, pk=stage_id))
@@ -31,4 +33,29 @@ def stage(request: HttpRequest, stage_id: int) -> HttpResponse:
         # The progress table refreshes itself while the stage is being reviewed.
         return render(request, "stats/stage.html#progress", ctx)
     ctx["plots"] = stage_plots(stats)
+    ctx["readers"] = reader_rows(stage=stats.stage)
+    # Researchers see pseudonyms only; admins, who manage the accounts, also the user names.
+    ctx["show_names"] = has_role(request.user, ADMIN)
+    ctx["tables"] = [*STAGE_TABLES, "readers"]
     return render(request, "stats/stage.html", ctx)
+
+
+@require_GET
+@role_required(ADMIN, RESEARCHER)
+def stage_csv(request: HttpRequest, stage_id: int, table: str) -> HttpResponse:
+    from annotation.selectors.reader_analytics import reader_rows
+    from annotation.selectors.statistics import stage_statistics
+    from annotation.selectors.stats_export import STAGE_TABLES, csv_text, readers_table
+
+    stage_obj = get_object_or_404(Stage, pk=stage_id)
+    if table == "readers":
+        names = has_role(request.user, ADMIN)
+        text = csv_text(readers_table(reader_rows(stage=stage_obj), names=names))
+    elif table in STAGE_TABLES:
+        text = csv_text(STAGE_TABLES[table](stage_statistics(stage=stage_obj)))
+    else:
+        raise Http404(f"no statistics table {table!r}")
+    response = HttpResponse(text, content_type="text/csv; charset=utf-8")
+    filename = f"stage-{stage_obj.number}-{table}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

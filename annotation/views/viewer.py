@@ -10,7 +10,6 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.core.files.storage import default_storage
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -18,10 +17,13 @@ from django.views.decorators.http import require_POST
 from annotation.models import Dataset, Job, ModelVersion, Radiograph
 from annotation.roles import ADMIN, RESEARCHER
 from annotation.selectors.inference import (
+    colour_bar,
     deployed_detectors,
     inference_image_path,
     inference_result,
     inference_visible_to,
+    input_caveats,
+    score_caveat,
 )
 from annotation.services.detector import DetectorError
 from annotation.services.inference import (
@@ -31,8 +33,6 @@ from annotation.services.inference import (
 )
 from annotation.views.access import role_required
 from mlworker.networks import network_label
-
-CASES_PER_PAGE = 50
 
 
 class UploadForm(forms.Form):
@@ -62,11 +62,26 @@ def _models_of(result: dict) -> dict:
 
 def _job_context(job: Job) -> dict:
     result = inference_result(job=job)
-    context = {"job": job, "result": result, **_models_of(result)}
+    context = {"job": job, "result": result, **_models_of(result), "colour_bar": colour_bar()}
+    radiograph = None
     if result.get("radiograph"):
-        context["radiograph"] = Radiograph.objects.filter(pk=result["radiograph"]).first()
+        radiograph = (
+            Radiograph.objects.select_related("ground_truth")
+            .filter(pk=result["radiograph"])
+            .first()
+        )
+        context["radiograph"] = radiograph
     if "severity" in result:
         context["severity_percent"] = 100 * result["severity"]
+    if result["state"] == Job.State.SUCCEEDED:
+        if radiograph is not None:
+            metadata, size = radiograph.metadata, (radiograph.width, radiograph.height)
+            context["truth"] = getattr(radiograph, "ground_truth", None)
+        else:
+            metadata = job.params.get("metadata") or {}
+            size = (job.params.get("width") or 0, job.params.get("height") or 0)
+        context["input_caveats"] = input_caveats(metadata=metadata, width=size[0], height=size[1])
+        context["score_caveat"] = score_caveat(result.get("max_prob"))
     return context
 
 
@@ -150,13 +165,3 @@ def case_retry(request: HttpRequest, radiograph_id: int) -> HttpResponse:
     except DetectorError as exc:
         messages.error(request, str(exc))
     return redirect("viewer_case", radiograph_id=radiograph.pk)
-
-
-@role_required(ADMIN, RESEARCHER)
-def cases(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    dataset = get_object_or_404(Dataset, pk=dataset_id)
-    rows = Radiograph.objects.filter(dataset=dataset).order_by("name", "id")
-    page = Paginator(rows.only("id", "name", "label", "split"), CASES_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
-    return render(request, "viewer/cases.html", {"dataset": dataset, "page": page})

@@ -36,6 +36,15 @@ class JobCancelled(Exception):
     """Raised inside a job body when an admin asked the job to stop."""
 
 
+class JobFailed(Exception):
+    """Raised by a job body that ran to its end without doing its work: the job fails with
+    this message (no traceback) and keeps `result` for its page."""
+
+    def __init__(self, message: str, *, result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message, self.result = message, result
+
+
 class JobContext:
     """What a job body gets: its row, and throttled progress reporting with cancellation."""
 
@@ -128,6 +137,10 @@ def run_job(task, job_id: int, body: Callable[[JobContext], dict[str, Any] | Non
     except JobCancelled:
         job_services.job_mark_cancelled(job_id=job_id)
         return Job.State.CANCELLED
+    except JobFailed as exc:
+        log.info("job %s failed: %s", job_id, exc.message.splitlines()[0])
+        job_services.job_fail(job_id=job_id, error=exc.message, result=exc.result)
+        return Job.State.FAILED
     except SoftTimeLimitExceeded:
         job_services.job_fail(job_id=job_id, error="stopped: the job ran past its time limit")
         return Job.State.FAILED

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 1:
         return fail(f"--threshold must lie in (0, 1), got {args.threshold}")
 
-    from mlworker.predict import binarize, encode_probability_png, predict_probabilities
+    from cxrio.masks import encode_probability_png
+    from mlworker.predict import binarize, predict_probabilities
 
     try:
         model, size = load_trained_model(args.model, args.size)

@@ -15,6 +15,7 @@ from annotation import blinding
 from annotation.models import Job
 from annotation.services.assignment import task_lease_next
 from annotation.services.exports import export_build, export_request
+from annotation.services.flags import case_flag
 from annotation.services.stages import stage_create
 from tests.annotation.detecting import registered_model
 from tests.annotation.exporting import provenance_scenario, user
@@ -72,6 +73,9 @@ def build_world(tmp_path) -> tuple[dict, dict]:
     review = review_stage(n_cases=3, n_networks=2)
     mine = task_lease_next(stage=review, reader=md)
     other = task_lease_next(stage=review, reader=other_md)
+    flag = case_flag(
+        token=other.token, reader=other_md, reason="unsure", idempotency_key="world-flag-01"
+    ).flag
     draft = stage_create(dataset=DatasetFactory(), preset="fast-cpu")
     queued = Job.objects.create(kind=Job.Kind.TRAIN, dataset=scenario.dataset)
     detector = registered_model(scenario.dataset, run=RUN, fold=0)
@@ -79,6 +83,7 @@ def build_world(tmp_path) -> tuple[dict, dict]:
         "dataset": scenario.dataset.pk,
         "radiograph": scenario.cases["a.png"].pk,
         "truth": scenario.cases["c.png"].ground_truth.pk,
+        "mask": scenario.cases["c.png"].ground_truth.mask_id,
         "stage": scenario.stages[2].pk,
         "job": export.job_id,
         "export": export.pk,
@@ -87,6 +92,7 @@ def build_world(tmp_path) -> tuple[dict, dict]:
         "other": other.token,
         "mine_mask": next(iter(blinding.option_tokens(mine).values())),
         "other_mask": next(iter(blinding.option_tokens(other).values())),
+        "flag": flag.pk,
         "draft": draft.pk,
         "queued": queued.pk,
         "model": detector.pk,

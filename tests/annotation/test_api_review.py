@@ -114,7 +114,10 @@ def test_neither_leads_to_the_drawing_which_decides_the_case():
     screen = lease(client, stage)
     answer = post(client, screen, "round", number=1, choice="neither", idempotency_key=key())
     drawing = answer.json()["screen"]
-    assert drawing["kind"] == "draw" and [p["position"] for p in drawing["panes"]] == [1, 2, 3]
+    assert drawing["kind"] == "draw"
+    # "Start from" offers the pair just rejected, labelled as it was shown.
+    assert [p["label"] for p in drawing["panes"]] == ["A", "B"]
+    assert sorted(p["position"] for p in drawing["panes"]) == [1, 2]
     pixels = np.zeros((drawing["mask_height"], drawing["mask_width"]), bool)
     pixels[8:20, 10:30] = True
     done = draw(client, drawing, pixels, time_on_screen_ms=1500)
@@ -260,6 +263,12 @@ def test_a_senior_md_adjudicates_between_readers_by_position():
     assert screen["kind"] == "adjudication"
     assert [(p["position"], p["votes"]) for p in screen["panes"]] == [(1, 1), (2, 1)]
     assert senior.get(screen["panes"][0]["mask_url"]).status_code == 200
+    # The senior may also draw (or refine a reader's mask); bad input stores nothing.
+    h, w = screen["mask_height"], screen["mask_width"]
+    refused = draw(senior, screen, np.zeros((h, w), bool), base=1, no_infection=True)
+    assert refused.status_code in (400, 409, 422) and not GroundTruth.objects.exists()
+    assert draw(senior, screen, np.ones((h, w), bool), base=7).status_code in (400, 409, 422)
+    assert not GroundTruth.objects.exists()
     answer = post(senior, screen, "pick", position=2, idempotency_key=key())
     assert answer.status_code == 201 and answer.json()["decision"]["action"] == "chose"
     assert GroundTruth.objects.get().method == "adjudication"
@@ -294,3 +303,21 @@ def test_undo_without_a_key_takes_back_the_last_decision_as_the_screens_undo_but
     assert not GroundTruth.objects.exists()
     nothing = client.post(f"/api/review/stages/{stage.pk}/undo/", {}, format="json")
     assert nothing.status_code == 409 and "no decision of yours" in nothing.json()["detail"]
+
+
+def test_a_senior_md_draws_the_accepted_mask_through_the_api():
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    for position in (1, 2):
+        _md, client = reader()
+        screen = lease(client, stage)
+        task = ReviewTask.objects.get(token=screen["task"])
+        choose = task.candidate_order.index(sorted(task.candidate_order)[position - 1]) + 1
+        post(client, screen, "pick", position=choose, idempotency_key=key())
+    _senior, senior = reader(SENIOR_MD)
+    screen = lease(senior, stage)
+    pixels = np.zeros((screen["mask_height"], screen["mask_width"]), bool)
+    pixels[4:12, 6:20] = True
+    answer = draw(senior, screen, pixels)
+    assert answer.status_code == 201 and answer.json()["decision"]["action"] == "drew"
+    truth = GroundTruth.objects.get()
+    assert (truth.method, truth.source, truth.mask.author) == ("adjudication", "drawn", _senior)

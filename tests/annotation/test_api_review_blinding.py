@@ -132,7 +132,7 @@ def test_no_answer_an_md_receives_names_a_candidate_mask_network_or_source(mode)
         if answer["Content-Type"] == "image/png":
             # The reader's own drawing in progress is never cached; every review image is.
             own_drawing = answer.request["PATH_INFO"].endswith("/draft/")
-            cache = "no-store" if own_drawing else "private, max-age=604800, immutable"
+            cache = "no-store" if own_drawing else "private, max-age=3600, immutable"
             assert answer["Cache-Control"] == cache
             continue
         text = answer.content.decode()

@@ -5,20 +5,26 @@ import uuid
 
 import numpy as np
 import pytest
+from django.db import transaction
 from PIL import Image
 
 from annotation.models import Candidate, Decision, GroundTruth, Mask, ModelVersion, ReviewTask
 from annotation.roles import MD, SENIOR_MD
+from annotation.selectors.statistics import stage_statistics
 from annotation.services.assignment import task_lease_next
 from annotation.services.candidates import candidates_offer
 from annotation.services.consensus import adjudication_options
 from annotation.services.review import (
     adjudication_record,
+    adjudication_record_drawing,
     decision_record,
     decision_record_drawing,
     decision_undo,
 )
 from annotation.services.review_errors import ReviewError
+from annotation.storage import blob_read
+from cxrio import masks as maskio
+from mlworker.staple import staple
 from tests.factories import UserFactory, mask_of, review_stage
 
 pytestmark = pytest.mark.django_db
@@ -182,3 +188,152 @@ def test_a_candidate_equal_to_the_manual_mask_is_credited_to_it_and_lists_the_ne
     truth = GroundTruth.objects.get()
     assert truth.source == "manual"
     assert list(truth.model_versions.all()) == [version]
+
+
+def png_of(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8) * 255).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def disagreeing_case():
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    manual, networks = candidates_by_kind(stage)
+    first, second = UserFactory(roles=[MD]), UserFactory(roles=[MD])
+    pick(stage, first, manual.pk)
+    pick(stage, second, networks[2].pk)
+    senior = UserFactory(roles=[SENIOR_MD])
+    task = task_lease_next(stage=stage, reader=senior, kind=ReviewTask.Kind.ADJUDICATION)
+    return stage, task, senior, {first, second, senior}
+
+
+def test_a_senior_who_rejects_both_draws_the_accepted_mask():
+    stage, task, senior, everyone = disagreeing_case()
+    drawn = np.zeros((48, 64), bool)
+    drawn[10:30, 20:40] = True
+    key_ = key()
+    result = adjudication_record_drawing(
+        task=task, reader=senior, png=png_of(drawn), idempotency_key=key_
+    )
+    truth = result.truth
+    assert (truth.source, truth.method, truth.agreement) == ("drawn", "adjudication", 0.0)
+    assert truth.mask.kind == "drawn" and truth.mask.author == senior
+    assert set(truth.readers.all()) == everyone
+    # A retry of the same post stores nothing new.
+    again = adjudication_record_drawing(
+        task=task, reader=senior, png=png_of(drawn), idempotency_key=key_
+    )
+    assert again.replayed and Decision.objects.filter(task=task).count() == 1
+    assert GroundTruth.objects.count() == 1
+    stats = stage_statistics(stage=stage)
+    assert stats.adjudicated == 1 and stats.sources == [("drawn", 1)]
+
+
+def test_a_senior_refines_a_readers_choice_and_an_unchanged_refinement_is_a_pick():
+    stage, task, senior, _ = disagreeing_case()
+    options = adjudication_options(task=task)
+    base, _count = options[0]
+    pixels = maskio.mask_from_png(blob_read(base.mask.png.name))
+    # Unchanged: the same as picking that option.
+    with transaction.atomic():
+        sid = transaction.savepoint()
+        truth = adjudication_record_drawing(
+            task=task, reader=senior, png=png_of(pixels), idempotency_key=key(), base_position=1
+        ).truth
+        assert truth.mask_id == base.mask_id and truth.agreement == 0.5
+        transaction.savepoint_rollback(sid)
+    refined = pixels.copy()
+    refined[:4, :4] = True
+    truth = adjudication_record_drawing(
+        task=task, reader=senior, png=png_of(refined), idempotency_key=key(), base_position=1
+    ).truth
+    assert truth.source == "refined" and truth.mask.kind == "refined"
+    assert Decision.objects.get(task=task).candidate_id == base.candidate_id
+    # Bad input changes nothing.
+    stage2, task2, senior2, _ = disagreeing_case()
+    with pytest.raises(ReviewError, match="cannot be empty"):
+        adjudication_record_drawing(
+            task=task2,
+            reader=senior2,
+            png=png_of(np.zeros((48, 64), bool)),
+            idempotency_key=key(),
+            base_position=1,
+            no_infection=True,
+        )
+    with pytest.raises(ReviewError):
+        adjudication_record_drawing(
+            task=task2, reader=senior2, png=png_of(refined), idempotency_key=key(), base_position=9
+        )
+    md = UserFactory(roles=[MD])
+    with pytest.raises(ReviewError, match="senior MDs"):
+        adjudication_record_drawing(
+            task=task2, reader=md, png=png_of(refined), idempotency_key=key()
+        )
+    assert not Decision.objects.filter(task=task2).exists()
+
+
+def readers_drew_apart():
+    """Two readers each drew a different box: the case waits for a senior."""
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    for offset in (0, 6):
+        reader = UserFactory(roles=[MD])
+        task = task_lease_next(stage=stage, reader=reader)
+        pixels = np.zeros((48, 64), bool)
+        pixels[5:25, 5 + offset : 30 + offset] = True
+        decision_record_drawing(task=task, reader=reader, png=png_of(pixels), idempotency_key=key())
+    senior = UserFactory(roles=[SENIOR_MD])
+    return stage, task_lease_next(stage=stage, reader=senior, kind="adjudication"), senior
+
+
+def test_a_senior_accepts_the_staple_consensus_of_the_readers_drawings():
+    stage, task, senior = readers_drew_apart()
+    masks = [d.mask for d, _count in adjudication_options(task=task)]
+    consensus = staple([maskio.mask_from_png(blob_read(m.png.name)) for m in masks]).mask
+    truth = adjudication_record_drawing(
+        task=task, reader=senior, png=png_of(consensus), idempotency_key=key(), from_consensus=True
+    ).truth
+    assert (truth.source, truth.method, truth.mask.kind) == ("staple", "adjudication", "staple")
+    assert truth.mask.details == {"of": "readers", "sources": [m.pk for m in masks]}
+    assert np.array_equal(maskio.mask_from_png(blob_read(truth.mask.png.name)), consensus)
+
+
+def test_a_changed_consensus_is_the_seniors_drawing_and_the_consensus_needs_an_adjudication():
+    stage, task, senior = readers_drew_apart()
+    masks = [d.mask for d, _count in adjudication_options(task=task)]
+    changed = staple([maskio.mask_from_png(blob_read(m.png.name)) for m in masks]).mask.copy()
+    changed[40:, 50:] = True
+    with pytest.raises(ReviewError, match="start of its own"):
+        adjudication_record_drawing(
+            task=task,
+            reader=senior,
+            png=png_of(changed),
+            idempotency_key=key(),
+            from_consensus=True,
+            base_position=1,
+        )
+    truth = adjudication_record_drawing(
+        task=task, reader=senior, png=png_of(changed), idempotency_key=key(), from_consensus=True
+    ).truth
+    assert (truth.source, truth.mask.kind, truth.mask.author) == ("drawn", "drawn", senior)
+
+
+def test_the_consensus_image_is_the_seniors_only(client):
+    from django.urls import reverse
+    from PIL import Image as PILImage
+
+    from tests.factories import PASSWORD
+
+    stage, task, senior = readers_drew_apart()
+    url = reverse("review_consensus", args=[task.token])
+    client.login(username=senior.username, password=PASSWORD)
+    response = client.get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    masks = [d.mask for d, _count in adjudication_options(task=task)]
+    consensus = staple([maskio.mask_from_png(blob_read(m.png.name)) for m in masks]).mask
+    assert np.array_equal(np.asarray(PILImage.open(io.BytesIO(response.content))) != 0, consensus)
+    drawing = client.get(reverse("review_draw", args=[task.token]) + "?from=consensus")
+    html = drawing.content.decode()
+    assert 'name="from_consensus" value="true"' in html and url in html
+    other = UserFactory(roles=[SENIOR_MD])
+    client.login(username=other.username, password=PASSWORD)
+    assert client.get(url).status_code == 404

@@ -99,3 +99,13 @@ def test_label_applies_to_every_file(tmp_path):
     assert Radiograph.objects.get().label == "normal"
     with pytest.raises(CommandError, match="invalid choice"):
         run(str(tmp_path / "n.png"), "--dataset", "d", "--label", "sick")
+
+
+def test_an_import_where_every_file_is_rejected_fails_without_strict(tmp_path):
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "a.png").write_text("not an image")
+    (folder / "b.dcm").write_bytes(b"\0" * 200)
+    with pytest.raises(CommandError, match=r"nothing imported: 2 files rejected"):
+        run(str(folder), "--dataset", "junk", "--create-dataset")
+    assert Radiograph.objects.count() == 0

@@ -3,9 +3,9 @@
 Extend MATRIX when you add a screen or an endpoint: one Row per (method, URL), with the status
 each role gets. `test_every_route_is_in_the_matrix` fails until a new route has its row. Paths
 are formatted with the ids of a small world (tests/annotation/permission_world.py): {dataset},
-{radiograph}, {truth}, {stage}, {job}, {export}; {review} (a stage in review), {mine} and
+{radiograph}, {truth} and its {mask}, {stage}, {job}, {export}; {review} (a stage in review), {mine} and
 {other} (the tasks this MD and another MD hold there) with {mine_mask} and {other_mask} (an
-option of each); {draft} (a draft stage), {queued} (a queued job), {model} and {run} (a detector
+option of each) and {flag} (the other MD's flag on their case); {draft} (a draft stage), {queued} (a queued job), {model} and {run} (a detector
 run), {upload} and {admin_upload} (analyses uploaded by the researcher and by the admin).
 
 Rules the table encodes: anonymous users get 401 from the API and the login page from screens;
@@ -78,6 +78,7 @@ MD_ACTION = by_role(302, REFUSED, 403, 403, 403)
 HEALTH = "up or down"  # 200 or 503, whatever the broker says; never a login or a refusal
 KEY = "matrix-key-0001"
 PICK = {"position": 1, "idempotency_key": KEY}
+FLAG = {"reason": "unsure", "idempotency_key": KEY}
 
 MATRIX: list[Row] = [
     # --- REST API: data -----------------------------------------------------------------
@@ -168,8 +169,22 @@ MATRIX: list[Row] = [
     ),
     Row(
         "POST",
-        "/api/review/tasks/{other}/drawing/",
+        "/api/review/tasks/{mine}/round/undo/",
+        by_role(401, 409, 403, 403, 403),
+        "api:review-round-undo",
+        {"number": 1},
+    ),
+    Row(
+        "POST",
+        "/api/review/tasks/{other}/round/undo/",
         by_role(401, 404, 403, 403, 403),
+        "api:review-round-undo",
+        {"number": 1},
+    ),
+    Row(
+        "POST",
+        "/api/review/tasks/{other}/drawing/",
+        API_OTHERS_CASE,
         "api:review-drawing",
         {"mask": "{drawing}", "idempotency_key": KEY},
         form=True,
@@ -198,6 +213,17 @@ MATRIX: list[Row] = [
         "api:review-draft",
     ),
     Row("GET", "/api/review/tasks/{other}/draft/", API_OTHERS_CASE, "api:review-draft"),
+    # a reader's decided cases (reopen one by the key it was decided with), flag and skip
+    Row("GET", "/api/review/stages/{review}/cases/", API_READER, "api:review-cases"),
+    Row(
+        "POST",
+        "/api/review/tasks/{other}/reopen/",
+        by_role(401, 404, 403, 403, 403),
+        "api:review-reopen",
+        {"idempotency_key": KEY},
+    ),
+    Row("POST", "/api/review/tasks/{other}/flag/", API_OTHERS_CASE, "api:review-flag", FLAG),
+    Row("POST", "/api/review/tasks/{other}/skip/", API_OTHERS_CASE, "api:review-skip", FLAG),
     # --- REST API: auth, schema, docs -----------------------------------------------------
     Row("POST", "/api/auth/token/", by_role(400, 400, 400, 400, 400), "api:token"),  # no body
     Row("GET", "/api/schema/", PUBLIC, "api:schema"),
@@ -242,10 +268,13 @@ MATRIX: list[Row] = [
     ),
     Row("GET", "/review/t/{mine}/", by_role(302, 200, REFUSED, 403, 403), "review_task"),
     Row("GET", "/review/t/{other}/", by_role(302, REFUSED, REFUSED, 403, 403), "review_task"),
-    Row("GET", "/review/t/{mine}/draw", by_role(302, 200, 403, 403, 403), "review_draw"),
+    # Senior MDs draw in their own adjudications; another reader's case is not theirs.
+    Row("GET", "/review/t/{mine}/draw", by_role(302, 200, REFUSED, 403, 403), "review_draw"),
     Row("GET", "/review/t/{mine}/progress", MY_CASE_SCREEN, "review_progress"),
     Row("GET", "/review/t/{other}/progress", OTHERS_CASE_SCREEN, "review_progress"),
     Row("GET", "/review/i/{mine}.png", MY_CASE_SCREEN, "review_image"),
+    # Only an adjudication has a readers' consensus: a reader's case has none.
+    Row("GET", "/review/c/{mine}.png", by_role(302, 404, 404, 403, 403), "review_consensus"),
     Row("GET", "/review/i/{other}.png", OTHERS_CASE_SCREEN, "review_image"),
     Row("GET", "/review/m/{mine_mask}.png", MY_CASE_SCREEN, "review_mask"),
     Row("GET", "/review/m/{other_mask}.png", OTHERS_CASE_SCREEN, "review_mask"),
@@ -253,9 +282,21 @@ MATRIX: list[Row] = [
     Row("POST", "/review/t/{other}/pick", READER_ACTION, "review_pick", PICK),
     Row("POST", "/review/t/no-such-task/round", MD_ACTION, "review_round"),
     Row("POST", "/review/s/{review}/undo", MD_ACTION, "review_undo"),
+    Row("GET", "/review/s/{review}/undo", MD_SCREEN, "review_undo"),
+    Row("POST", "/review/t/no-such-task/round/undo", MD_ACTION, "review_round_undo"),
+    Row("POST", "/review/t/{other}/round/undo", MD_ACTION, "review_round_undo", {"number": 1}),
+    # the mask a reader decided on: none yet in their own case, none ever in another's
+    Row("GET", "/review/d/{mine}.png", OTHERS_CASE_SCREEN, "review_decision_mask"),
+    Row("GET", "/review/d/{other}.png", OTHERS_CASE_SCREEN, "review_decision_mask"),
+    Row("GET", "/review/signed-in", READER_SCREEN, "review_signed_in"),
+    Row("GET", "/review/s/{review}/cases", READER_SCREEN, "review_cases"),
+    Row("POST", "/review/t/{other}/reopen", MD_ACTION, "review_reopen", {"decision": KEY}),
+    Row("POST", "/review/t/{other}/flag", READER_ACTION, "review_flag", FLAG),
+    Row("POST", "/review/t/{other}/skip", READER_ACTION, "review_skip", FLAG),
     # --- statistics, exports --------------------------------------------------------------
     Row("GET", "/stats/", RESEARCH_SCREEN, "stats_index"),
     Row("GET", "/stats/s/{stage}/", RESEARCH_SCREEN, "stats_stage"),
+    Row("GET", "/stats/s/{stage}/readers.csv", RESEARCH_SCREEN, "stats_stage_csv"),
     Row("GET", "/exports/", RESEARCH_SCREEN, "exports"),
     Row("POST", "/exports/", by_role(302, 403, 403, 400, 400), "exports"),  # empty form
     Row("GET", "/exports/{export}/row", RESEARCH_SCREEN, "export_row"),
@@ -267,6 +308,8 @@ MATRIX: list[Row] = [
     Row("GET", "/dashboard/stages/{stage}/", ADMIN_SCREEN, "dashboard_stage"),
     Row("POST", "/dashboard/stages/{stage}/launch", ADMIN_ACTION, "dashboard_stage_launch"),
     Row("POST", "/dashboard/stages/{stage}/cancel", ADMIN_ACTION, "dashboard_stage_cancel"),
+    Row("GET", "/dashboard/flags", ADMIN_SCREEN, "dashboard_flags"),
+    Row("POST", "/dashboard/flags/{flag}/resolve", ADMIN_ACTION, "dashboard_flag_resolve"),
     Row("GET", "/dashboard/jobs/{job}/", ADMIN_SCREEN, "dashboard_job"),
     Row("POST", "/dashboard/jobs/{job}/retry", ADMIN_ACTION, "dashboard_job_action"),
     # --- detector runs and the infection-map viewer ---------------------------------------
@@ -286,6 +329,10 @@ MATRIX: list[Row] = [
         "viewer_image",
     ),
     Row("GET", "/viewer/datasets/{dataset}/", RESEARCH_SCREEN, "viewer_cases"),
+    # The case browser names every mask's source: never for readers, no detector needed.
+    Row("GET", "/cases/{radiograph}/", RESEARCH_SCREEN, "case_detail"),
+    Row("GET", "/cases/{radiograph}/image.png", RESEARCH_SCREEN, "case_image"),
+    Row("GET", "/cases/masks/{mask}.png", RESEARCH_SCREEN, "case_mask"),
     # No detector is deployed yet: the case page says so.
     Row("GET", "/viewer/cases/{radiograph}/", by_role(302, 403, 403, 409, 409), "viewer_case"),
     Row(
@@ -308,6 +355,13 @@ MATRIX: list[Row] = [
         by_role(401, 201, 404, 403, 403),
         "api:review-pick",
         PICK,
+    ),
+    Row(
+        "POST",
+        "/api/review/tasks/{mine}/flag/",
+        by_role(401, 201, 404, 403, 403),
+        "api:review-flag",
+        {**FLAG, "idempotency_key": "matrix-flag-0001"},
     ),
     # Revokes the token the API rows above used.
     Row("DELETE", "/api/auth/token/", by_role(401, 204, 204, 204, 204), "api:token"),

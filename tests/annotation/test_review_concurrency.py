@@ -150,3 +150,24 @@ def test_racing_retries_of_one_pick_through_the_api_answer_201_once():
 
     results = hammer(6, pick)
     assert sorted(results) == [(200, True)] * 5 + [(201, False)], results
+
+
+def test_racing_retries_of_one_skip_store_one_flag_and_all_get_it():
+    from annotation.models import CaseFlag
+    from annotation.services.flags import case_flag
+
+    stage = review_stage(n_cases=2)
+    md = UserFactory(roles=[MD])
+    task = task_lease_next(stage=stage, reader=md)
+    key = str(uuid.uuid4())
+    results = hammer(
+        6,
+        lambda i: case_flag(
+            token=task.token, reader=md, reason="unsure", idempotency_key=key, skip=True
+        ),
+    )
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert sorted(r.replayed for r in results) == [False] + [True] * 5
+    assert CaseFlag.objects.count() == 1
+    task.refresh_from_db()
+    assert task.reader is None and task.status == ReviewTask.Status.OPEN

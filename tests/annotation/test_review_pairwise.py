@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotation.models import Decision, GroundTruth, PairwiseRound, Stage
+from annotation.models import AuditEvent, Decision, GroundTruth, PairwiseRound, ReviewTask, Stage
 from annotation.roles import MD
 from annotation.services.assignment import task_lease_next
 from annotation.services.review import (
@@ -15,6 +15,7 @@ from annotation.services.review import (
     decision_undo,
     knockout_state,
     round_record,
+    round_undo,
 )
 from annotation.services.review_errors import (
     InvalidChoice,
@@ -142,3 +143,65 @@ def test_an_unknown_choice_is_refused(leased, choice):
     task, md = leased
     with pytest.raises(MalformedRequest, match="choice must be one of"):
         round_record(task=task, reader=md, number=1, choice=choice, idempotency_key=key())
+
+
+def two_cases():
+    stage = review_stage(n_cases=2, mode=Stage.Mode.PAIRWISE, n_networks=3)
+    md = UserFactory(roles=[MD])
+    return task_lease_next(stage=stage, reader=md), md
+
+
+def test_round_undo_takes_back_the_last_round_of_this_case_only():
+    first, md = two_cases()
+    earlier = play(first, md, ["A", "B", "A"])[-1].decision
+    assert earlier is not None
+    task = task_lease_next(stage=first.stage, reader=md)
+    assert task.pk != first.pk
+    play(task, md, ["A"])
+    before = knockout_state(task=task)
+    played = play(task, md, ["B"])[0].round
+    result = round_undo(task=task, reader=md, number=2)
+    # The pair of round 2 is shown again, the same way round.
+    assert not result.replayed and result.knockout == before
+    assert knockout_state(task=task) == before
+    assert not PairwiseRound.objects.filter(pk=played.pk).exists()
+    assert PairwiseRound.objects.filter(task=task).count() == 1
+    # The earlier case's decision, rounds and accepted mask are untouched.
+    earlier.refresh_from_db()
+    assert earlier.revoked_at is None
+    assert PairwiseRound.objects.filter(task=first).count() == 3
+    assert GroundTruth.objects.filter(radiograph=first.radiograph).exists()
+    assert ReviewTask.objects.get(pk=first.pk).status == ReviewTask.Status.DONE
+    event = AuditEvent.objects.get(action="round.undo")
+    assert event.old["round"] == 2 and event.old["winner"] == played.winner_id
+    # Then the round before it, back to the first pair.
+    round_undo(task=task, reader=md, number=1)
+    assert knockout_state(task=task).number == 1
+    assert not PairwiseRound.objects.filter(task=task).exists()
+
+
+def test_a_retried_round_undo_takes_back_nothing_more():
+    task, md = two_cases()
+    play(task, md, ["A", "B"])
+    round_undo(task=task, reader=md, number=2)
+    again = round_undo(task=task, reader=md, number=2)
+    assert again.replayed and PairwiseRound.objects.filter(task=task).count() == 1
+    play(task, md, ["A"])  # round 2 again
+    with pytest.raises(InvalidChoice, match="not the last round"):
+        round_undo(task=task, reader=md, number=1)
+    assert PairwiseRound.objects.filter(task=task).count() == 2
+
+
+def test_round_undo_after_neither_goes_back_to_the_pair_and_a_decided_case_is_refused():
+    task, md = two_cases()
+    play(task, md, ["A"])
+    pair = knockout_state(task=task)
+    play(task, md, ["neither"])
+    assert knockout_state(task=task).neither
+    round_undo(task=task, reader=md, number=2)
+    assert knockout_state(task=task) == pair
+    decided = play(task, md, ["A", "A"])[-1].decision
+    assert decided is not None
+    with pytest.raises(TaskAlreadyDecided):
+        round_undo(task=task, reader=md, number=3)
+    assert Decision.objects.get(pk=decided.pk).revoked_at is None

@@ -173,7 +173,7 @@ def test_images_are_served_only_to_the_reader_who_holds_the_task(client):
     for url in urls:
         response = client.get(url)
         assert response.status_code == 200 and response["Content-Type"] == "image/png"
-        assert response["Cache-Control"] == "private, max-age=604800, immutable"
+        assert response["Cache-Control"] == "private, max-age=3600, immutable"
         assert response.has_header("ETag") and not response.has_header("Last-Modified")
     client.logout()
     login(client, MD)
@@ -288,6 +288,11 @@ def test_a_senior_md_adjudicates_in_the_browser_flow(client):
     page = client.get(response.url).content.decode()
     assert page.count("data-cm-pane data-position=") == 2 and "1 reader" in page
     token = response.url.rstrip("/").split("/")[-1]
+    # The senior may reject both and draw, or refine one of the readers' masks.
+    draw_url = reverse("review_draw", kwargs={"token": token})
+    assert f'href="{draw_url}"' in page and "Reject both: draw or refine" in page
+    drawing = client.get(draw_url + "?from=2").content.decode()
+    assert 'data-review-screen="draw"' in drawing
     done = client.post(
         reverse("review_pick", kwargs={"token": token}),
         {"position": 2, "idempotency_key": form_key(page)},
@@ -400,3 +405,84 @@ def test_keeping_is_a_post_and_the_screens_carry_its_url(client):
     assert f'data-keep-url="{url}"' in html
     assert f'data-lease-seconds="{stage.lease_seconds}"' in html
     assert client.get(url).status_code == 405
+
+
+def test_without_javascript_undo_shows_what_it_takes_back_before_it_does(client):
+    stage = review_stage(n_cases=3)
+    md = login(client, MD)
+    first, html = open_next(client, stage)
+    pick_first(client, first, html)
+    second, second_html = open_next(client, stage)
+    pick_first(client, second, second_html)
+    confirm = client.get(reverse("review_undo", kwargs={"stage_id": stage.pk}) + "?back=/review/")
+    page = confirm.content.decode()
+    # The case's number in the reader's stage, and its image with the chosen mask, blinded.
+    assert "Undo your decision on case 2?" in page and "you chose 1" in page
+    assert reverse("review_image", kwargs={"token": second.token}) in page
+    # The thumbnail is the pane's own blinded overlay URL, the one the screen showed as mask 1.
+    thumb = re.search(r'src="(/review/m/[^"]+\.png)"', page).group(1)
+    assert f'data-position="1" data-label="1" data-mask-url="{thumb}"' in second_html
+    assert not Decision.objects.filter(revoked_at__isnull=False).exists()  # asking changed nothing
+    # A link back to elsewhere is not followed.
+    evil = client.get(
+        reverse("review_undo", kwargs={"stage_id": stage.pk}) + "?back=javascript:alert(1)"
+    )
+    assert "javascript:" not in evil.content.decode()
+    response = client.post(
+        reverse("review_undo", kwargs={"stage_id": stage.pk}),
+        {"idempotency_key": form_key(page)},
+    )
+    assert response.url == reverse("review_task", kwargs={"token": second.token})
+    assert Decision.objects.get(task=second, reader=md).revoked_at is not None
+    assert Decision.objects.get(task=first, reader=md).revoked_at is None
+
+
+def test_without_javascript_a_round_is_undone_by_its_form(client):
+    stage = review_stage(n_cases=1, mode=Stage.Mode.PAIRWISE, n_networks=2)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    assert "review_round_undo" not in html and "Undo round" not in html  # nothing played yet
+    client.post(
+        reverse("review_round", kwargs={"token": task.token}),
+        {"number": 1, "choice": "A", "idempotency_key": form_key(html)},
+    )
+    html = client.get(reverse("review_task", kwargs={"token": task.token})).content.decode()
+    assert "round 2 of 2" in html and "Undo round 1" in html
+    response = client.post(
+        reverse("review_round_undo", kwargs={"token": task.token}), {"number": 1}
+    )
+    assert response.url == reverse("review_task", kwargs={"token": task.token})
+    assert "round 1 of 2" in client.get(response.url).content.decode()
+    assert not task.rounds.exists()
+
+
+def test_back_to_a_decided_case_shows_the_decision_read_only(client):
+    stage = review_stage(n_cases=2)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    pick_first(client, task, html)
+    for name in ("review_task", "review_draw"):
+        page = client.get(reverse(name, kwargs={"token": task.token}))
+        assert page.status_code == 200
+        body = page.content.decode()
+        assert "Case 1: you chose 1" in body and "Undo this decision" in body
+        assert "Go on to your next case" in body and "data-review-form" not in body
+    # Once a later case is decided, this one's undo is no longer offered.
+    nxt, html = open_next(client, stage)
+    pick_first(client, nxt, html)
+    body = client.get(reverse("review_task", kwargs={"token": task.token})).content.decode()
+    assert "Case 1: you chose 1" in body and "Undo this decision" not in body
+
+
+def test_the_review_api_answers_a_signed_out_browser_in_json_not_with_a_login_page(client):
+    stage = review_stage(n_cases=1)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    client.logout()
+    answer = api(
+        client, "pick", {"position": 1, "idempotency_key": form_key(html)}, token=task.token
+    )
+    assert answer.status_code in (401, 403)
+    assert answer["Content-Type"] == "application/json"
+    assert "credentials" in answer.json()["detail"]
+    assert not Decision.objects.exists()

@@ -203,3 +203,67 @@ def test_waiting_briefly_returns_the_result_as_it_stands(deployed):
     _finish(job, covid=True)
     done = inference_wait(job=job, timeout_s=5)
     assert done["done"] and done["verdict"] == "COVID-19" and done["severity"] == 0.125
+
+
+def test_a_map_page_shows_the_colour_scale_zoom_and_the_near_threshold_caveat(client, deployed):
+    from annotation.models import GroundTruth
+    from tests.factories import mask_of
+
+    dataset, _detector, _classifier = deployed
+    radiograph = Radiograph.objects.filter(dataset=dataset, label="covid").first()
+    pixels = np.zeros((radiograph.work_height, radiograph.work_width), bool)
+    pixels[4:10, 4:10] = True
+    mask = mask_of(radiograph, pixels, kind="manual", source_name="m.png")
+    GroundTruth.objects.create(radiograph=radiograph, mask=mask, source="manual", method="imported")
+    job = case_inference_request(radiograph=radiograph, user=None)
+    _finish(job, covid=True)
+    job.result = {**job.result, "max_prob": 0.53}
+    job.save()
+    client.force_login(UserFactory(roles=["researcher"]))
+    html = client.get(reverse("viewer_case", args=[radiograph.pk])).content.decode()
+    assert 'id="colour-bar"' in html and 'stop-color="#00007f"' in html
+    assert 'class="threshold" x1="50%"' in html  # the 0.5 threshold is marked
+    assert 'data-zoom="in"' in html and "full resolution" in html
+    assert f'src="/cases/masks/{mask.pk}.png"' in html  # the accepted mask beside the map
+    assert "within ±0.05 of the 0.5 threshold" in html
+    job.result = {**job.result, "max_prob": 0.93}
+    job.save()
+    html = client.get(reverse("viewer_case", args=[radiograph.pk])).content.decode()
+    assert "within ±0.05" not in html and 'id="caveats"' not in html
+
+
+def test_an_upload_that_is_not_a_frontal_cxr_carries_a_caveat(client, deployed):
+    ds, _ = mono2_12bit(96, 80)
+    ds.ViewPosition = "LL"
+    ds.BodyPartExamined = "CHEST"
+    job = inference_request(upload_bytes=dicom_bytes(ds), filename="x.dcm", user=None)
+    assert job.params["metadata"]["view_position"] == "LL"
+    _finish(job, covid=False)
+    client.force_login(UserFactory(roles=["admin"]))
+    html = client.get(reverse("viewer_job", args=[job.pk])).content.decode()
+    assert "outside what the detector was trained on" in html
+    assert "the view position is LL, not a frontal (PA or AP) view" in html
+
+
+def test_colour_and_shape_caveats():
+    from annotation.selectors.inference import input_caveats
+
+    assert input_caveats(metadata={"view_position": "PA"}, width=800, height=900) == []
+    found = input_caveats(metadata={"colour": True, "modality": "CT"}, width=2000, height=500)
+    assert len(found) == 3 and "colour image" in found[1]
+
+
+def test_a_colour_photograph_is_marked_colour_and_a_grey_rgb_png_is_not():
+    from cxrio.images import decode_image
+
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    grey = np.repeat(rng.integers(0, 255, (64, 64, 1), dtype=np.uint8), 3, axis=2)
+
+    def png(a):
+        buffer = io.BytesIO()
+        Image.fromarray(a).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    assert decode_image(png(colour), max_pixels=10**6).metadata.get("colour") is True
+    assert "colour" not in decode_image(png(grey), max_pixels=10**6).metadata

@@ -113,5 +113,5 @@ def test_nothing_the_browser_receives_reveals_a_candidates_source(
             assert [k for k, _ in blinding.png_chunks(body)] == CHUNKS
             assert "last-modified" not in headers
             assert re.fullmatch(r'"[A-Za-z0-9_-]{24}"', headers["etag"])
-            assert headers["cache-control"] == "private, max-age=604800, immutable"
+            assert headers["cache-control"] == "private, max-age=3600, immutable"
     assert masks >= 4

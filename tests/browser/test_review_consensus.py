@@ -85,3 +85,64 @@ def test_readers_who_disagree_go_to_adjudication_and_the_seniors_pick_is_accepte
     assert (truth.method, truth.mask_id, truth.agreement) == ("adjudication", accepted.mask_id, 0.5)
     assert senior in truth.readers.all()
     page.screenshot(path=artifacts_dir / "adjudication-done.png")
+
+
+def test_a_senior_sees_where_the_readers_differ_and_refines_one_of_their_masks(
+    live_server, page, artifacts_dir
+):
+    import uuid
+
+    import numpy as np
+
+    from annotation.services.assignment import task_lease_next
+    from annotation.services.review import decision_record
+    from annotation.storage import blob_read
+    from cxrio import masks as maskio
+    from tests.browser.harness.support import FitGeometry, editor_png
+
+    size = (240, 288)
+    stage = review_stage(n_cases=1, n_networks=3, readers_per_case=2, width=size[0], height=size[1])
+    for position in (1, 2):
+        reader = UserFactory(roles=[MD])
+        task = task_lease_next(stage=stage, reader=reader)
+        pick = task.candidate_order.index(sorted(task.candidate_order)[position - 1]) + 1
+        decision_record(task=task, reader=reader, position=pick, idempotency_key=str(uuid.uuid4()))
+    senior = UserFactory(roles=[SENIOR_MD])
+    login(page, live_server, senior)
+    page.goto(f"{live_server.url}/review/s/{stage.pk}/adjudicate")
+    wait_ready(page)
+    focus = page.locator(".cm-focus-pane canvas").first
+    before = focus.screenshot()
+    page.keyboard.press("d")
+    page.locator("[data-cm-difference][aria-pressed=true]").wait_for()
+    assert page.locator(".cm-focus-pane figcaption").inner_text() == "Where they differ"
+    assert focus.screenshot() != before
+    assert "only" in page.locator(".difference-legend").inner_text()
+    page.screenshot(path=artifacts_dir / "adjudication-difference.png")
+    # Reject both: draw, starting from the first reader's mask, and cut a band out of it.
+    with page.expect_navigation():
+        page.keyboard.press("r")
+    assert "/draw" in page.url
+    with page.expect_navigation():
+        page.locator('a[data-start-from][href$="?from=1"]').click()
+    page.evaluate("CM.draw(document.querySelector('[data-cm-draw]')).ready")
+    adjudication = ReviewTask.objects.get(stage=stage, kind="adjudication")
+    base = Decision.objects.get(pk=adjudication.candidate_order[0])
+    start = editor_png(page) > 0
+    assert (start == maskio.mask_from_png(blob_read(base.mask.png.name))).all()
+    g = FitGeometry(page, ".cm-stage", size)
+    page.keyboard.press("e")
+    page.evaluate("CM.draw(document.querySelector('[data-cm-draw]')).setBrushSize(14)")
+    cy = int(np.nonzero(start)[0].mean())
+    page.mouse.move(*g.screen(0, cy))
+    page.mouse.down()
+    page.mouse.move(*g.screen(size[0] - 1, cy), steps=8)
+    page.mouse.up()
+    page.screenshot(path=artifacts_dir / "adjudication-refine.png")
+    with page.expect_navigation():
+        page.keyboard.press("Control+Enter")
+    truth = GroundTruth.objects.get()
+    assert truth.method == "adjudication" and truth.mask.author == senior
+    assert truth.source in ("refined", "drawn") and truth.agreement == 0.0
+    stored = maskio.mask_from_png(blob_read(truth.mask.png.name))
+    assert stored.sum() < start.sum() and not (stored & ~start).any()

@@ -146,13 +146,25 @@ def test_a_reload_in_the_middle_of_drawing_keeps_the_draft(md_on_first_case, pag
     assert not DrawingDraft.objects.filter(task=task).exists()
 
 
-def test_u_takes_back_the_last_pick_and_shows_that_case_again(md_on_first_case, page):
+def test_the_last_pick_is_taken_back_only_through_its_confirmation(md_on_first_case, page):
     _stage, md, task = md_on_first_case
     press_and_follow(page, "3")
     assert task.token not in page.url
-    press_and_follow(page, "u")
+    # U acts on the screen in front of the reader: here there is nothing to take back.
+    page.keyboard.press("u")
+    page.wait_for_timeout(300)
+    assert task.token not in page.url
+    assert "Nothing to undo on this case" in page.locator("[data-review-alert]").inner_text()
+    assert Decision.objects.get(reader=md, revoked_at__isnull=True).task == task
+    page.get_by_role("link", name="Undo last decision").click()
+    dialog = page.locator("dialog[open]")
+    assert "Undo your decision on case 1?" in dialog.inner_text()
+    assert "you chose 3" in dialog.inner_text()
+    with page.expect_navigation():
+        dialog.get_by_role("button", name="Undo case 1").click()
+    wait_ready(page)
     assert task.token in page.url
-    assert "Your last decision was undone" in page.locator("[data-review-alert]").inner_text()
+    assert "Your decision was undone" in page.locator("[data-review-alert]").inner_text()
     assert not Decision.objects.filter(reader=md, revoked_at__isnull=True).exists()
     # Chosen again, it counts once.
     press_and_follow(page, "2")

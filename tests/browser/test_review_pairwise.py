@@ -52,7 +52,7 @@ def test_a_full_knockout_by_keyboard_only(live_server, page, artifacts_dir):
     page.keyboard.press("?")
     help_dialog = page.locator("dialog.cm-help[open]")
     assert "Neither is acceptable" in help_dialog.inner_text()
-    assert "Undo your last decision" in help_dialog.inner_text()
+    assert "Undo this case's last round" in help_dialog.inner_text()
     page.screenshot(path=artifacts_dir / "pairwise-help.png")
     page.keyboard.press("Escape")
     assert page.locator("dialog.cm-help[open]").count() == 0

@@ -15,6 +15,7 @@ from sklearn.metrics import f1_score, jaccard_score, roc_auc_score
 from mlworker.__main__ import main
 from mlworker.data import load_qata_folder
 from mlworker.evaluate import EvaluationTally, evaluate_probabilities, pick_gallery
+from mlworker.evaluate_report import evaluation_json, summary_lines
 from mlworker.metrics import case_evaluation, confusion_counts, mean_dice, per_image_counts, scores
 from mlworker.predict import predict_probabilities
 from tests.mlworker.test_data import write_qata_folder
@@ -273,3 +274,28 @@ def test_cases_scored_in_chunks_give_the_evaluation_of_all_of_them_at_once():
     assert chunked.gallery == whole.gallery and chunked.names == whole.names
     # The detection rule's severity: the share of each image predicted infected.
     np.testing.assert_array_equal(chunked.severities, (probs >= 0.5).mean(axis=(1, 2)))
+
+
+def test_small_and_large_lesions_are_reported_apart_with_the_dice_distribution():
+    # 50×50 images: a 4-pixel lesion is 0.16 % of the image (small), a 400-pixel one 16 %.
+    masks = np.zeros((4, 50, 50), bool)
+    masks[0, :2, :2] = True  # small, found
+    masks[1, 10:30, 10:30] = True  # large, found
+    masks[2, 10:30, 10:30] = True  # large, missed
+    probs = np.where(masks, 0.9, 0.1).astype(np.float32)
+    probs[2] = 0.1
+    evaluation = evaluate_probabilities(
+        names=["s", "l1", "l2", "control"], masks=masks, probs=probs, is_covid=[True] * 3 + [False]
+    )
+    pixel = evaluation.pixel
+    assert pixel.by_lesion_size == {"small": (1, 1.0), "large": (2, 0.5)}
+    assert pixel.dice_quantiles == (0.0, 0.5, 1.0, 1.0, 1.0)
+    # With the control (Dice 1, no lesion) the size groups do not change.
+    assert evaluation.pixel_with_controls.by_lesion_size == pixel.by_lesion_size
+    metrics = evaluation_json(evaluation)
+    assert metrics["pixel"]["dice_by_lesion_size"]["large"] == {"cases": 2, "mean_dice": 0.5}
+    assert metrics["pixel"]["mean_dice"]["quantiles"]["median"] == 1.0
+    # Pooled F1 (404 found of 804 pixels) and mean per-image Dice (2/3) both printed.
+    text = "\n".join(summary_lines(evaluation))
+    assert "pooled F1" in text and "mean per-image Dice 66.67" in text
+    assert "small lesions 1 cases mean Dice 100.00" in text

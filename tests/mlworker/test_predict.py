@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrio.masks import mask_to_png
+from cxrio.masks import decode_probability_png, encode_probability_png, mask_to_png
 from mlworker.__main__ import main
-from mlworker.predict import (
-    binarize,
-    decode_probability_png,
-    encode_probability_png,
-    predict_probabilities,
-)
+from mlworker.predict import binarize, predict_probabilities
 from tests.mlworker.test_data import write_qata_folder
 
 pytestmark = pytest.mark.keras

@@ -81,6 +81,9 @@ class Command(BaseCommand):
             dataset_licence_set(dataset=dataset, licence=options["licence"])
             self.stdout.write(f"Licence of {dataset.name!r}: {dataset.licence or '(none)'}")
         self._summary(report)
+        if report.nothing_imported and (report.rejected or report.skipped):
+            # Every file refused (or none was an image): a failure, whatever --strict says.
+            raise CommandError(report.failure_message().splitlines()[0])
         if options["strict"] and report.rejected:
             raise CommandError(f"{len(report.rejected)} file(s) rejected (--strict)")
 

@@ -100,11 +100,13 @@
 
   /* ---------- window/level: a 256-entry table, a cached canvas per setting, a small pyramid ---------- */
   CM.DEFAULT_WINDOW = { center: 127.5, width: 255 };
-  CM.windowLUT = function (center, width) {
+  CM.windowLUT = function (center, width, invert = false) {
     // DICOM PS3.3 C.11.2.1.2 linear function, 8-bit in and out; (127.5, 255) is the identity.
+    // `invert` shows the windowed values as a negative (after the window, as a viewer's invert does).
     const lut = new Uint32Array(256), w = Math.max(1, width);
     for (let v = 0; v < 256; v++) {
-      const y = Math.round(Math.min(255, Math.max(0, ((v - (center - 0.5)) / Math.max(1, w - 1) + 0.5) * 255)));
+      const lin = Math.round(Math.min(255, Math.max(0, ((v - (center - 0.5)) / Math.max(1, w - 1) + 0.5) * 255)));
+      const y = invert ? 255 - lin : lin;
       lut[v] = 0xff000000 | (y << 16) | (y << 8) | y; // little-endian RGBA
     }
     return lut;
@@ -125,13 +127,13 @@
         g = { grey: out, w: nw, h: nh };
         this.grey.push(g);
       }
-      this.cache = new Map(); // "center|width|level" -> canvas
+      this.cache = new Map(); // "center|width|invert|level" -> canvas
     }
     /** The level whose resolution is just above `scale` (screen px per image px): sharp and fast. */
-    source(center, width, scale) {
+    source(center, width, scale, invert = false) {
       let i = 0;
       while (i + 1 < this.grey.length && scale * 2 ** (i + 1) <= 1) i++;
-      const key = `${center}|${width}|${i}`;
+      const key = `${center}|${width}|${invert ? 1 : 0}|${i}`;
       let c = this.cache.get(key);
       if (c) {
         this.cache.delete(key); // LRU: move to the end
@@ -143,7 +145,7 @@
       c.width = w;
       c.height = h;
       const ctx = c.getContext("2d"), img = ctx.createImageData(w, h);
-      const out = new Uint32Array(img.data.buffer), lut = CM.windowLUT(center, width);
+      const out = new Uint32Array(img.data.buffer), lut = CM.windowLUT(center, width, invert);
       for (let k = 0; k < grey.length; k++) out[k] = lut[grey[k]];
       ctx.putImageData(img, 0, 0);
       this.cache.set(key, c);
@@ -256,9 +258,10 @@
   CM.Display = class extends EventTarget {
     constructor() {
       super();
-      Object.assign(this, { mode: "fill", opacity: 0.45, masksVisible: true, held: false }, CM.DEFAULT_WINDOW);
+      Object.assign(this, { mode: "fill", opacity: 0.45, masksVisible: true, held: false, invert: false }, CM.DEFAULT_WINDOW);
     }
     set(patch) {
+      if ("invert" in patch) patch.invert = !!patch.invert;
       if ("opacity" in patch) patch.opacity = Math.min(1, Math.max(0, Number(patch.opacity)));
       if ("width" in patch) patch.width = Math.round(Math.min(512, Math.max(2, patch.width)));
       if ("center" in patch) patch.center = Math.round(Math.min(383, Math.max(-128, patch.center)) * 2) / 2;
@@ -336,7 +339,7 @@
       ctx.fillStyle = "#000";
       ctx.fillRect(0, 0, canvas.width, canvas.height);
       if (!this.image) return;
-      const src = this.image.source(d.center, d.width, t.s);
+      const src = this.image.source(d.center, d.width, t.s, d.invert);
       ctx.setTransform(t.s, 0, 0, t.s, t.ox, t.oy);
       ctx.imageSmoothingEnabled = t.s * (this.view.w / src.width) < 6; // show image pixels only when zoomed far in
       ctx.drawImage(src, 0, 0, this.view.w, this.view.h);

@@ -13,6 +13,8 @@
  *     toBlob(): Promise<Blob>   PNG, 8-bit greyscale, values 0/255 only, exactly w x h
  *     isEmpty(), clear(), undo(), redo()
  *     setTool('brush'|'eraser'|'polygon'|'fill'), setBrushSize(px)   (px in working pixels)
+ *     setPixelSpacing(mm | [row mm, column mm] | null)   spacing of a working pixel: the brush size
+ *                               is then shown in mm (else in px)
  *     discardDraft(): Promise   clears the local and the server draft; call it after a successful submit
  *   Events (bubbling, on the root): 'cm:ready', 'cm:change' {detail: {empty}} after every completed edit.
  *   Drafts: see cm-draft.js (GET/PUT/DELETE data-draft-url, localStorage "cm-draft:<data-draft-key>").
@@ -49,6 +51,7 @@
       this.maxSize = Math.max(16, Math.round(Math.min(this.ww, this.wh) / 3));
       this.poly = null;
       this.hover = null;
+      this.spacing = null; // mm per working pixel, when the case's pixel spacing is known
       this.seq = 0;
       this.display = new CM.Display();
       this.view = new CM.View(w, h);
@@ -151,7 +154,8 @@
       for (const [name, b] of Object.entries(this.toolButtons)) b.setAttribute("aria-pressed", String(name === active));
       this.eraseButton.setAttribute("aria-pressed", String(this.erase));
       this.sizeInput.value = this.size;
-      this.sizeOut.textContent = `${this.size}px`;
+      this.sizeOut.textContent = this.sizeLabel();
+      this.sizeInput.setAttribute("aria-valuetext", this.sizeLabel());
       this.root.dataset.cmActiveTool = active;
       this.pane.canvas.style.cursor = this.tool === "brush" ? "none" : "crosshair";
       this.pane.invalidate();
@@ -388,6 +392,20 @@
     }
     discardDraft() {
       return this.draft.discard();
+    }
+    setPixelSpacing(mm) {
+      const values = [].concat(mm ?? []).map(Number);
+      if (values.length > 2 || values.some((v) => !(v > 0 && Number.isFinite(v)))) {
+        throw new Error(`pixel spacing must be one or two positive numbers of mm, not ${mm}`);
+      }
+      // A brush is round: its size in mm is taken along the mean of the two pixel spacings.
+      this.spacing = values.length ? values.reduce((a, b) => a + b) / values.length : null;
+      this.syncTools();
+    }
+    sizeLabel() {
+      if (!this.spacing) return `${this.size}px`;
+      const mm = this.size * this.spacing;
+      return `${mm < 10 ? mm.toFixed(1) : Math.round(mm)} mm`;
     }
   }
 

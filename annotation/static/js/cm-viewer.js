@@ -11,7 +11,8 @@
  *   working resolution and are scaled to the image with nearest neighbour.
  *   Auto-initialises on DOMContentLoaded (and htmx:load). window.CM.viewer(el) returns the same instance:
  *     setMode('fill'|'contour'), setOpacity(0..1), setMasksVisible(bool), setWindow(center, width),
- *     resetView(), focus(position)  (focus() from code does not dispatch cm:focus)
+ *     resetView(), focus(position)  (focus() from code does not dispatch cm:focus),
+ *     showDifference() (the enlarged view shows where the masks differ; focus() goes back)
  *     ready: Promise resolved once the image and masks are drawn.
  *   Events (bubbling, on the root): 'cm:focus' {detail: {position}} when a user clicks or focuses a pane.
  *   Keys (never digits 1-9, A, B, R, N, Enter, ArrowLeft/Right, Escape — the page's choice keys):
@@ -155,6 +156,30 @@
     resetView() {
       this.view.reset();
     }
+    /** The enlarged view shows where the masks differ instead of one mask (adjudication):
+     *  with two masks, A only / B only / both in three colours; with more, some / all of them. */
+    showDifference() {
+      if (!this.focusPane || this.masks.size < 2) return false;
+      const masks = [...this.masks.entries()].sort((a, b) => a[0] - b[0]).map(([, m]) => m);
+      const { w, h } = masks[0], n = w * h, colours = CM.DIFFERENCE_COLORS.map((c) => rgbaOf(c));
+      const canvas = document.createElement("canvas");
+      Object.assign(canvas, { width: w, height: h });
+      const ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h), out = new Uint32Array(img.data.buffer);
+      for (let i = 0; i < n; i++) {
+        let count = 0;
+        for (const m of masks) count += m.bits[i] ? 1 : 0;
+        if (!count) continue;
+        if (masks.length === 2) out[i] = count === 2 ? colours[2] : masks[0].bits[i] ? colours[0] : colours[1];
+        else out[i] = count === masks.length ? colours[2] : colours[1];
+      }
+      ctx.putImageData(img, 0, 0);
+      this.focusPane.overlays = () => ({ get: () => canvas });
+      this.caption(this.focusPane, "Where they differ");
+      this.focusPane.el.setAttribute("aria-label", "Where the masks differ, enlarged");
+      this.focusPane.invalidate();
+      this.root.dispatchEvent(new CustomEvent("cm:difference", { bubbles: true }));
+      return true;
+    }
     focus(position) {
       const pos = Number(position), pane = this.panes.find((p) => Number(p.el.dataset.position) === pos);
       if (!pane) throw new Error(`no candidate pane at position ${position}`);
@@ -173,6 +198,12 @@
         this.focusPane.invalidate();
       }
     }
+  }
+
+  // Okabe–Ito: the first mask only, the second only (or "some" of several), both (or all).
+  CM.DIFFERENCE_COLORS = [[86, 180, 233], [213, 94, 0], [240, 228, 66]];
+  function rgbaOf([r, g, b]) {
+    return (255 << 24) | (b << 16) | (g << 8) | r; // little-endian RGBA
   }
 
   CM.viewer = function (el) {

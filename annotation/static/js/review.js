@@ -11,7 +11,14 @@
  *   errors with the same idempotency key (the server returns the stored decision for a
  *   repeated key), and guarded against double submission. The answer's page_url says where to
  *   go next; a refusal's detail is said there (or here, when it names no page).
- * - Undo (U, or the bar's button) takes back the decision this tab made last, by its key.
+ * - Not stored: a post that got no answer, or an answer that is not the API's (signed out in
+ *   another tab, a redirect to the login page), is said in words; the choice or drawing stays
+ *   on the screen and is sent again, with its key, on "Send again", when the connection comes
+ *   back, or when "Sign in again" (a new tab) reports the reader signed in.
+ * - Undo: U takes back the last action on this screen, this case's last round (after
+ *   "neither": back to the pair), never an earlier case. "Undo last decision…" shows the
+ *   decision it would take back (case number, the chosen mask) in a dialog and asks first.
+ * - Back (or Forward) to a review screen reloads it: a decided case shows read-only.
  * - Time on screen: visible time from "screen usable" (cm:ready) to the choice, sent in ms.
  * - Transition time: from a choice to the next screen being usable, kept in
  *   window.cmReview.transitionMs (the browser tests report it).
@@ -111,13 +118,21 @@
       active = false;
       let r, data;
       try {
-        r = await fetch(screen.dataset.keepUrl, { method: "POST", credentials: "same-origin", headers: HEADERS() });
+        r = await fetch(screen.dataset.keepUrl, { method: "POST", credentials: "same-origin", headers: HEADERS(), redirect: "manual" });
         data = await r.json().catch(() => ({}));
       } catch (_) {
         active = true; // no connection: try again at the next beat
         return;
       }
       document.documentElement.dataset.leaseBeats = String(++beats);
+      if (signedOut(r.status, data) || r.type === "opaqueredirect") {
+        if (pending || document.documentElement.dataset.signedOut) return;
+        document.documentElement.dataset.signedOut = "1";
+        alertText("You are signed out: sign in again before you choose, or your choice cannot be stored.");
+        const el = document.querySelector("[data-review-alert]");
+        if (el) el.append(" ", signInLink());
+        return;
+      }
       if (r.status !== 404 && r.status !== 409) return;
       lost = true;
       clearInterval(timer);
@@ -143,11 +158,27 @@
   }
 
   /* ---------- posting to the review API, retried with the same key ---------- */
+  /** The CSRF token: the cookie's (current even after signing in again in another tab), else
+   *  the page's. */
+  function csrf() {
+    const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    if (m) return decodeURIComponent(m[1]);
+    return window.CM && window.CM.csrfToken ? window.CM.csrfToken() : "";
+  }
   function HEADERS(json) {
-    const h = { Accept: "application/json", "X-CSRFToken": window.CM && window.CM.csrfToken ? window.CM.csrfToken() : "" };
+    const h = { Accept: "application/json", "X-CSRFToken": csrf() };
     if (json) h["Content-Type"] = "application/json";
     return h;
   }
+  /** An answer that says the reader is no longer signed in (or the page's token is stale). */
+  function signedOut(status, data) {
+    const detail = String((data && data.detail) || "");
+    return status === 401 || (status === 403 && /credentials|CSRF|signed|log ?in/i.test(detail));
+  }
+  const NOT_SENT = "No connection: your choice was NOT stored. It is kept here and sent once the connection is back.";
+  const SIGNED_OUT = "You are signed out (session ended, or logged out in another tab): your choice was NOT stored. It is kept here and sent once you sign in again.";
+  /** POST to the review API. `unsent` answers (no connection, signed out, or anything but the
+   *  API's JSON, e.g. a login page a redirect led to) mean: nothing was stored. */
   async function post(url, body, tries = 5) {
     const json = !(body instanceof FormData);
     for (let attempt = 0; ; attempt++) {
@@ -157,17 +188,78 @@
           body: json ? JSON.stringify(body) : body,
           credentials: "same-origin",
           headers: HEADERS(json),
+          redirect: "manual",
         });
-        const data = await r.json().catch(() => ({ detail: `The server answered HTTP ${r.status}.` }));
         if (r.status >= 500 && attempt + 1 < tries) throw new Error(`HTTP ${r.status}`);
+        const isJson = (r.headers.get("Content-Type") || "").includes("json");
+        const data = isJson ? await r.json().catch(() => null) : null;
+        if (r.type === "opaqueredirect" || r.redirected || data === null) {
+          // Not the API's answer (a redirect to the login page, a proxy's error page).
+          const out = r.type === "opaqueredirect" || r.redirected || r.status === 401 || r.status === 403;
+          return { status: r.status, unsent: true, signedOut: out, data: { detail: out ? SIGNED_OUT : NOT_SENT } };
+        }
+        if (signedOut(r.status, data)) return { status: r.status, unsent: true, signedOut: true, data: { detail: SIGNED_OUT } };
         return { status: r.status, data };
       } catch (err) {
-        if (attempt + 1 >= tries) return { status: 0, data: { detail: "No connection to the server; your choice was not sent. Try again." } };
+        if (attempt + 1 >= tries) return { status: 0, unsent: true, data: { detail: NOT_SENT } };
         alertText("Connection problem — retrying…");
         await new Promise((res) => setTimeout(res, 300 * 2 ** attempt));
       }
     }
   }
+
+  /* ---------- a post that was not stored: kept, said, and sent again ---------- */
+  let pending = null; // { url, body, after }
+  const channel = "BroadcastChannel" in window ? new BroadcastChannel("cm-review") : null;
+  function loginUrl() {
+    const el = document.querySelector("[data-login-url]");
+    return el ? el.dataset.loginUrl : "/accounts/login/?next=/review/signed-in";
+  }
+  function signInLink() {
+    const link = Object.assign(document.createElement("a"), {
+      href: loginUrl(), target: "_blank", rel: "opener", textContent: "Sign in again (new tab)",
+    });
+    link.dataset.signIn = "";
+    return link;
+  }
+  function hold(url, body, answer, after) {
+    pending = { url, body, after };
+    document.documentElement.dataset.pending = answer.signedOut ? "signed-out" : "offline";
+    alertText(answer.data.detail);
+    const el = document.querySelector("[data-review-alert]");
+    if (!el) return;
+    if (answer.signedOut) el.append(" ", signInLink());
+    const again = Object.assign(document.createElement("button"), { type: "button", textContent: "Send again" });
+    again.className = "link";
+    again.dataset.sendAgain = "";
+    again.addEventListener("click", resend);
+    el.append(" ", again);
+  }
+  /** Send what was kept, with its own idempotency key: stored once however often it is sent. */
+  async function resend() {
+    if (!pending || pending.sending) return;
+    const held = pending;
+    held.sending = true;
+    alertText("Sending your kept choice again…");
+    await send(held.url, held.body, held.after);
+  }
+  async function send(url, body, after) {
+    const answer = await post(url, body);
+    if (answer.unsent) return hold(url, body, answer, after);
+    pending = null;
+    delete document.documentElement.dataset.pending;
+    return after(answer);
+  }
+  if (channel) {
+    channel.addEventListener("message", (e) => {
+      if (e.data !== "signed-in") return;
+      delete document.documentElement.dataset.signedOut;
+      if (pending) resend();
+      else alertText("You are signed in again.");
+    });
+  }
+  window.addEventListener("online", resend);
+
   /** What a refusal says: its detail, or the fields the API found malformed. */
   function problem({ status, data }) {
     if (data.detail) return data.detail;
@@ -179,31 +271,31 @@
   function jsonOf(form, submitter) {
     const body = {};
     for (const [name, value] of new FormData(form, submitter || undefined)) {
-      if (name === "csrfmiddlewaretoken") continue;
+      if (name === "csrfmiddlewaretoken" || name === "back") continue;
       body[name] = INTEGERS.has(name) ? Number(value) : value;
     }
     return body;
   }
   const MESSAGE = "cm-review-message";
-  const LAST = "cm-review-last-key:"; // + the stage's undo URL: the key of this tab's last decision
   function go(url, message, form) {
     sessionStorage.setItem(SUBMIT_AT, String((form && form.dataset.submitAt) || now()));
     // Shown by the next screen, which may have been fetched before this answer came.
     if (message) sessionStorage.setItem(MESSAGE, message);
     window.location.assign(url);
   }
-  function follow(answer, form, key) {
+  function release(form) {
+    delete form.dataset.busy;
+    form.querySelectorAll("button").forEach((b) => (b.disabled = false));
+  }
+  function follow(answer, form, message) {
     const { status, data } = answer;
     const ok = status >= 200 && status < 300;
-    const undo = document.querySelector("[data-review-undo]");
-    if (ok && data.decision && key && undo) sessionStorage.setItem(LAST + undo.dataset.apiUrl, key);
     if (data.page_url) {
-      go(data.page_url, ok ? "" : problem(answer), form);
+      go(data.page_url, ok ? message || "" : problem(answer), form);
       return true;
     }
     alertText(problem(answer));
-    delete form.dataset.busy;
-    form.querySelectorAll("button").forEach((b) => (b.disabled = false));
+    release(form);
     return false;
   }
   function lock(form) {
@@ -215,20 +307,65 @@
     return true;
   }
 
-  async function undoLast(form) {
+  /* ---------- undo: this case's last round (U), or an earlier case's decision (confirmed) ---------- */
+  async function undoRound(form) {
     if (!lock(form)) return;
-    const slot = LAST + form.dataset.apiUrl;
-    const key = sessionStorage.getItem(slot);
-    let answer = await post(form.dataset.apiUrl, key ? { idempotency_key: key } : {});
-    // That decision is no longer the last one (another tab decided since): undo the last.
-    if (key && answer.status === 409) answer = await post(form.dataset.apiUrl, {});
-    if (answer.status === 200) {
-      sessionStorage.removeItem(slot);
-      return go(answer.data.page_url, "Your last decision was undone: choose again.", form);
-    }
-    alertText(problem(answer));
-    delete form.dataset.busy;
+    const body = jsonOf(form);
+    form.querySelectorAll("button").forEach((b) => (b.disabled = true));
+    await send(form.dataset.apiUrl, body, (answer) =>
+      follow(answer, form, answer.status < 300 ? `Round ${body.number} was undone: choose again.` : ""));
   }
+  async function undoDecision(form) {
+    if (!lock(form)) return;
+    const body = jsonOf(form);
+    form.querySelectorAll("button").forEach((b) => (b.disabled = true));
+    await send(form.dataset.apiUrl, body, (answer) => {
+      if (answer.status === 200 && answer.data.page_url) {
+        return go(answer.data.page_url, "Your decision was undone: choose again.", form);
+      }
+      // Refused (it is no longer the last decision, or it is final): say so, take nothing else.
+      const where = form.closest("[data-undo-confirm]") || form;
+      let note = where.querySelector("[data-undo-problem]");
+      if (!note) {
+        note = Object.assign(document.createElement("p"), { role: "alert" });
+        note.dataset.undoProblem = "";
+        where.append(note);
+      }
+      note.textContent = problem(answer);
+      alertText(problem(answer));
+      release(form);
+    });
+  }
+  async function openUndoDialog(link) {
+    const dialog = document.querySelector("[data-undo-dialog]");
+    if (!dialog || !dialog.showModal) return window.location.assign(link.href);
+    const url = new URL(link.href, window.location.href);
+    url.searchParams.set("fragment", "1");
+    let html;
+    try {
+      const r = await fetch(url, { credentials: "same-origin", redirect: "manual" });
+      if (r.type === "opaqueredirect" || !r.ok) throw new Error(`HTTP ${r.status}`);
+      html = await r.text();
+    } catch (_) {
+      return alertText("Could not ask the server what would be undone (signed out, or no connection). Nothing was undone.");
+    }
+    dialog.innerHTML = html;
+    dialog.showModal();
+    const cancel = dialog.querySelector("[data-undo-cancel]");
+    if (cancel) cancel.focus(); // Enter keeps the decision: undoing takes a deliberate click
+  }
+  document.addEventListener("click", (e) => {
+    const open = e.target.closest && e.target.closest("[data-undo-open]");
+    if (open) {
+      e.preventDefault();
+      return openUndoDialog(open);
+    }
+    const cancel = e.target.closest && e.target.closest("[data-undo-dialog] [data-undo-cancel]");
+    if (cancel) {
+      e.preventDefault();
+      cancel.closest("dialog").close();
+    }
+  });
 
   document.addEventListener("submit", async (e) => {
     const form = e.target;
@@ -238,13 +375,16 @@
       if (!lock(form)) return;
       const body = jsonOf(form, e.submitter);
       form.querySelectorAll("button").forEach((b) => (b.disabled = true));
-      follow(await post(form.dataset.apiUrl, body), form, body.idempotency_key);
+      await send(form.dataset.apiUrl, body, (answer) => follow(answer, form));
     } else if (form.matches("[data-draw-form]")) {
       e.preventDefault();
       await submitDrawing(form);
+    } else if (form.matches("[data-review-round-undo]")) {
+      e.preventDefault();
+      await undoRound(form);
     } else if (form.matches("[data-review-undo]")) {
       e.preventDefault();
-      await undoLast(form);
+      await undoDecision(form);
     }
   });
 
@@ -267,9 +407,10 @@
     form.querySelectorAll("button").forEach((b) => (b.disabled = true));
     const body = new FormData(form);
     body.append("mask", await editor.toBlob(), "mask.png");
-    const answer = await post(form.dataset.apiUrl, body);
-    if (answer.status >= 200 && answer.status < 300) await editor.discardDraft().catch(() => {});
-    follow(answer, form, body.get("idempotency_key"));
+    await send(form.dataset.apiUrl, body, async (answer) => {
+      if (answer.status >= 200 && answer.status < 300) await editor.discardDraft().catch(() => {});
+      follow(answer, form);
+    });
   }
 
   /* ---------- choice keys ---------- */
@@ -288,11 +429,8 @@
     // Enter on a focused button or link already presses it.
     if (name === "Enter" && e.target.closest && e.target.closest("button,a")) return;
     if (name === "u") {
-      const undo = document.querySelector("[data-review-undo]");
-      if (undo) {
-        e.preventDefault();
-        undo.requestSubmit();
-      }
+      e.preventDefault();
+      undoKey();
       return;
     }
     const target = [...document.querySelectorAll("[data-choice-keys]")].find((el) =>
@@ -301,6 +439,24 @@
     e.preventDefault();
     target.click();
   });
+
+  /** U: the last action on this screen, i.e. this case's last round; never an earlier case. */
+  let uArmed = false;
+  function undoKey() {
+    const form = document.querySelector("[data-review-round-undo]");
+    if (!form) {
+      return alertText(document.querySelector("[data-undo-open]")
+        ? "Nothing to undo on this case yet. To take back an earlier case, use “Undo last decision…”."
+        : "Nothing to undo on this screen.");
+    }
+    const root = document.querySelector("[data-cm-draw]");
+    const editor = root && window.CM && window.CM.draw ? window.CM.draw(root) : null;
+    if (editor && !editor.isEmpty() && !uArmed) {
+      uArmed = true;
+      return alertText("Press U again to go back to the pair; your drawing is kept as a draft.");
+    }
+    form.requestSubmit();
+  }
 
   /* ---------- N-way: Enter chooses the candidate in the large view ---------- */
   document.addEventListener("click", (e) => {
@@ -336,13 +492,12 @@
       { label: "A  ←", help: "A is better" },
       { label: "B  →", help: "B is better" },
       { label: "N", help: "Neither is acceptable: draw the mask" },
-      { label: "U", help: "Undo your last decision" },
+      { label: "U", help: "Undo this case's last round" },
     ],
     nway: [
       { label: "1 … 6", help: "Choose that mask" },
       { label: "Enter", help: "Choose the enlarged mask" },
       { label: "R", help: "Reject all and draw" },
-      { label: "U", help: "Undo your last decision" },
     ],
     adjudication: [
       { label: "1 … 6", help: "Accept that reader's mask" },
@@ -350,7 +505,7 @@
     ],
     draw: [
       { label: "Ctrl+Enter", help: "Submit the mask" },
-      { label: "U", help: "Undo your last decision" },
+      { label: "U", help: "Pairwise: back to the pair (undo “neither”)" },
     ],
   };
   function extendHelp() {
@@ -371,7 +526,23 @@
   }
   document.addEventListener("prerenderingchange", showMessage);
 
+  // Back (or Forward) to a screen: show the case as it stands now (decided: read-only), never
+  // a page the browser kept from before the choice.
+  window.addEventListener("pageshow", (e) => {
+    if (!document.querySelector("[data-review-screen]")) return;
+    const nav = performance.getEntriesByType("navigation")[0];
+    if (e.persisted || (nav && nav.type === "back_forward")) location.reload();
+  });
+
   function init() {
+    if (document.querySelector("[data-review-signed-in]") && channel) channel.postMessage("signed-in");
+    // A screen rendered ahead counts the cases done back then: its counter stays hidden until
+    // the refreshed one (review:activated) replaces it, so it is never shown wrong.
+    const nav = performance.getEntriesByType("navigation")[0];
+    const progress = document.querySelector("[data-review-progress]");
+    if (progress && (document.prerendering || (nav && nav.deliveryType === "navigational-prefetch"))) {
+      progress.dataset.stale = "1";
+    }
     showMessage();
     extendHelp();
     // Without the components there is no cm:ready: start the clock once the page is shown.

@@ -14,7 +14,7 @@ from celery import shared_task
 from annotation.models import Export
 from annotation.services.exports import export_build
 from annotation.services.uploads import import_upload_run
-from annotation.worker.runner import JobContext, run_job
+from annotation.worker.runner import JobContext, JobFailed, run_job
 
 
 # Named as annotation.services.jobs.TASKS sends it, like every job task.
@@ -59,6 +59,10 @@ def import_upload_task(self, job_id: int) -> str:
                 done / max(total, 1), force=done == total, phase="importing", done=done, total=total
             )
 
-        return import_upload_run(job=ctx.job, progress=progress).as_dict()
+        report = import_upload_run(job=ctx.job, progress=progress)
+        if report.nothing_imported:
+            # Not a success: the job ends failed, saying why each file was refused.
+            raise JobFailed(report.failure_message(), result=report.as_dict())
+        return report.as_dict()
 
     return run_job(self, job_id, body)

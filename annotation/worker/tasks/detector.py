@@ -187,8 +187,8 @@ def _xray_of(ctx: JobContext, detector: ModelVersion) -> np.ndarray:
 
 
 def _infer(ctx: JobContext) -> dict[str, Any]:
+    from cxrio.masks import encode_probability_png
     from mlworker.detection.analyse import analyse_case, gradcam_overlay
-    from mlworker.predict import encode_probability_png
 
     job, p = ctx.job, ctx.params
     started = time.perf_counter()

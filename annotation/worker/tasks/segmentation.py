@@ -111,7 +111,8 @@ def train_job(self, job_id: int) -> str:
 
 # --- prediction ---------------------------------------------------------------------------
 def _predict(ctx: JobContext) -> dict[str, Any]:
-    from mlworker.predict import binarize, encode_probability_png, predict_probabilities
+    from cxrio.masks import encode_probability_png
+    from mlworker.predict import binarize, predict_probabilities
 
     job, p = ctx.job, ctx.params
     mv = ModelVersion.objects.get(pk=p["model_version"])
