@@ -56,8 +56,16 @@ class MaskAdmin(ReadOnlyAdmin):
 
 @admin.register(models.Stage)
 class StageAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "mode", "status", "readers_per_case", "launched_at", "closed_at"]
-    list_filter = ["dataset", "status", "mode"]
+    list_display = [
+        "__str__",
+        "mode",
+        "status",
+        "readers_per_case",
+        "queue_order",
+        "launched_at",
+        "closed_at",
+    ]
+    list_filter = ["dataset", "status", "mode", "queue_order"]
 
 
 @admin.register(models.ModelVersion)
@@ -71,6 +79,21 @@ class CandidateAdmin(ReadOnlyAdmin):
     list_display = ["id", "stage", "radiograph", "mask"]
     list_filter = ["stage"]
     raw_id_fields = ["radiograph", "mask", "sources"]
+
+
+@admin.register(models.CaseDisagreement)
+class CaseDisagreementAdmin(ReadOnlyAdmin):
+    list_display = [
+        "radiograph",
+        "stage",
+        "n_candidates",
+        "mean_pairwise_dice",
+        "disagreement_area",
+        "mean_entropy",
+        "audit_sample",
+    ]
+    list_filter = ["stage", "audit_sample"]
+    raw_id_fields = ["radiograph", "auto_candidate"]
 
 
 @admin.register(models.ReviewTask)

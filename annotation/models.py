@@ -132,6 +132,11 @@ class Stage(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class QueueOrder(models.TextChoices):
+        RANDOM = "random", "Random"
+        INFORMATIVE = "informative", "Informative first (most disagreement first)"
+        DATASET = "dataset", "Dataset order"
+
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="stages")
     number = models.PositiveSmallIntegerField()
     name = models.CharField(max_length=200, blank=True)
@@ -142,6 +147,12 @@ class Stage(models.Model):
         default=dict, blank=True, help_text="networks, epochs, folds, image size"
     )
     readers_per_case = models.PositiveSmallIntegerField(default=1)
+    queue_order = models.CharField(
+        max_length=12,
+        choices=QueueOrder.choices,
+        default=QueueOrder.RANDOM,
+        help_text="the order in which readers are given the cases",
+    )
     lease_seconds = models.PositiveIntegerField(default=900)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
@@ -447,6 +458,7 @@ class GroundTruth(models.Model):
         MAJORITY = "majority", "Majority"
         ADJUDICATION = "adjudication", "Adjudicated"
         IMPORTED = "imported", "Imported as final"
+        AUTO_AGREEMENT = "agreement", "Auto-accepted by agreement"
 
     radiograph = models.OneToOneField(
         Radiograph, on_delete=models.PROTECT, related_name="ground_truth"
@@ -466,6 +478,47 @@ class GroundTruth(models.Model):
 
     def __str__(self) -> str:
         return f"ground truth of radiograph #{self.radiograph_id} ({self.source})"
+
+
+class CaseDisagreement(models.Model):
+    """How much a case's candidates disagree in a stage (mlworker.disagreement), and what the
+    agreement rule made of it. Shown to admins and researchers, never to readers."""
+
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="disagreements")
+    radiograph = models.ForeignKey(
+        Radiograph, on_delete=models.CASCADE, related_name="disagreements"
+    )
+    n_candidates = models.PositiveSmallIntegerField()
+    n_masks = models.PositiveSmallIntegerField(
+        default=0, help_text="masks behind the candidates (networks, manual)"
+    )
+    mean_pairwise_dice = models.FloatField(help_text="1 when every candidate is the same")
+    min_pairwise_dice = models.FloatField()
+    disagreement_area = models.FloatField(help_text="share of pixels where they do not all agree")
+    mean_entropy = models.FloatField(help_text="bits, of the networks' averaged probability map")
+    auto_candidate = models.ForeignKey(
+        Candidate,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="the candidate the agreement rule accepts (or would have, for an audit sample)",
+    )
+    audit_sample = models.BooleanField(
+        default=False, help_text="the candidates agreed, but the case was sent to readers"
+    )
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["stage", "mean_pairwise_dice", "radiograph"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stage", "radiograph"], name="disagreement_once_per_case"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"disagreement of radiograph #{self.radiograph_id} in stage {self.stage_id}"
 
 
 class Job(models.Model):

@@ -10,6 +10,18 @@ MODES = ("pairwise", "nway")
 # Optional extra candidates made from the stage's network masks (annotation.services.
 # consensus_masks), off unless a stage asks for them.
 COMBINED_CANDIDATES = ("staple", "ensemble")
+# The order readers are given cases in (annotation.models.Stage.QueueOrder).
+QUEUE_ORDERS = ("random", "informative", "dataset")
+# Review settings every stage has unless it says otherwise: today's random queue, and no
+# case accepted without a reader.
+REVIEW_DEFAULTS: dict[str, Any] = {
+    "queue_order": "random",
+    # Accept a case without a reader when every pair of its candidates has Dice ≥ threshold
+    # (a case with one distinct candidate agrees); `audit_share` of those go to readers anyway.
+    "auto_accept": False,
+    "agreement_threshold": 0.95,
+    "audit_share": 0.05,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Stage I of the paper: three networks, 5-fold cross-validation on the manual subset,
@@ -29,6 +41,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "readers_per_case": 1,
         "learning_rate": 1e-4,
         "augment": True,
+        "queue_order": "random",
+        "auto_accept": False,
     },
     # Stage II: five networks trained on every accepted mask, predicting every COVID-19 case
     # still without one; five-way review.
@@ -49,6 +63,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "readers_per_case": 1,
         "learning_rate": 1e-4,
         "augment": True,
+        "queue_order": "random",
+        "auto_accept": False,
     },
     # Small images and tiny encoders: the whole loop completes on a laptop CPU in minutes.
     "fast-cpu": {
@@ -92,7 +108,7 @@ def _int(config: dict, key: str, low: int, high: int) -> int:
 
 def stage_config_validate(config: dict[str, Any]) -> dict[str, Any]:
     """A complete, checked copy of stage settings (defaults from fast-cpu where missing)."""
-    merged = {**PRESETS["fast-cpu"], **config}
+    merged = {**REVIEW_DEFAULTS, **PRESETS["fast-cpu"], **config}
     if merged["mode"] not in MODES:
         raise StageConfigError(f"mode must be one of {', '.join(MODES)}, not {merged['mode']!r}")
     networks = check_networks(merged["networks"], StageConfigError)
@@ -108,6 +124,17 @@ def stage_config_validate(config: dict[str, Any]) -> dict[str, Any]:
     lr = merged.get("learning_rate")
     if not isinstance(lr, int | float) or not 0 < lr < 1:
         raise StageConfigError(f"learning_rate must be between 0 and 1, not {lr!r}")
+    if merged["queue_order"] not in QUEUE_ORDERS:
+        raise StageConfigError(
+            f"queue_order must be one of {', '.join(QUEUE_ORDERS)}, not {merged['queue_order']!r}"
+        )
+    if not isinstance(merged["auto_accept"], bool):
+        raise StageConfigError(f"auto_accept must be true or false, not {merged['auto_accept']!r}")
+    for key, low in (("agreement_threshold", 0.5), ("audit_share", 0.0)):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= 1:
+            raise StageConfigError(f"{key} must be a number from {low} to 1, not {value!r}")
+        merged[key] = float(value)
     merged["frozen"] = bool(merged.get("frozen"))
     merged["augment"] = bool(merged.get("augment", True))
     for extra in COMBINED_CANDIDATES:

@@ -27,7 +27,6 @@ urlpatterns: list = [
     path("review/m/<str:opaque>.png", review_media.mask_png, name="review_mask"),
     path("review/i/<str:token>.png", review_media.image_png, name="review_image"),
     path("review/c/<str:token>.png", review_media.consensus_png, name="review_consensus"),
-    path("review/d/<str:token>.png", review_media.decision_png, name="review_decision_mask"),
     path("review/signed-in", review.signed_in, name="review_signed_in"),
     # stage statistics (admins, researchers)
     path("stats/", stats.index, name="stats_index"),

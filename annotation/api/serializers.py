@@ -129,6 +129,7 @@ class StageSerializer(serializers.ModelSerializer):
             "preset",
             "config",
             "readers_per_case",
+            "queue_order",
             "created_at",
             "launched_at",
             "closed_at",

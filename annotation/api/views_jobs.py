@@ -63,6 +63,30 @@ class StageConfigIn(serializers.Serializer):
     folds = StrictIntegerField(required=False, min_value=1, max_value=20)
     readers_per_case = StrictIntegerField(required=False, min_value=1, max_value=10)
     learning_rate = serializers.FloatField(required=False, min_value=1e-7, max_value=0.5)
+    queue_order = StrictChoiceField(
+        choices=Stage.QueueOrder.choices,
+        required=False,
+        help_text="random (default), informative (most disagreeing candidates first) or dataset",
+    )
+    auto_accept = StrictBooleanField(
+        required=False, help_text="accept cases whose candidates all agree without a reader"
+    )
+    agreement_threshold = serializers.FloatField(
+        required=False, min_value=0.5, max_value=1.0, help_text="pairwise Dice to agree (0.95)"
+    )
+    audit_share = serializers.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        help_text="share of agreeing cases still sent to readers (0.05)",
+    )
+    staple = StrictBooleanField(
+        required=False, help_text="add the STAPLE consensus of the networks' masks as a candidate"
+    )
+    ensemble = StrictBooleanField(
+        required=False,
+        help_text="add the networks' ensemble (mean probability ≥ 0.5) as a candidate",
+    )
 
 
 class StageCreateIn(serializers.Serializer):

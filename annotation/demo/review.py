@@ -21,6 +21,7 @@ from annotation.demo.reader import SimulatedReader
 from annotation.models import Dataset, Label, Mask, ModelVersion, Radiograph, Stage
 from annotation.services.assignment import review_tasks_create, task_lease_next
 from annotation.services.candidates import candidates_offer, mask_create
+from annotation.services.disagreement import case_disagreements_refresh
 from annotation.storage import blob_read
 from cxrio.masks import mask_from_png, mask_to_png_0_255, pixel_sha256
 
@@ -125,6 +126,7 @@ def review_demo_stage(
                 )
             )
         candidates_offer(stage=stage, radiograph=radiograph, masks=offered)
+    case_disagreements_refresh(stage=stage)
     review_tasks_create(stage=stage)
     return stage
 

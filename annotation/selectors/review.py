@@ -200,7 +200,7 @@ def decided_case(*, decision: Decision, reader: AbstractBaseUser) -> DecidedCase
         # The very overlay URL the pane had: the same blinded per-task name.
         mask_url = _mask_url(blinding.option_tokens(task)[decision.candidate_id])
     else:
-        mask_url = reverse("review_decision_mask", kwargs={"token": task.token})
+        mask_url = _mask_url(blinding.result_token(task))
     last = reader_last_decision(stage=task.stage, reader=reader)
     return DecidedCase(
         decision=decision,
@@ -240,16 +240,6 @@ def reader_decision(*, task: ReviewTask, reader: AbstractBaseUser) -> Decision |
         .select_related("task__stage", "task__radiograph", "mask")
         .first()
     )
-
-
-def media_decision_png(*, token: str, reader: AbstractBaseUser) -> bytes | None:
-    """The overlay of the mask the reader decided on in a task of theirs (their drawing, or
-    the candidate they refined or chose), encoded like every overlay; None otherwise."""
-    task = media_task(token=token, reader=reader)
-    decision = reader_decision(task=task, reader=reader) if task is not None else None
-    if decision is None:
-        return None
-    return blinding.mask_overlay(decision.mask, radiograph=task.radiograph)
 
 
 def option_mask(*, task: ReviewTask, option_id: int):
@@ -299,7 +289,7 @@ def media_overlay(*, opaque: str, reader: AbstractBaseUser) -> MediaImage | None
     task_token, signature = blinding.split_token(opaque)
     task = media_task(token=task_token, reader=reader)
     if task is not None and blinding.is_result(task, signature):
-        decided = task.decisions.filter(reader=reader, revoked_at__isnull=True).first()
+        decided = reader_decision(task=task, reader=reader)
         if decided is None:
             return None
         return _overlay_image(opaque, decided.mask, task.radiograph)

@@ -20,11 +20,12 @@ from datetime import datetime, timedelta
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from annotation.models import (
     Candidate,
+    CaseDisagreement,
     CaseFlag,
     DrawingDraft,
     PairwiseRound,
@@ -33,6 +34,7 @@ from annotation.models import (
     _opaque_token,
 )
 from annotation.services.decisions import check_blinded
+from annotation.services.disagreement import auto_accepted_cases
 from annotation.services.review_errors import (
     LeaseLost,
     NotYourTask,
@@ -76,6 +78,14 @@ def review_tasks_create(*, stage: Stage) -> int:
                 f"{len(crowded)} case(s) have more than {NWAY_MAX_CHOICES} candidates, "
                 "too many for one N-way screen"
             )
+    # Cases the agreement rule accepted need no reader (its audit samples still get one).
+    for radiograph_id in auto_accepted_cases(stage):
+        by_case.pop(radiograph_id, None)
+    cases = list(by_case.items())
+    if stage.queue_order == Stage.QueueOrder.RANDOM:
+        # Tasks are claimed in id order (within a slot): created in a random order, a
+        # random queue.
+        cases = _rng.sample(cases, len(cases))
     existing = set(
         ReviewTask.objects.filter(stage=stage, kind=ReviewTask.Kind.REVIEW).values_list(
             "radiograph_id", "slot"
@@ -89,7 +99,7 @@ def review_tasks_create(*, stage: Stage) -> int:
             slot=slot,
             candidate_order=_shuffled(ids),
         )
-        for radiograph_id, ids in by_case.items()
+        for radiograph_id, ids in cases
         for slot in range(stage.readers_per_case)
         if (radiograph_id, slot) not in existing
     ]
@@ -156,7 +166,7 @@ def _claim_one(
         # One row at a time: with skip_locked, concurrent readers on PostgreSQL each lock a
         # different row instead of queueing behind one. SQLite serialises writers (IMMEDIATE
         # transactions); there the conditional update below is the guard.
-        row = pool.select_for_update(skip_locked=True).order_by("slot", "id").first()
+        row = _in_queue_order(stage, pool).select_for_update(skip_locked=True).first()
         if row is None:
             # Empty, or every available row is being claimed right now by someone else.
             return None, not pool.exists()
@@ -181,6 +191,23 @@ def _claim_one(
             PairwiseRound.objects.filter(task_id=row.pk).delete()
             DrawingDraft.objects.filter(task_id=row.pk).delete()
         return ReviewTask.objects.get(pk=row.pk), False
+
+
+def _in_queue_order(stage: Stage, pool):
+    """The stage's queue order (Stage.queue_order). Every reader slot of the first cases comes
+    before the second slot of any, as before; within a slot: random and dataset order follow
+    the task ids (made in that order), informative first the least mean pairwise Dice of the
+    candidates (cases without figures last), ties by case id."""
+    if stage.queue_order == Stage.QueueOrder.INFORMATIVE:
+        dice = CaseDisagreement.objects.filter(
+            stage_id=OuterRef("stage_id"), radiograph_id=OuterRef("radiograph_id")
+        ).values("mean_pairwise_dice")[:1]
+        return pool.annotate(_dice=Subquery(dice)).order_by(
+            "slot", F("_dice").asc(nulls_last=True), "radiograph_id", "id"
+        )
+    if stage.queue_order == Stage.QueueOrder.DATASET:
+        return pool.order_by("slot", "radiograph_id", "id")
+    return pool.order_by("slot", "id")
 
 
 def _reshuffled(task: ReviewTask) -> list:

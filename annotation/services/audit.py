@@ -38,6 +38,7 @@ ACTIONS = {
     "case.skip": "case skipped by a reader",
     "flag.resolve": "flag resolved",
     "adjudication.record": "adjudication",
+    "case.auto_accept": "auto-accepted by agreement",
     "stage.create": "stage created",
     "stage.launch": "stage launched",
     "stage.cancel": "stage cancelled",

@@ -11,7 +11,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from annotation import blinding
-from annotation.models import Candidate, Mask, ModelVersion, Radiograph, Stage
+from annotation.models import Candidate, GroundTruth, Mask, ModelVersion, Radiograph, Stage
 from annotation.services.review_errors import InvalidMask
 from annotation.storage import MASKS, blob_write, content_path
 from cxrio import masks as maskio
@@ -74,3 +74,32 @@ def candidates_offer(*, stage: Stage, radiograph: Radiograph, masks: list[Mask])
         # Rendered here (in the worker that offers it), not on the first screen that shows it.
         blinding.mask_overlay(candidate.mask, radiograph=radiograph)
     return list(Candidate.objects.filter(stage=stage, radiograph=radiograph).order_by("id"))
+
+
+# Masks made from several networks' masks (annotation.services.consensus_masks).
+COMBINED_KINDS = (Mask.Kind.STAPLE, Mask.Kind.ENSEMBLE)
+
+
+def candidate_source(candidate: Candidate) -> tuple[str, list[ModelVersion]]:
+    """Where a candidate accepted as it is came from, and the networks that produced it."""
+    masks = {candidate.mask, *candidate.sources.select_related("model_version")}
+    versions = {m.model_version for m in masks if m.model_version_id}
+    combined = [m.details.get("sources", []) for m in masks if m.kind in COMBINED_KINDS]
+    if combined:
+        # A combination is credited to the networks whose masks it combines.
+        ids = {pk for sources in combined for pk in sources}
+        versions |= set(ModelVersion.objects.filter(masks__id__in=ids).distinct())
+    versions = sorted(versions, key=lambda v: v.pk)
+    kinds = {m.kind for m in masks}
+    # A candidate that equals the manual mask is credited to the manual mask; the networks
+    # that produced the same pixels are still listed in model_versions.
+    for kind, source in (
+        (Mask.Kind.MANUAL, GroundTruth.Source.MANUAL),
+        (Mask.Kind.NETWORK, GroundTruth.Source.NETWORK),
+        (Mask.Kind.STAPLE, GroundTruth.Source.STAPLE),
+        (Mask.Kind.ENSEMBLE, GroundTruth.Source.ENSEMBLE),
+        (Mask.Kind.REFINED, GroundTruth.Source.REFINED),
+    ):
+        if kind in kinds:
+            return source, versions
+    return GroundTruth.Source.DRAWN, versions

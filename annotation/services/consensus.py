@@ -27,6 +27,7 @@ from annotation.models import (
     Stage,
     _opaque_token,
 )
+from annotation.services.candidates import candidate_source
 from annotation.services.review_errors import CaseFinal, ConsensusError
 
 _rng = random.SystemRandom()
@@ -152,40 +153,15 @@ def consensus_unsettle(*, stage: Stage, radiograph: Radiograph) -> None:
         truth.delete()
 
 
-COMBINED_KINDS = (Mask.Kind.STAPLE, Mask.Kind.ENSEMBLE)
-
-
 def _source_of(decision: Decision) -> tuple[str, list[ModelVersion]]:
     if decision.outcome == Decision.Outcome.DREW:
         if decision.mask.kind == Mask.Kind.STAPLE:  # a senior accepted the readers' consensus
             return GroundTruth.Source.STAPLE, []
         return GroundTruth.Source.DRAWN, []
-    candidate = decision.candidate
-    masks = {candidate.mask, *candidate.sources.select_related("model_version")}
-    versions = sorted({m.model_version for m in masks if m.model_version_id}, key=lambda v: v.pk)
+    source, versions = candidate_source(decision.candidate)
     if decision.outcome == Decision.Outcome.REFINED:
         return GroundTruth.Source.REFINED, versions
-    kinds = {m.kind for m in masks}
-    combined = [m.details.get("sources", []) for m in masks if m.kind in COMBINED_KINDS]
-    if combined:
-        # A combination is credited to the networks whose masks it combines.
-        ids = {pk for sources in combined for pk in sources}
-        versions = sorted(
-            {*versions, *ModelVersion.objects.filter(masks__id__in=ids).distinct()},
-            key=lambda v: v.pk,
-        )
-    # A candidate that equals the manual mask is credited to the manual mask; the networks
-    # that produced the same pixels are still listed in model_versions.
-    for kind, source in (
-        (Mask.Kind.MANUAL, GroundTruth.Source.MANUAL),
-        (Mask.Kind.NETWORK, GroundTruth.Source.NETWORK),
-        (Mask.Kind.STAPLE, GroundTruth.Source.STAPLE),
-        (Mask.Kind.ENSEMBLE, GroundTruth.Source.ENSEMBLE),
-        (Mask.Kind.REFINED, GroundTruth.Source.REFINED),
-    ):
-        if kind in kinds:
-            return source, versions
-    return GroundTruth.Source.DRAWN, versions
+    return source, versions
 
 
 def ground_truth_accept(

@@ -22,6 +22,7 @@ from annotation.services.assignment import review_tasks_create
 from annotation.services.audit import audit_record
 from annotation.services.candidates import candidates_offer
 from annotation.services.consensus_masks import combined_candidates_offer
+from annotation.services.disagreement import case_disagreements_refresh, stage_auto_accept
 from annotation.services.jobs import job_enqueue, stage_jobs_cancel
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def stage_create(
             preset=preset or "",
             config=settings,
             readers_per_case=settings["readers_per_case"],
+            queue_order=settings["queue_order"],
             created_by=created_by,
         )
         audit_record(
@@ -238,7 +240,21 @@ def _finish_candidates(stage: Stage) -> None:
     )
     if missing:
         raise StageError(f"{len(missing)} case(s) got no candidate mask")
+    # Figures of cases whose candidates came after the prediction worker computed them (the
+    # manual masks above, a network finishing alongside another).
+    case_disagreements_refresh(stage=stage)
+    accepted, audited = stage_auto_accept(stage=stage)
+    if accepted or audited:
+        log.info(
+            "stage %s: %d case(s) auto-accepted by agreement, %d sent to readers as audit samples",
+            stage.pk,
+            accepted,
+            audited,
+        )
     review_tasks_create(stage=stage)
+    if accepted:
+        # Every case may be accepted already: the stage then closes without a reader.
+        transaction.on_commit(lambda: stage_maybe_close(stage=stage))
 
 
 def stage_advance(*, stage: Stage) -> str:

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 
 from annotation.middleware import FORM_OVERHEAD, body_limit
 from annotation.models import Dataset, Job, Label, Stage
-from annotation.presets import MODES, PRESETS
+from annotation.presets import COMBINED_CANDIDATES, MODES, PRESETS, REVIEW_DEFAULTS
 from annotation.roles import ADMIN
 from annotation.selectors.dashboard import (
     datasets_for_dashboard,
@@ -25,6 +25,7 @@ from annotation.selectors.dashboard import (
     stage_job_summary,
     worker_board,
 )
+from annotation.selectors.disagreement import disagreement_context
 from annotation.selectors.worklist import open_flag_count
 from annotation.services.audit import client_ip
 from annotation.services.datasets import LICENCE_MAX_LENGTH, dataset_licence_set
@@ -61,6 +62,38 @@ class StageForm(forms.Form):
     )
     readers_per_case = forms.IntegerField(min_value=1, max_value=10)
     learning_rate = forms.FloatField(min_value=1e-7, max_value=0.5)
+    queue_order = forms.ChoiceField(
+        choices=Stage.QueueOrder.choices,
+        required=False,
+        help_text="which cases readers get first; informative first: where the candidates "
+        "disagree most",
+    )
+    auto_accept = forms.BooleanField(
+        required=False,
+        label="Accept cases whose candidates all agree without a reader",
+    )
+    agreement_threshold = forms.FloatField(
+        min_value=0.5,
+        max_value=1.0,
+        required=False,
+        help_text="the Dice every pair of candidates must reach to agree",
+    )
+    audit_share = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        required=False,
+        help_text="share of agreeing cases sent to readers anyway, to measure the rule",
+    )
+
+    staple = forms.BooleanField(
+        required=False, label="Add the STAPLE consensus of the networks' masks as a candidate"
+    )
+    ensemble = forms.BooleanField(
+        required=False, label="Add the networks' ensemble (mean probability) as a candidate"
+    )
+
+    REVIEW_KEYS = ("queue_order", "auto_accept", "agreement_threshold", "audit_share")
+    CHECKBOXES = ("frozen", "auto_accept", *COMBINED_CANDIDATES)
 
     @classmethod
     def initial_for(cls, preset: str) -> dict:
@@ -73,6 +106,8 @@ class StageForm(forms.Form):
             },
             "readers_per_case": config["readers_per_case"],
             "learning_rate": config["learning_rate"],
+            **{k: config.get(k, REVIEW_DEFAULTS[k]) for k in cls.REVIEW_KEYS},
+            **{k: bool(config.get(k)) for k in COMBINED_CANDIDATES},
             "networks": sorted({f"{n['arch']}/{n['encoder']}" for n in config["networks"]}),
         }
 
@@ -96,7 +131,12 @@ class StageForm(forms.Form):
             "readers_per_case",
             "learning_rate",
         )
-        return {"networks": networks, **{k: data[k] for k in keys}}
+        review = {
+            k: data[k] if data.get(k) not in (None, "") else REVIEW_DEFAULTS[k]
+            for k in self.REVIEW_KEYS
+        }
+        combined = {k: bool(data.get(k)) for k in COMBINED_CANDIDATES}
+        return {"networks": networks, **{k: data[k] for k in keys}, **review, **combined}
 
 
 @role_required(ADMIN)
@@ -134,7 +174,13 @@ def stage_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
     else:
         form = StageForm(initial=StageForm.initial_for(request.GET.get("preset", "fast-cpu")))
     template = "dashboard/stage_new.html#form" if request.htmx else "dashboard/stage_new.html"
-    return render(request, template, {"dataset": dataset, "form": form, "presets": PRESETS})
+    ctx = {
+        "dataset": dataset,
+        "form": form,
+        "presets": PRESETS,
+        "checkbox_fields": StageForm.CHECKBOXES,
+    }
+    return render(request, template, ctx)
 
 
 @role_required(ADMIN)
@@ -157,6 +203,7 @@ def stage_detail(request: HttpRequest, stage_id: int) -> HttpResponse:
             }
         except StageError as exc:
             context["plan_error"] = str(exc)
+    context.update(disagreement_context(stage=stage))
     context["networks"] = [
         network_label(n["arch"], n["encoder"]) + (f" seed {n['seed']}" if n.get("seed") else "")
         for n in stage.config.get("networks", [])

@@ -17,7 +17,6 @@ from annotation import blinding
 from annotation.selectors.review import (
     MediaImage,
     media_consensus_png,
-    media_decision_png,
     media_image,
     media_overlay,
 )
@@ -74,16 +73,3 @@ def consensus_png(request: HttpRequest, token: str) -> HttpResponse:
     if data is None:
         raise Http404("no such image")
     return png_response(data)
-
-
-@require_GET
-@role_required(*READER_ROLES)
-def decision_png(request: HttpRequest, token: str) -> HttpResponse:
-    """The mask the reader decided on in a case of theirs (the undo confirmation shows it)."""
-    data = media_decision_png(token=token, reader=request.user)
-    if data is None:
-        raise Http404("no such image")
-    response = png_response(data)
-    # The same URL shows another mask once the reader undoes and decides again.
-    response["Cache-Control"] = "private, no-cache"
-    return response

@@ -22,6 +22,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @role_required(ADMIN, RESEARCHER)
 def stage(request: HttpRequest, stage_id: int) -> HttpResponse:
     # numpy/scipy/matplotlib load on the first statistics page, not at web start.
+    from annotation.selectors.disagreement import disagreement_context
     from annotation.selectors.reader_analytics import reader_rows
     from annotation.selectors.statistics import stage_statistics
     from annotation.selectors.stats_export import STAGE_TABLES
@@ -37,6 +38,7 @@ def stage(request: HttpRequest, stage_id: int) -> HttpResponse:
     # Researchers see pseudonyms only; admins, who manage the accounts, also the user names.
     ctx["show_names"] = has_role(request.user, ADMIN)
     ctx["tables"] = [*STAGE_TABLES, "readers"]
+    ctx.update(disagreement_context(stage=stats.stage))
     return render(request, "stats/stage.html", ctx)
 
 

@@ -285,9 +285,6 @@ MATRIX: list[Row] = [
     Row("GET", "/review/s/{review}/undo", MD_SCREEN, "review_undo"),
     Row("POST", "/review/t/no-such-task/round/undo", MD_ACTION, "review_round_undo"),
     Row("POST", "/review/t/{other}/round/undo", MD_ACTION, "review_round_undo", {"number": 1}),
-    # the mask a reader decided on: none yet in their own case, none ever in another's
-    Row("GET", "/review/d/{mine}.png", OTHERS_CASE_SCREEN, "review_decision_mask"),
-    Row("GET", "/review/d/{other}.png", OTHERS_CASE_SCREEN, "review_decision_mask"),
     Row("GET", "/review/signed-in", READER_SCREEN, "review_signed_in"),
     Row("GET", "/review/s/{review}/cases", READER_SCREEN, "review_cases"),
     Row("POST", "/review/t/{other}/reopen", MD_ACTION, "review_reopen", {"decision": KEY}),

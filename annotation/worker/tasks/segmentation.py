@@ -10,6 +10,7 @@ from typing import Any
 from celery import shared_task
 
 from annotation.models import Job, Mask, ModelVersion, Radiograph, Stage
+from annotation.services.disagreement import case_disagreement_update
 from annotation.services.model_versions import prediction_record
 from annotation.worker.runner import JobCancelled, JobContext, run_job
 from annotation.worker.tasks.common import (
@@ -141,6 +142,9 @@ def _predict(ctx: JobContext) -> dict[str, Any]:
                 pixels=binarize(prob),
                 probability_png=encode_probability_png(prob),
             )
+            # With this network's candidate offered, how much the case's candidates disagree
+            # (the last network to predict a case leaves the complete figures).
+            case_disagreement_update(stage=stage, radiograph=radiograph)
         done_now = start + len(chunk)
         ctx.progress(done_now / len(todo), phase="predicting", done=done_now, total=len(todo))
     return {"predicted": len(todo), "already_done": len(done)}
