@@ -20,7 +20,7 @@ COPY mlworker/ mlworker/
 COPY manage.py ./
 RUN pip install -c requirements/constraints.txt ".[ml]" \
     && if [ "$ML_EXTRA" = "gpu" ]; then pip install "tensorflow[and-cuda]==2.21.0"; fi
-RUN SECRET_KEY=build PATIENT_KEY_SALT=build ALLOWED_HOSTS=build python manage.py collectstatic --noinput \
+RUN SECRET_KEY=build PATIENT_KEY_SALT=build ALLOWED_HOSTS=build STATIC_COLLECTED=1 python manage.py collectstatic --noinput \
     && mkdir -p /var/lib/collabmask && chown collabmask /var/lib/collabmask
 
 USER collabmask

@@ -10,6 +10,11 @@ URLs name candidates by an opaque per-task token: HMAC(secret, task token, candi
 candidate in two readers' tasks gets unrelated URLs, so readers (or logs) cannot correlate
 candidates across tasks, and a task handed to a new reader gets a new task token and new URLs.
 The radiograph is served by task token too, stripped to its critical PNG chunks.
+
+What an image URL serves never changes, so browsers may keep it (IMAGE_HEADERS) and revalidate
+with an ETag. The ETag is an HMAC of the URL's token and the content's identity: the same form
+and length for every image, unrelated between two tasks (or two readers) showing the same
+pixels, and computed from the database row alone, so a revalidation (304) reads no file.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ PIPELINE_VERSION = 1
 OVERLAY_PALETTE = (0, 0, 0, 230, 159, 0)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CRITICAL_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
-# Headers of every image a reader receives: private, no validators derived from files.
+# Headers of every image a reader receives: private (the reader's browser only), kept an hour
+# (a task's result URL shows another mask after an undo and a new decision), then revalidated
+# with image_etag()'s ETag: the only validator, never one derived from files (no Last-Modified).
 IMAGE_HEADERS = {
     "Cache-Control": "private, max-age=3600, immutable",
     "X-Content-Type-Options": "nosniff",
@@ -63,6 +70,23 @@ def mask_pixels(mask: Mask, *, width: int, height: int) -> np.ndarray:
     if pixels.shape != (height, width):
         pixels = maskio.resize_nearest(pixels, width=width, height=height)
     return pixels
+
+
+def overlay_identity(mask: Mask, *, radiograph: Radiograph) -> str:
+    """What an overlay's bytes depend on: the pixels, the working size and the pipeline."""
+    size = f"{radiograph.work_width}x{radiograph.work_height}"
+    return f"overlay:{PIPELINE_VERSION}:{mask.pixel_sha256}:{size}"
+
+
+def display_identity(radiograph: Radiograph) -> str:
+    """What a radiograph's served bytes depend on: its content-addressed display file."""
+    return f"display:{radiograph.display.name}"
+
+
+def image_etag(url_token: str, identity: str) -> str:
+    """The ETag of the image `url_token` (a task token or an opaque option token) serves."""
+    digest = salted_hmac("collabmask.blinding.etag", f"{url_token}|{identity}", algorithm="sha256")
+    return '"' + base64.urlsafe_b64encode(digest.digest()[:18]).decode() + '"'
 
 
 def mask_overlay(mask: Mask, *, radiograph: Radiograph) -> bytes:

@@ -1,9 +1,23 @@
-"""Load on the review screens: N simulated readers over HTTP against gunicorn + PostgreSQL.
+"""Load on the review screens: N simulated readers over HTTP against gunicorn, on the embedded
+default (SQLite in a scratch data directory) or on PostgreSQL.
 
-    .venv/bin/python bench/review_load.py --readers 8 --cases 120 --workers 4
+    .venv/bin/python bench/review_load.py --readers 8 --cases 120                 # PostgreSQL
+    .venv/bin/python bench/review_load.py --database sqlite --readers 8           # embedded
+    .venv/bin/python bench/review_load.py --matrix                                # both, 1/8/32/64
+    .venv/bin/python bench/review_load.py --matrix --readers-list 1,4 --cases 30  # quick
 
-Creates a scratch database (dropped afterwards unless --keep) on the PostgreSQL server that
---database-url names, seeds a five-way (or pairwise) stage with generated cases, starts gunicorn
+--matrix runs every (database, readers) pair one after the other, each in a fresh process with
+a fresh database, and prints one table: latencies, decisions per second, the web processes'
+memory (RSS of the gunicorn master and workers at the end) and CPU-seconds per decision, and
+what a cold review screen transfers (the page and its static files, compressed as a browser
+asks for them; the images apart). Exit status 1 if any run lost, duplicated or refused a
+decision.
+
+With PostgreSQL, a scratch database (dropped afterwards unless --keep) is created on the server
+that --database-url names; with SQLite, a scratch data directory. Gunicorn runs as deployed:
+PostgreSQL with --workers × --threads (4 × 2), the embedded default as `collabmask start`
+runs it (2 × 4). Static files are collected and compressed once (var/bench-static, again only
+when they change). The bench seeds a five-way (or pairwise) stage with generated cases, starts gunicorn
 on it, and lets every reader log in and work through the queue as a browser would: open the
 screen, fetch the image and the masks, ask the review API for the next case ahead, post the
 choice to the review API (JSON, session cookie and CSRF token, as review.js does). Some posts
@@ -22,6 +36,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,9 +51,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 PASSWORD = "bench-reader-password-1"
+# The round the pairwise choice form answers (the bar's undo form names another number).
+ROUND_NUMBER = re.compile(r'data-review-form.*?name="number" value="(\d+)"', re.DOTALL)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -49,8 +66,22 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--size", type=int, default=512, help="image side in pixels (mask at the same size)"
     )
-    p.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    p.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker")
+    p.add_argument(
+        "--database",
+        choices=["postgres", "sqlite"],
+        default="postgres",
+        help="postgres (--database-url) or the embedded default, SQLite",
+    )
+    p.add_argument("--workers", type=int, help="gunicorn worker processes (postgres 4, sqlite 2)")
+    p.add_argument("--threads", type=int, help="gunicorn threads per worker (postgres 2, sqlite 4)")
+    p.add_argument("--matrix", action="store_true", help="every database × --readers-list")
+    p.add_argument(
+        "--readers-list", default="1,8,32,64", help="reader counts of --matrix (comma-separated)"
+    )
+    p.add_argument(
+        "--databases", default="sqlite,postgres", help="databases of --matrix (comma-separated)"
+    )
+    p.add_argument("--json", help="write this run's figures to this file (used by --matrix)")
     p.add_argument(
         "--retry-rate", type=float, default=0.05, help="posts repeated with the same key"
     )
@@ -65,7 +96,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="gunicorn port (0: a free one)")
     p.add_argument("--keep", action="store_true", help="keep the scratch database")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args()
+    args = p.parse_args(argv)
+    if args.workers is None:
+        args.workers = 4 if args.database == "postgres" else 2
+    if args.threads is None:
+        args.threads = 2 if args.database == "postgres" else 4
+    return args
 
 
 # --- set-up: scratch database, seeded stage --------------------------------------------------
@@ -163,6 +199,7 @@ class Reader:
         self.acknowledged: dict[str, str] = {}  # task token -> key of the acknowledged decision
         self.errors: list[str] = []
         self.conflicts = 0
+        self.logged_in = False
 
     def request(self, path: str, data: dict | None = None, *, api: dict | None = None, csrf=""):
         """GET `path`; POST a form (`data`), or, with `api`, the review API's JSON body."""
@@ -192,9 +229,29 @@ class Reader:
         )
         if "/accounts/login/" in url:
             raise RuntimeError(f"{self.username} could not log in")
+        self.logged_in = True
+
+    def cold_screen(self, stage_id: int) -> dict:
+        """What a browser with an empty cache transfers for its first review screen: the page,
+        its static files (asking for gzip or Brotli, as browsers do) and, apart, the images.
+        Leaves the case leased to this reader, who starts with it."""
+        self.login()
+        _, url, html, _ = self.request(f"/review/s/{stage_id}/next")
+        page = html.decode()
+        static = 0
+        for path in set(re.findall(r'(?:src|href)="(/static/[^"]+)"', page)):
+            req = urllib.request.Request(self.base + path)
+            req.add_header("Accept-Encoding", "gzip, deflate, br")
+            with self.opener.open(req, timeout=60) as response:
+                static += len(response.read())
+        images = sum(
+            len(self.request(u)[2]) for u in re.findall(r'data-(?:image|mask)-url="([^"]+)"', page)
+        )
+        return {"page_kb": len(html) / 1024, "static_kb": static / 1024, "images_kb": images / 1024}
 
     def run(self) -> None:
-        self.login()
+        if not self.logged_in:
+            self.login()
         url = f"/review/s/{self.stage_id}/next"
         while True:
             start = time.perf_counter()
@@ -223,7 +280,7 @@ class Reader:
         key = str(uuid.uuid4())
         think_ms = int((time.perf_counter() - shown) * 1000)
         if 'data-review-screen="pairwise"' in page:
-            number = int(re.search(r'name="number" value="(\d+)"', page).group(1))
+            number = int(re.search(ROUND_NUMBER, page).group(1))
             path = f"/api/review/tasks/{token}/round/"
             body = {"number": number, "choice": self.rng.choice("AB")}
         else:
@@ -264,17 +321,34 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> int:
     args = parse_args()
-    admin_url, url = scratch_database(args.database_url)
-    admin_sql(admin_url, f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
+    if args.matrix:
+        return matrix(args)
+    return single_run(args)
+
+
+def single_run(args) -> int:
     var_dir = Path(tempfile.mkdtemp(prefix="collabmask-bench-"))
     env = {
         **os.environ,
-        "DATABASE_URL": url,
         "MEDIA_ROOT": str(var_dir / "media"),
         "COLLABMASK_VAR_DIR": str(var_dir),
+        "COLLABMASK_MODE": "embedded",
         "LOG_LEVEL": "WARNING",
+        "STATIC_ROOT": str(STATIC_ROOT),
+        "STATIC_COLLECTED": "1",
     }
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "MEDIA_ROOT", "COLLABMASK_VAR_DIR")})
+    admin_url = url = None
+    if args.database == "postgres":
+        admin_url, url = scratch_database(args.database_url)
+        admin_sql(admin_url, f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
+        env["DATABASE_URL"] = url
+    else:
+        env.pop("DATABASE_URL", None)
+        os.environ.pop("DATABASE_URL", None)
+    collect_static(env)
+    os.environ.update(
+        {k: env[k] for k in env if k.startswith(("COLLABMASK_", "STATIC_", "MEDIA_", "DATABASE_"))}
+    )
     server = None
     try:
         t0 = time.perf_counter()
@@ -282,6 +356,9 @@ def main() -> int:
         print(
             f"seeded {args.cases} cases ({args.mode}, {args.size}² px) in {time.perf_counter() - t0:.1f} s"
         )
+        from django.db import connections
+
+        connections.close_all()  # SQLite: the web processes write now
         port = args.port or _free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
@@ -294,12 +371,23 @@ def main() -> int:
             Reader(base, name, stage_id, args, random.Random(args.seed + i))
             for i, name in enumerate(usernames)
         ]
+        cold = readers[0].cold_screen(stage_id)
+        web = WebProcesses(server.pid)
         started = time.perf_counter()
         with ThreadPoolExecutor(len(readers)) as pool:
             for future in [pool.submit(r.run) for r in readers]:
                 future.result()
         wall = time.perf_counter() - started
-        return report(args, readers, wall)
+        figures = report(args, readers, wall)
+        figures.update(web.since_start(figures["decisions"]), cold=cold)
+        print(
+            f"  web processes: {figures['rss_mb']:.0f} MB RSS, {figures['cpu_ms_per_decision']:.1f} "
+            f"CPU-ms per decision; cold screen {cold['page_kb'] + cold['static_kb']:.1f} KB "
+            f"(page {cold['page_kb']:.1f}, static {cold['static_kb']:.1f}) + images {cold['images_kb']:.1f} KB"
+        )
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures))
+        return 0 if figures["ok"] else 1
     finally:
         if server is not None:
             server.terminate()
@@ -307,13 +395,128 @@ def main() -> int:
         from django.db import connections
 
         connections.close_all()
-        if not args.keep:
-            admin_sql(admin_url, f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        if admin_url is not None:
+            if not args.keep:
+                admin_sql(
+                    admin_url, f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'
+                )
+            else:
+                print(f"kept database {url}")
+        if args.keep:
+            print(f"kept data directory {var_dir}")
         else:
-            print(f"kept database {url}")
+            shutil.rmtree(var_dir, ignore_errors=True)
 
 
-def report(args, readers: list[Reader], wall: float) -> int:
+STATIC_ROOT = REPO / "var" / "bench-static"
+
+
+def collect_static(env: dict) -> None:
+    """The static files collected and compressed as deployed, once per version of them."""
+    stamp = STATIC_ROOT / ".collected"
+    code = (
+        "import django; django.setup(); "
+        "from annotation.management.commands.run_embedded import static_fingerprint; "
+        "print(static_fingerprint())"
+    )
+    quiet = {**env, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=quiet, cwd=REPO, capture_output=True, text=True
+    )
+    fingerprint = run.stdout.strip()
+    if run.returncode == 0 and stamp.is_file() and stamp.read_text() == fingerprint:
+        return
+    print("collecting and compressing static files …", flush=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--clear", "-v0"],
+        env=quiet,
+        cwd=REPO,
+        check=True,
+    )
+    stamp.write_text(fingerprint)
+
+
+class WebProcesses:
+    """CPU time and memory of the gunicorn master and its workers."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.master = psutil.Process(pid)
+        self.cpu0 = self.cpu()
+
+    def processes(self):
+        return [self.master, *self.master.children(recursive=True)]
+
+    def cpu(self) -> float:
+        total = 0.0
+        for proc in self.processes():
+            times = proc.cpu_times()
+            total += times.user + times.system
+        return total
+
+    def since_start(self, decisions: int) -> dict:
+        cpu = self.cpu() - self.cpu0
+        rss = sum(p.memory_info().rss for p in self.processes())
+        return {
+            "rss_mb": rss / 2**20,
+            "web_cpu_s": cpu,
+            "cpu_ms_per_decision": 1000 * cpu / max(1, decisions),
+        }
+
+
+def matrix(args) -> int:
+    """Every (database, readers) pair, each in its own process and database; one table."""
+    rows, failed = [], []
+    out = Path(tempfile.mkdtemp(prefix="collabmask-bench-matrix-"))
+    for database in args.databases.split(","):
+        for readers in [int(n) for n in args.readers_list.split(",")]:
+            cases = max(args.cases, 4 * readers)
+            target = out / f"{database}-{readers}.json"
+            argv = [
+                sys.executable, __file__, "--database", database, "--readers", str(readers),
+                "--cases", str(cases), "--mode", args.mode, "--size", str(args.size),
+                "--readers-per-case", str(args.readers_per_case), "--seed", str(args.seed),
+                "--retry-rate", str(args.retry_rate), "--tab-rate", str(args.tab_rate),
+                "--database-url", args.database_url, "--json", str(target),
+            ]  # fmt: skip
+            print(f"\n=== {database}, {readers} readers, {cases} cases", flush=True)
+            done = subprocess.run(argv, cwd=REPO)
+            if done.returncode != 0 or not target.is_file():
+                failed.append(f"{database}/{readers}")
+            if target.is_file():
+                rows.append(json.loads(target.read_text()))
+    print_table(rows)
+    if failed:
+        print("FAILED runs:", ", ".join(failed))
+        return 1
+    print("all runs OK: 0 lost, 0 duplicated, 0 unacknowledged")
+    return 0
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (
+        "| deployment | gunicorn | readers | screen p50/p95 ms | image p50/p95 ms | submit p50/p95 ms "
+        "| decisions/s | web RSS MB | web CPU-ms/decision | cold screen KB (+images) "
+        "| lost/dup/unack |"
+    )
+    print()
+    print(head)
+    print("|" + " --- |" * (head.count("|") - 1))
+    for r in rows:
+        t = r["latency_ms"]
+        cold = r["cold"]
+        print(
+            f"| {r['database']} | {r['workers']}×{r['threads']} | {r['readers']} "
+            f"| {t['screen'][0]:.1f} / {t['screen'][1]:.1f} | {t['image'][0]:.1f} / {t['image'][1]:.1f} "
+            f"| {t['submit'][0]:.1f} / {t['submit'][1]:.1f} | {r['decisions_per_s']:.1f} "
+            f"| {r['rss_mb']:.0f} | {r['cpu_ms_per_decision']:.1f} "
+            f"| {cold['page_kb'] + cold['static_kb']:.1f} (+{cold['images_kb']:.0f}) "
+            f"| {r['lost']}/{r['duplicated']}/{r['unacknowledged']} |"
+        )
+
+
+def report(args, readers: list[Reader], wall: float) -> dict:
     from annotation.models import Decision, ReviewTask
 
     timings = {k: [t for r in readers for t in r.timings[k]] for k in ("screen", "image", "submit")}
@@ -329,12 +532,14 @@ def report(args, readers: list[Reader], wall: float) -> int:
     done = ReviewTask.objects.filter(kind="review", status="done").count()
     n = len(acknowledged)
     print(
-        f"{len(readers)} readers, gunicorn {args.workers}×{args.threads}, {args.mode}: {n} decisions in {wall:.1f} s = {n / wall:.1f} decisions/s"
+        f"{len(readers)} readers, {args.database}, gunicorn {args.workers}×{args.threads}, {args.mode}: {n} decisions in {wall:.1f} s = {n / wall:.1f} decisions/s"
     )
+    latency = {}
     for name in ("screen", "image", "submit"):
         values = [1000 * t for t in timings[name]]
+        latency[name] = (percentile(values, 0.5), percentile(values, 0.95))
         print(
-            f"  {name:<7} p50 {percentile(values, 0.5):6.1f} ms   p95 {percentile(values, 0.95):6.1f} ms   ({len(values)} requests)"
+            f"  {name:<7} p50 {latency[name][0]:6.1f} ms   p95 {latency[name][1]:6.1f} ms   ({len(values)} requests)"
         )
     conflicts = sum(r.conflicts for r in readers)
     print(
@@ -345,9 +550,30 @@ def report(args, readers: list[Reader], wall: float) -> int:
     )
     for error in errors[:10]:
         print("   ", error)
-    ok = not lost and not duplicated and not errors and sum(by_token.values()) == n == done
+    ok = (
+        not lost
+        and not duplicated
+        and not unacknowledged
+        and not errors
+        and sum(by_token.values()) == n == done
+    )
     print("OK" if ok else "FAILED: decisions were lost, duplicated or refused")
-    return 0 if ok else 1
+    return {
+        "database": args.database,
+        "workers": args.workers,
+        "threads": args.threads,
+        "readers": len(readers),
+        "cases": args.cases,
+        "decisions": n,
+        "wall_s": wall,
+        "decisions_per_s": n / wall,
+        "latency_ms": latency,
+        "lost": len(lost),
+        "duplicated": len(duplicated),
+        "unacknowledged": len(unacknowledged),
+        "errors": len(errors),
+        "ok": ok,
+    }
 
 
 def _count_by_token(decisions) -> dict[str, int]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from whitenoise.compress import Compressor
 
 from config.datadir import data_dir
 from config.env import env_bool, env_choice, env_int, env_list, env_str
@@ -90,7 +91,7 @@ MIDDLEWARE = [
     "annotation.views.health.LivenessMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "annotation.sessions.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     # Before CSRF, which reads a form body: an oversized body is refused unread.
     "annotation.middleware.RequestBodyLimitMiddleware",
@@ -216,9 +217,34 @@ else:
             "directory_permissions_mode": 0o700 if EMBEDDED else 0o750,
         },
     }
+# Collected static files (collectstatic): names carry a content hash, so browsers keep them for
+# good (WhiteNoise sends max-age of ten years, immutable), and every file has gzip and Brotli
+# versions beside it that WhiteNoise serves by Accept-Encoding. The production image collects
+# them at build time and `collabmask start` at each start; without a collection (tests, a bare
+# runserver) the files are served as they are found in the app, uncompressed and unhashed.
+STATIC_COLLECTED = env_bool("STATIC_COLLECTED", not EMBEDDED)
+# Only the hashed names are compressed and kept (the finders still serve the plain names); source
+# maps, which only developer tools fetch, are not compressed.
+WHITENOISE_KEEP_ONLY_HASHED_FILES = True
+WHITENOISE_SKIP_COMPRESS_EXTENSIONS = (
+    *Compressor.SKIP_COMPRESS_EXTENSIONS,
+    "map",
+)
 STORAGES = {
     "default": _media_storage,
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if STATIC_COLLECTED
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        ),
+        # Embedded: the data directory is its user's alone, collected files included.
+        "OPTIONS": (
+            {"file_permissions_mode": 0o600, "directory_permissions_mode": 0o700}
+            if EMBEDDED
+            else {}
+        ),
+    },
 }
 
 # --- auth -------------------------------------------------------------------
@@ -283,9 +309,11 @@ FILE_UPLOAD_HANDLERS = [
 # --- security -----------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
-# Idle timeout: every request moves the expiry on, so a session ends this long after its last use.
+# Idle timeout: every request moves the expiry on, so a session ends this long after its last use
+# (to within a minute: annotation.sessions writes the session again only once it lags that much,
+# not on every request).
+SESSION_ENGINE = "annotation.sessions"
 SESSION_COOKIE_AGE = env_int("SESSION_IDLE_MINUTES", 8 * 60, minimum=1) * 60
-SESSION_SAVE_EVERY_REQUEST = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

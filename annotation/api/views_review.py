@@ -55,8 +55,8 @@ from annotation.models import ReviewTask, Stage
 from annotation.roles import MD, SENIOR_MD, has_role
 from annotation.selectors.review import (
     candidate_at_position,
-    media_image_png,
-    media_overlay_png,
+    media_image,
+    media_overlay,
     reader_queue,
     refusal_page,
     result_page,
@@ -84,7 +84,7 @@ from annotation.services.review_errors import (
     RoundAlreadyRecorded,
     TaskAlreadyDecided,
 )
-from annotation.views.review_media import png_response
+from annotation.views.review_media import media_response
 
 KINDS = [(k, k) for k in ReviewTask.Kind.values]
 CONFLICT = OpenApiResponse(
@@ -437,7 +437,7 @@ class ImageView(ReviewView):
 
     @extend_schema(responses={(200, "image/png"): PNG})
     def get(self, request, token: str):
-        return _png(media_image_png(token=token, reader=request.user))
+        return _png(request, media_image(token=token, reader=request.user))
 
 
 class MaskView(ReviewView):
@@ -445,10 +445,11 @@ class MaskView(ReviewView):
 
     @extend_schema(responses={(200, "image/png"): PNG})
     def get(self, request, opaque: str):
-        return _png(media_overlay_png(opaque=opaque, reader=request.user))
+        return _png(request, media_overlay(opaque=opaque, reader=request.user))
 
 
-def _png(data: bytes | None) -> HttpResponse:
-    if data is None:
+def _png(request, image) -> HttpResponse:
+    response = media_response(request, image)
+    if response is None:
         raise NotFound("no such image")
-    return png_response(data)
+    return response

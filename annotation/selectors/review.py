@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -248,6 +249,13 @@ def option_mask(*, task: ReviewTask, option_id: int):
     return Candidate.objects.select_related("mask").get(pk=option_id).mask
 
 
+def option_masks(*, task: ReviewTask) -> dict:
+    """Option id -> stored mask, for every option of the task, in one query."""
+    model = Decision if task.kind == ReviewTask.Kind.ADJUDICATION else Candidate
+    rows = model.objects.select_related("mask").filter(pk__in=list(task.candidate_order))
+    return {row.pk: row.mask for row in rows}
+
+
 def candidate_at_position(*, task: ReviewTask, position: int) -> Candidate | None:
     """The candidate a review task shows at `position` (1-based, the panes of its N-way or
     drawing screen), for 'refine' by position; None when there is no such pane."""
@@ -260,7 +268,7 @@ def candidate_at_position(*, task: ReviewTask, position: int) -> Candidate | Non
 def media_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
     """The task whose images a reader may fetch: theirs (leased or decided), and adjudication
     tasks only for senior MDs. None otherwise, so every refusal looks like a missing image."""
-    task = reader_task(token=token, reader=reader)
+    task = reader_task(token=token, reader=reader, media=True)
     if task is None:
         return None
     if task.kind == ReviewTask.Kind.ADJUDICATION and not has_role(reader, SENIOR_MD):
@@ -268,21 +276,52 @@ def media_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
     return task
 
 
-def media_overlay_png(*, opaque: str, reader: AbstractBaseUser) -> bytes | None:
-    """The overlay PNG an opaque option name stands for, if this reader may see it."""
+@dataclass
+class MediaImage:
+    """An image a reader may fetch: its ETag (from the database alone) and how to read it."""
+
+    etag: str
+    read: Callable[[], bytes]
+
+
+def media_overlay(*, opaque: str, reader: AbstractBaseUser) -> MediaImage | None:
+    """The overlay an opaque option name stands for, if this reader may see it."""
     task_token, signature = blinding.split_token(opaque)
     task = media_task(token=task_token, reader=reader)
     if task is not None and blinding.is_result(task, signature):
         decided = reader_decision(task=task, reader=reader)
         if decided is None:
             return None
-        return blinding.mask_overlay(decided.mask, radiograph=task.radiograph)
+        return _overlay_image(opaque, decided.mask, task.radiograph)
     option_id = blinding.resolve_option(task, signature) if task is not None else None
     if option_id is None:
         return None
-    return blinding.mask_overlay(
-        option_mask(task=task, option_id=option_id), radiograph=task.radiograph
+    return _overlay_image(opaque, option_mask(task=task, option_id=option_id), task.radiograph)
+
+
+def _overlay_image(opaque: str, mask, radiograph) -> MediaImage:
+    return MediaImage(
+        etag=blinding.image_etag(opaque, blinding.overlay_identity(mask, radiograph=radiograph)),
+        read=lambda: blinding.mask_overlay(mask, radiograph=radiograph),
     )
+
+
+def media_image(*, token: str, reader: AbstractBaseUser) -> MediaImage | None:
+    """The CXR of a task as a reader receives it, if this reader may see it."""
+    task = media_task(token=token, reader=reader)
+    if task is None:
+        return None
+    radiograph = task.radiograph
+    return MediaImage(
+        etag=blinding.image_etag(token, blinding.display_identity(radiograph)),
+        read=lambda: blinding.display_png(radiograph),
+    )
+
+
+def media_overlay_png(*, opaque: str, reader: AbstractBaseUser) -> bytes | None:
+    """The overlay PNG an opaque option name stands for, if this reader may see it."""
+    image = media_overlay(opaque=opaque, reader=reader)
+    return image.read() if image is not None else None
 
 
 def media_consensus_png(*, token: str, reader: AbstractBaseUser) -> bytes | None:
@@ -297,8 +336,8 @@ def media_consensus_png(*, token: str, reader: AbstractBaseUser) -> bytes | None
 
 def media_image_png(*, token: str, reader: AbstractBaseUser) -> bytes | None:
     """The CXR of a task as a reader receives it, if this reader may see it."""
-    task = media_task(token=token, reader=reader)
-    return blinding.display_png(task.radiograph) if task is not None else None
+    image = media_image(token=token, reader=reader)
+    return image.read() if image is not None else None
 
 
 def task_mask_urls(*, task: ReviewTask) -> list[str]:
@@ -308,11 +347,10 @@ def task_mask_urls(*, task: ReviewTask) -> list[str]:
 
 def task_overlays_warm(*, task: ReviewTask) -> None:
     """Render (and cache) every overlay of the task, so that serving any of them takes the
-    same path and the same time whichever mask it is."""
-    for option_id in blinding.option_tokens(task):
-        blinding.mask_overlay(
-            option_mask(task=task, option_id=option_id), radiograph=task.radiograph
-        )
+    same path and the same time whichever mask it is. Candidates' overlays are rendered when
+    they are offered (candidates_offer), so on the screen this is one query and cache hits."""
+    for mask in option_masks(task=task).values():
+        blinding.mask_overlay(mask, radiograph=task.radiograph)
 
 
 # --- which page the browser shows next ---------------------------------------------------------

@@ -238,14 +238,25 @@ def task_release(*, task: ReviewTask) -> None:
     task.refresh_from_db()
 
 
-def reader_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
-    """The task behind a token if this reader holds it (or decided it); None otherwise."""
-    return (
-        ReviewTask.objects.select_related("stage", "radiograph")
-        .filter(token=token, reader=reader)
-        .exclude(status=ReviewTask.Status.CANCELLED)
-        .first()
+# What serving a task's images reads (annotation.selectors.review.media_task): the task's
+# options and the radiograph's display file and working size, nothing of the stage.
+MEDIA_FIELDS = (
+    "token", "kind", "status", "reader_id", "candidate_order", "radiograph_id",
+    "radiograph__display", "radiograph__work_width", "radiograph__work_height",
+)  # fmt: skip
+
+
+def reader_task(*, token: str, reader: AbstractBaseUser, media: bool = False) -> ReviewTask | None:
+    """The task behind a token if this reader holds it (or decided it); None otherwise.
+    media=True reads only MEDIA_FIELDS (each image request asks)."""
+    tasks = ReviewTask.objects.filter(token=token, reader=reader).exclude(
+        status=ReviewTask.Status.CANCELLED
     )
+    if media:
+        tasks = tasks.select_related("radiograph").only(*MEDIA_FIELDS)
+    else:
+        tasks = tasks.select_related("stage", "radiograph")
+    return next(iter(tasks[:1]), None)  # the token is unique: no ordering needed
 
 
 def task_held(*, token: str, reader: AbstractBaseUser) -> ReviewTask:

@@ -10,6 +10,7 @@ import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from annotation import blinding
 from annotation.models import Candidate, GroundTruth, Mask, ModelVersion, Radiograph, Stage
 from annotation.services.review_errors import InvalidMask
 from annotation.storage import MASKS, blob_write, content_path
@@ -70,6 +71,8 @@ def candidates_offer(*, stage: Stage, radiograph: Radiograph, masks: list[Mask])
             defaults={"mask": mask},
         )
         candidate.sources.add(mask)
+        # Rendered here (in the worker that offers it), not on the first screen that shows it.
+        blinding.mask_overlay(candidate.mask, radiograph=radiograph)
     return list(Candidate.objects.filter(stage=stage, radiograph=radiograph).order_by("id"))
 
 

@@ -48,7 +48,8 @@ def case_decisions(*, stage: Stage, radiograph: Radiograph) -> list[Decision]:
             task__kind=ReviewTask.Kind.REVIEW,
             revoked_at__isnull=True,
         )
-        .select_related("candidate", "mask", "reader")
+        # What accepting the winner reads: its case, and its candidate's mask and network.
+        .select_related("candidate__mask__model_version", "mask", "reader", "task__radiograph")
         .order_by("created_at", "id")
     )
 
@@ -189,8 +190,9 @@ def ground_truth_accept(
         method=method,
         agreement=agreement,
     )
-    truth.model_versions.set(versions)
-    truth.readers.set(readers)
+    # A new row: adding is setting, without reading the (empty) relations first.
+    truth.model_versions.add(*versions)
+    truth.readers.add(*readers)
     # The last accepted case closes the stage, and the next one can be launched.
     transaction.on_commit(lambda: _close_if_done(stage))
     return truth

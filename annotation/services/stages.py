@@ -286,7 +286,15 @@ def stage_advance(*, stage: Stage) -> str:
 
 
 def stage_maybe_close(*, stage: Stage) -> bool:
-    """Close a reviewing stage once each of its cases has an accepted mask."""
+    """Close a reviewing stage once each of its cases has an accepted mask.
+
+    Called after every accepted case: while a case still lacks its mask (the answer for all
+    but the last one) that is seen without locking the stage, so readers' decisions do not
+    queue on the stage row. It runs after the caller's commit, so whichever case is accepted
+    last sees every other one and takes the locked path below."""
+    cases = Candidate.objects.filter(stage=stage).values("radiograph_id")
+    if Radiograph.objects.filter(id__in=cases, ground_truth__isnull=True).exists():
+        return False
     with transaction.atomic():
         stage = Stage.objects.select_for_update().get(pk=stage.pk)
         if stage.status != Stage.Status.REVIEWING:

@@ -309,7 +309,8 @@ def test_nothing_an_md_receives_for_a_whole_stage_reveals_a_candidates_source(
         for secret in secrets_:
             assert secret not in text, f"{r.url} contains {secret!r}"
     # Every mask image: the same chunks, palette and headers; bytes a pure function of the pixels.
-    header_sets = set()
+    # The ETag differs per URL (it is the URL's own) but has one form for every source.
+    header_sets, etags = set(), set()
     for r in masks:
         chunks = blinding.png_chunks(r.body)
         assert [k for k, _ in chunks] == CHUNKS, r.url
@@ -319,8 +320,72 @@ def test_nothing_an_md_receives_for_a_whole_stage_reveals_a_candidates_source(
         for secret in secrets_:
             assert secret.encode() not in r.body
         header_sets.add(
-            tuple(sorted((k, v) for k, v in r.headers.items() if k != "Content-Length"))
+            tuple(
+                sorted((k, v) for k, v in r.headers.items() if k not in ("Content-Length", "ETag"))
+            )
         )
+        assert re.fullmatch(r'"[A-Za-z0-9_-]{24}"', r.headers["ETag"]), r.headers["ETag"]
+        etags.add((r.url, r.headers["ETag"]))
     assert len(header_sets) == 1, header_sets
+    # One ETag per URL, never shared between two URLs (two tasks showing the same pixels).
+    assert len({etag for _, etag in etags}) == len({url for url, _ in etags})
     # Two readers of the same cases never receive the same mask URL.
     assert tokens_by_reader[0] and not tokens_by_reader[0] & tokens_by_reader[1]
+
+
+# --- caching: ETag and 304 -------------------------------------------------------------------
+
+
+def screen_images(client, stage) -> list[str]:
+    start = client.get(reverse("review_next", kwargs={"stage_id": stage.pk}))
+    html = client.get(start.url).content.decode()
+    return re.findall(r'data-(?:image|mask)-url="([^"]+)"', html)
+
+
+def test_a_browser_revalidates_an_image_with_its_etag_and_gets_304_with_the_same_headers(client):
+    stage = review_stage(n_cases=1)
+    user = UserFactory(roles=[MD])
+    client.login(username=user.username, password=PASSWORD)
+    urls = screen_images(client, stage)
+    assert len(urls) == 6  # the radiograph and five masks
+    for url in urls:
+        first = client.get(url)
+        assert first.status_code == 200 and first.content
+        etag = first["ETag"]
+        again = client.get(url, HTTP_IF_NONE_MATCH=etag)
+        assert again.status_code == 304 and again.content == b""
+        assert again["ETag"] == etag
+        assert (
+            again["Cache-Control"]
+            == first["Cache-Control"]
+            == blinding.IMAGE_HEADERS["Cache-Control"]
+        )
+        assert "max-age=3600" in again["Cache-Control"] and "private" in again["Cache-Control"]
+        # Another validator (or none) gets the image again.
+        stale = client.get(url, HTTP_IF_NONE_MATCH='"not-this-one"')
+        assert stale.status_code == 200 and stale.content == first.content
+    # The access check comes first: another reader holding the ETag still gets 404.
+    client.logout()
+    other = UserFactory(roles=[MD])
+    client.login(username=other.username, password=PASSWORD)
+    for url in urls:
+        assert client.get(url, HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 404
+
+
+def test_two_readers_of_the_same_case_get_unrelated_etags_for_the_same_pixels(client):
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    answers = []
+    for _ in range(2):
+        user = UserFactory(roles=[MD])
+        client.login(username=user.username, password=PASSWORD)
+        answers.append(
+            {
+                client.get(url)["ETag"]: client.get(url).content
+                for url in screen_images(client, stage)
+            }
+        )
+        client.logout()
+    first, second = answers
+    # The same six images (as bytes) reached both readers, under six different ETags each.
+    assert sorted(first.values()) == sorted(second.values())
+    assert len(first) == len(second) == 6 and not set(first) & set(second)

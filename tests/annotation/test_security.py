@@ -103,16 +103,24 @@ def test_the_api_docs_load_nothing_from_outside(client):
 
 # --- sessions and passwords ---------------------------------------------------------------------
 def test_a_session_ends_after_eight_idle_hours_and_each_request_moves_that_on(client, settings):
+    from django.contrib.sessions.models import Session
+
     assert settings.SESSION_COOKIE_AGE == 8 * 3600
     client.force_login(UserFactory(roles=["md"]))
-    first = client.get("/")
-    assert first.cookies["sessionid"]["max-age"] == 8 * 3600
-    # Every request sends the cookie again with a fresh expiry: idle time, not login time.
+    key = client.cookies["sessionid"].value
+    row = Session.objects.filter(session_key=key)
+    eight_hours = timedelta(hours=8)
+    # Five minutes after the last use, a request moves the end on: idle time, not login time.
+    row.update(expire_date=timezone.now() + eight_hours - timedelta(minutes=5))
+    moved = client.get("/")
+    assert moved.cookies["sessionid"]["max-age"] == 8 * 3600
+    assert row.get().expire_date > timezone.now() + eight_hours - timedelta(minutes=1)
+    # Within the minute after that, requests write nothing: no session row, no cookie.
+    stored = row.get().expire_date
     again = client.get("/")
-    assert again.cookies["sessionid"]["max-age"] == 8 * 3600
-    session = client.session
-    session.set_expiry(-1)  # what eight idle hours do
-    session.save()
+    assert again.status_code == 200 and "sessionid" not in again.cookies
+    assert row.get().expire_date == stored
+    row.update(expire_date=timezone.now() - timedelta(seconds=1))  # what eight idle hours do
     assert client.get("/").status_code == 302
 
 

@@ -7,6 +7,7 @@ directory (settings.VAR_DIR), so the next start keeps them and takes seconds.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import signal
@@ -51,6 +52,18 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+def static_fingerprint() -> str:
+    """A digest of every static file the finders see (name, size, modification time)."""
+    from django.contrib.staticfiles.finders import get_finders
+
+    digest = hashlib.sha256()
+    for finder in get_finders():
+        for path, storage in sorted(finder.list([]), key=lambda found: found[0]):
+            info = os.stat(storage.path(path))
+            digest.update(f"{path}|{info.st_size}|{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 class Command(BaseCommand):
     help = "Start embedded Redis, a Celery worker and the web server; Ctrl-C stops them all."
 
@@ -75,6 +88,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"Using the broker at {settings.REDIS_URL}")
             call_command("migrate", interactive=False, verbosity=0)
             self.stdout.write("Database is up to date.")
+            self._collect_static()
             if not no_seed:
                 call_command("seed_demo", stdout=self.stdout)
             self._start_worker()
@@ -103,15 +117,40 @@ class Command(BaseCommand):
         if _port_open(host, port):
             raise CommandError(f"{host}:{port} is already in use: is collabmask already running?")
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log_path = self._log_path(name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+    @staticmethod
+    def _child_env() -> dict[str, str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "config.settings"}
         if is_checkout():  # children run in the data directory: they import the checkout's code
             env["PYTHONPATH"] = os.pathsep.join(
                 filter(None, [str(settings.BASE_DIR), os.environ.get("PYTHONPATH")])
             )
+        return env
+
+    def _collect_static(self) -> None:
+        """Static files with hashed names and gzip/Brotli copies (settings.STATIC_COLLECTED),
+        collected again only when the app's files changed since the last start."""
+        stamp = Path(settings.STATIC_ROOT) / ".collected"
+        fingerprint = static_fingerprint()
+        if not (stamp.is_file() and stamp.read_text() == fingerprint):
+            self.stdout.write("Collecting and compressing static files (once per version) …")
+            done = subprocess.run(
+                [sys.executable, "-m", "django", "collectstatic", "--noinput", "--clear", "-v0"],
+                env={**self._child_env(), "STATIC_COLLECTED": "1"},
+                cwd=settings.VAR_DIR,
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise CommandError(f"collectstatic failed:\n{done.stderr[-2000:]}")
+            stamp.write_text(fingerprint)
+        # The web server (and the worker) serve the collection.
+        os.environ["STATIC_COLLECTED"] = "1"
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log_path = self._log_path(name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        env = self._child_env()
         # Children get their own process group: Ctrl-C reaches only us, and we stop them in order.
         proc = subprocess.Popen(
             argv,

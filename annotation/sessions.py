@@ -1,0 +1,55 @@
+"""Sessions stored in the database, whose idle timeout moves on without a write per request.
+
+Every request moves a session's end on (SESSION_COOKIE_AGE after its last use), but writing
+the session row on every request costs a write transaction per image and per screen. The
+store remembers the expiry it read; the middleware saves the session again (and sends the
+cookie with a fresh max-age) only once that expiry lags the idle timeout by more than
+REFRESH_SECONDS. The idle timeout therefore holds to within that minute.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.utils import timezone
+
+REFRESH_SECONDS = 60
+
+
+class SessionStore(DatabaseSessionStore):
+    stored_expiry: datetime | None = None
+
+    def _get_session_from_db(self):
+        session = super()._get_session_from_db()
+        self.stored_expiry = session.expire_date if session is not None else None
+        return session
+
+    def needs_refresh(self) -> bool:
+        """True when the stored expiry lags a fresh one by more than REFRESH_SECONDS."""
+        if self.stored_expiry is None or self.session_key is None:
+            return False
+        fresh = timezone.now() + timedelta(seconds=self.get_expiry_age())
+        return fresh - self.stored_expiry > timedelta(seconds=REFRESH_SECONDS)
+
+    def save(self, must_create: bool = False) -> None:
+        super().save(must_create=must_create)
+        self.stored_expiry = self.get_expiry_date()
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's session middleware, saving an unchanged session only when its idle timeout
+    has to move on (SessionStore.needs_refresh)."""
+
+    def process_response(self, request, response):
+        session = getattr(request, "session", None)
+        if (
+            session is not None
+            and session.accessed
+            and not session.modified
+            and getattr(session, "needs_refresh", None) is not None
+            and session.needs_refresh()
+        ):
+            session.modified = True
+        return super().process_response(request, response)
