@@ -19,13 +19,18 @@ Each training sample is (radiograph, current mask, clicks, zones) -> the accepte
 
 The loop is `train_on_batch` (the model must see its own outputs between batches, which a
 `fit` data pipeline cannot offer on every backend); the project's hybrid focal + Dice loss,
-Adam, and the progress callback (mlworker.progress: progress events, cancellation).
+Adam, and the progress callback (mlworker.progress: progress events, cancellation). Epoch
+logs are means over the epoch's batches (the IoU too: a mean of batch IoUs, not the IoU of
+the pooled confusion matrix).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -39,9 +44,15 @@ from mlworker.interactive.clicks import (
     next_click,
     zones_of,
 )
-from mlworker.interactive.model import DEFAULT_WIDTHS, build_interactive, prompt_spec
+from mlworker.interactive.model import (
+    DEFAULT_WIDTHS,
+    build_interactive,
+    prompt_spec,
+    training_config,
+)
 from mlworker.predict import THRESHOLD
 from mlworker.progress import Progress, TrainingCancelled, TrainingProgress
+from mlworker.saved import save_model
 from mlworker.train import compile_segmenter
 
 STARTS = ("blank", "perturbed", "candidate")
@@ -260,9 +271,11 @@ def train_interactive(
     try:
         for epoch in range(epochs):
             order = np.random.default_rng([seed, epoch]).permutation(len(images))
-            model.reset_metrics()
             callback.on_epoch_begin(epoch)
-            logs: dict = {}
+            # train_on_batch resets the metrics on every call: the logs reported are the mean
+            # of the batch values so far this epoch.
+            sums: dict[str, float] = {}
+            logs: dict[str, float] = {}
             for b in range(n_batches):
                 end = (b + 1) * batch_size if b < n_batches - 1 else len(images)
                 rng = np.random.default_rng([seed, epoch, b, 1])
@@ -270,10 +283,44 @@ def train_interactive(
                     order[b * batch_size : end], rng, model if epoch else None,
                     model_share=model_share, model_rounds=model_rounds,
                 )  # fmt: skip
-                logs = model.train_on_batch(x, y, return_dict=True)
+                for key, value in model.train_on_batch(x, y, return_dict=True).items():
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                logs = {key: total / (b + 1) for key, total in sums.items()}
                 callback.on_train_batch_end(b, logs)
             callback.on_epoch_end(epoch, logs)
             done = epoch + 1
     except TrainingCancelled:
         return InteractiveResult(model, callback.history, done, cancelled=True)
     return InteractiveResult(model, callback.history, done)
+
+
+def train_interactive_file(
+    *,
+    images: np.ndarray,
+    masks: np.ndarray,
+    out: str | os.PathLike,
+    candidates: Sequence[np.ndarray | None] | np.ndarray | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """What a worker job calls: `train_interactive(images, masks, candidates, **kwargs)`,
+    the network written to `out` (.keras, written whole or not at all) unless training was
+    cancelled; returns what to record (the network's encoding, epochs, history)."""
+    out = Path(out)
+    if out.suffix != ".keras":
+        raise ValueError(f"the model file must end in .keras, got {out}")
+    if not out.parent.is_dir():
+        raise ValueError(f"the folder of {out} does not exist")
+    result = train_interactive(images, masks, candidates, **kwargs)
+    info = training_config(result.model) | {
+        "epochs": result.epochs_done,
+        "cancelled": result.cancelled,
+        "train_cases": len(images),
+        "with_candidates": candidates is not None,
+        "history": result.history,
+    }
+    if not result.cancelled:
+        tmp = out.with_name(f".tmp-{out.name}")  # Keras insists on the .keras suffix
+        save_model(result.model, tmp)
+        os.replace(tmp, out)
+        info["path"] = str(out)
+    return info

@@ -53,8 +53,17 @@ def trained():
     untrained = build_interactive(SIZE, widths=WIDTHS)
     test_images, test_masks = blobs(6, seed=9)
     before = one_click_dice(untrained, test_images, test_masks)
+    # Half the cases come with a candidate mask (here the accepted mask shifted down by 3).
+    candidates = [np.roll(m, 3, axis=0) if i % 2 else None for i, m in enumerate(masks)]
     result = train_interactive(
-        images, masks, epochs=6, batch_size=4, lr=3e-3, widths=WIDTHS, progress=events.append
+        images,
+        masks,
+        candidates,
+        epochs=6,
+        batch_size=4,
+        lr=3e-3,
+        widths=WIDTHS,
+        progress=events.append,
     )
     yield result, events, before, (test_images, test_masks)
     keras.backend.clear_session()
