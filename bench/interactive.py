@@ -72,15 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--qata", action="store_true", help="the shared QaTa-COV19 copy, not phantoms")
     p.add_argument("--data", type=Path, default=QATA_ROOT, help="QaTa-COV19 root (with --qata)")
     p.add_argument("--train", type=int, default=480, help="training cases (phantoms or QaTa)")
-    p.add_argument("--test", type=int, default=60, help="held-out cases scored")
+    p.add_argument("--test", type=int, default=40, help="held-out cases scored")
     p.add_argument("--size", type=int, default=128, help="working resolution of training")
-    p.add_argument("--widths", default="16,32,64,96,128")
+    p.add_argument("--widths", default="8,16,32,64,96")
     p.add_argument("--epochs", type=int, default=200, help="at most; as many as fit")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3, help="peak of the warm-up + cosine schedule")
     p.add_argument("--budget-min", type=float, default=6.0, help="training minutes")
     p.add_argument(
-        "--model-share", type=float, default=0.25, help="share of samples refined by the model"
+        "--model-share", type=float, default=0.5, help="share of samples refined by the model"
     )
     p.add_argument("--no-zones", action="store_true", help="a network without the zone map")
     p.add_argument("--segmenter", type=Path, help="a trained segmenter for start (b)")

@@ -2,8 +2,10 @@
 zone map) to the refined infection mask, and `refine`, the one predict path a server uses.
 
 Small on purpose: one click must show its refined mask within 300 ms on two CPU cores at
-256², so the default is four poolings over widths (16, 32, 64, 96, 128), max pooling down
-and bilinear upsampling up; 0.92 M parameters and 5.8 GFLOP per 256² input (1.4 at 128²). The
+256², and it is retrained from scratch on CPU. The default is four poolings over widths
+(8, 16, 32, 64, 96), max pooling down and bilinear upsampling up: 0.39 M parameters,
+1.7 GFLOP per 256² input; on a 6-minute CPU budget it beat (16, 32, 64, 96, 128) (0.92 M,
+5.8 GFLOP), which got through a third of the epochs (bench/README.md). The
 first layer, `ClickPrompt`, passes its input through and carries the click radius and
 whether a zone map is expected, so a saved file tells the server how to encode clicks.
 """
@@ -22,7 +24,7 @@ from mlworker.nets.blocks import concat, mask_head
 from mlworker.networks import INTERACTIVE
 from mlworker.predict import THRESHOLD
 
-DEFAULT_WIDTHS = (16, 32, 64, 96, 128)
+DEFAULT_WIDTHS = (8, 16, 32, 64, 96)
 # Disk radius at 256² (about 2 % of the image side), scaled with the working size.
 RADIUS_AT_256 = 5.0
 MODEL_NAME = INTERACTIVE
