@@ -1,4 +1,5 @@
-"""`python -m mlworker COMMAND ...`: each command lives in mlworker/cli/<command>.py.
+"""`python -m mlworker COMMAND ...`: each command lives in mlworker/cli/<command>.py
+(a hyphen in the command is an underscore in the module name).
 
 A command module defines `add_arguments(parser)` and `run(args) -> int`. Modules are
 imported only when their command runs, so `phantoms` never pays for importing Keras.
@@ -16,6 +17,7 @@ COMMANDS = {
     "predict": "predict infection masks and probability maps with a trained network",
     "evaluate": "evaluate a trained network on a QaTa-COV19-layout folder",
     "maps": "write infection maps for a folder of CXRs",
+    "interactive-train": "train the click-refinement network on a folder's masks",
 }
 
 
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     args, rest = parser.parse_known_args(argv)
-    module = importlib.import_module(f"mlworker.cli.{args.command}")
+    module = importlib.import_module(f"mlworker.cli.{args.command.replace('-', '_')}")
     command_parser = argparse.ArgumentParser(
         prog=f"python -m mlworker {args.command}", description=COMMANDS[args.command]
     )

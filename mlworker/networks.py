@@ -29,6 +29,9 @@ PAPER_ENCODERS: tuple[str, ...] = ENCODERS[:4]
 FROM_SCRATCH: tuple[str, ...] = ("slim", "tiny")
 # What a person choosing an encoder should know beyond its name.
 ENCODER_NOTES = {"slim": "from scratch, CPU", "tiny": "tests, demos"}
+# The click-refinement network (mlworker.interactive): one architecture, trained from scratch.
+INTERACTIVE = "interactive"
+INTERACTIVE_LABEL = "Click refinement (small U-Net)"
 # The encoders downsample 32×; Inception-v3's valid-padded stem needs a larger input.
 SIZE_MULTIPLE = 32
 INCEPTION_MIN_SIZE = 96

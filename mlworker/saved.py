@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 
+import mlworker.interactive.model  # noqa: F401 - registers the click-refinement network's layer
 import mlworker.nets  # noqa: F401 - registers the custom layers the saved models use
 from mlworker.nets import count_params
 
