@@ -70,6 +70,7 @@ bench: install-test
 	$(BIN)/python bench/phantom_segmentation.py --quick
 	$(BIN)/python bench/qata_benchmark.py --profile cpu --quick
 	$(BIN)/python bench/throughput.py --quick
+	$(BIN)/python bench/shape_blinding.py --quick
 
 ## wheel: the wheel in dist/ (templates, static files and migrations inside)
 wheel: install

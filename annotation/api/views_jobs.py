@@ -63,6 +63,11 @@ class StageConfigIn(serializers.Serializer):
     folds = StrictIntegerField(required=False, min_value=1, max_value=20)
     readers_per_case = StrictIntegerField(required=False, min_value=1, max_value=10)
     learning_rate = serializers.FloatField(required=False, min_value=1e-7, max_value=0.5)
+    normalise_outlines = StrictBooleanField(
+        required=False,
+        help_text="redraw every candidate's outline in one style (default true), so readers "
+        "cannot tell manual from network masks by their outlines",
+    )
 
 
 class StageCreateIn(serializers.Serializer):

@@ -61,6 +61,12 @@ class StageForm(forms.Form):
     )
     readers_per_case = forms.IntegerField(min_value=1, max_value=10)
     learning_rate = forms.FloatField(min_value=1e-7, max_value=0.5)
+    normalise_outlines = forms.BooleanField(
+        required=False,
+        label="Normalise outlines",
+        help_text="every candidate's outline redrawn in one style, so readers cannot tell "
+        "manual from network masks by their shape",
+    )
 
     @classmethod
     def initial_for(cls, preset: str) -> dict:
@@ -73,6 +79,7 @@ class StageForm(forms.Form):
             },
             "readers_per_case": config["readers_per_case"],
             "learning_rate": config["learning_rate"],
+            "normalise_outlines": config.get("normalise_outlines", True),
             "networks": sorted({f"{n['arch']}/{n['encoder']}" for n in config["networks"]}),
         }
 
@@ -95,6 +102,7 @@ class StageForm(forms.Form):
             "folds",
             "readers_per_case",
             "learning_rate",
+            "normalise_outlines",
         )
         return {"networks": networks, **{k: data[k] for k in keys}}
 
