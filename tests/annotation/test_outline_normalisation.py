@@ -15,8 +15,7 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotation import blinding
-from annotation.models import Candidate, GroundTruth, Mask, ModelVersion, Stage
+from annotation.models import GroundTruth, Mask, ModelVersion, Stage
 from annotation.roles import ADMIN, MD
 from annotation.selectors.statistics import IDENTIFICATION_MIN_MASKS, stage_identification
 from annotation.services.assignment import task_lease_next
@@ -93,44 +92,6 @@ def test_a_stage_with_normalisation_off_shows_the_masks_as_they_are():
     (candidate,) = candidates_offer(stage=stage, radiograph=radiograph, masks=[manual])
     assert candidate.mask == manual and list(candidate.sources.all()) == [manual]
     assert not Mask.objects.filter(normalised_from__isnull=False).exists()
-
-
-def test_normalised_manual_and_network_candidates_get_the_one_overlay_encoding():
-    stage = review_stage(n_cases=2, n_networks=2)
-    candidates = list(Candidate.objects.filter(stage=stage).select_related("radiograph", "mask"))
-    assert candidates and all(c.mask.normalised_from_id for c in candidates)
-    kinds = {c.mask.kind for c in candidates}
-    assert kinds == {Mask.Kind.MANUAL, Mask.Kind.NETWORK}
-    for candidate in candidates:
-        data = blinding.mask_overlay(candidate.mask, radiograph=candidate.radiograph)
-        assert data == blinding.overlay_png(pixels_of(candidate.mask))
-        assert [k for k, _ in blinding.png_chunks(data)] == [
-            b"IHDR",
-            b"PLTE",
-            b"tRNS",
-            b"IDAT",
-            b"IEND",
-        ]
-    # Served the same way: the same headers for a manual and a network overlay.
-    md = UserFactory(roles=[MD])
-    client = APIClient()
-    client.login(username=md.username, password=PASSWORD)
-    task = task_lease_next(stage=stage, reader=md)
-    screen = client.get(f"/api/review/tasks/{task.token}/").json()
-    answers = [client.get(pane["mask_url"]) for pane in screen["panes"]]
-    shown = {
-        Candidate.objects.get(pk=pk).mask.kind
-        for pk in (
-            blinding.resolve_option(task, pane["mask_url"].rsplit(".", 2)[-2])
-            for pane in screen["panes"]
-        )
-    }
-    assert shown == {Mask.Kind.MANUAL, Mask.Kind.NETWORK}
-    headers = {
-        tuple(sorted((k, v) for k, v in a.headers.items() if k not in ("Content-Length",)))
-        for a in answers
-    }
-    assert len(headers) == 1
 
 
 def square_png(task, size=10) -> tuple[np.ndarray, bytes]:
