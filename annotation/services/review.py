@@ -512,6 +512,8 @@ def adjudication_record_drawing(
                 author=reader,
                 stage=locked.stage,
             )
+        # Accepted in the stage's outline style, as every mask readers compared.
+        mask = mask_shown(stage=locked.stage, mask=mask)
         # Refining a reader's chosen candidate keeps that candidate as the base; a reader's own
         # drawing has none, so a mask refined from it is recorded as drawn.
         refined = base is not None and base.candidate_id is not None
