@@ -204,9 +204,9 @@ def _agreement(stats: StageStatistics, stage: Stage, decisions: list[Decision]) 
 
 def _staple_estimates(stats: StageStatistics, stage: Stage) -> None:
     per_version: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for details in Mask.objects.filter(stage=stage, kind=Mask.Kind.STAPLE).values_list(
-        "details", flat=True
-    ):
+    for details in Mask.objects.filter(
+        stage=stage, kind=Mask.Kind.STAPLE, normalised_from__isnull=True
+    ).values_list("details", flat=True):
         for rater in details.get("raters", []):
             if rater.get("model_version") is not None:
                 per_version[rater["model_version"]].append(

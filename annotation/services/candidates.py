@@ -75,8 +75,8 @@ def outlines_normalised(stage: Stage) -> bool:
 def mask_normalise(mask: Mask) -> Mask:
     """The mask's outline-normalised form, made once and found again after that.
 
-    Same kind, author, model and stage as the original, so provenance and credit are
-    unchanged; `normalised_from` names the original. A normalised mask is its own form."""
+    Same kind, author, model, stage and details as the original, so provenance and credit
+    are unchanged; `normalised_from` names the original. A normalised mask is its own form."""
     if mask.normalised_from_id is not None:
         return mask
     existing = Mask.objects.filter(normalised_from=mask).first()
@@ -96,6 +96,7 @@ def mask_normalise(mask: Mask) -> Mask:
         model_version=mask.model_version,
         stage=mask.stage,
         source_name=mask.source_name,
+        details=mask.details,
         normalised_from=mask,
     )
 
