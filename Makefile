@@ -72,6 +72,7 @@ bench: install-test
 	$(BIN)/python bench/throughput.py --quick
 	$(BIN)/python bench/reader_study.py --quick --out bench/out/reader_study.png
 	$(BIN)/python bench/interactive.py --quick
+	$(BIN)/python bench/shape_blinding.py --quick
 
 ## wheel: the wheel in dist/ (templates, static files and migrations inside)
 wheel: install

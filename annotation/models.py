@@ -261,6 +261,16 @@ class Mask(models.Model):
     details = models.JSONField(
         default=dict, blank=True, help_text="how a combined mask was made: its source masks"
     )
+    # A candidate's outline redrawn in the one shared style (cxrio.outline): the mask it was
+    # redrawn from. Null for masks as drawn, imported or predicted.
+    normalised_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="normalisations",
+        help_text="the original mask this outline-normalised mask was redrawn from",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -269,7 +279,7 @@ class Mask(models.Model):
             # One imported manual mask per radiograph and content: re-import is a no-op.
             models.UniqueConstraint(
                 fields=["radiograph", "pixel_sha256"],
-                condition=Q(kind="manual"),
+                condition=Q(kind="manual", normalised_from__isnull=True),
                 name="mask_unique_manual_content",
             ),
             models.CheckConstraint(
@@ -279,8 +289,14 @@ class Mask(models.Model):
             # A network predicts a case once: a prediction job rerun finds its masks.
             models.UniqueConstraint(
                 fields=["radiograph", "model_version"],
-                condition=Q(kind="network"),
+                condition=Q(kind="network", normalised_from__isnull=True),
                 name="mask_one_prediction_per_model",
+            ),
+            # One normalised form per original mask: offering it again finds it.
+            models.UniqueConstraint(
+                fields=["normalised_from"],
+                condition=Q(normalised_from__isnull=False),
+                name="mask_one_normalisation",
             ),
         ]
 

@@ -150,4 +150,7 @@ def stage_config_validate(config: dict[str, Any]) -> dict[str, Any]:
         )
     if extras and len(networks) < 2:
         raise StageConfigError("STAPLE and ensemble candidates combine two or more networks")
+    # Every candidate's outline redrawn in one style (cxrio.outline), so readers cannot tell
+    # manual from network masks by their outlines. On unless a stage turns it off.
+    merged["normalise_outlines"] = bool(merged.get("normalise_outlines", True))
     return merged

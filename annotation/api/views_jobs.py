@@ -87,6 +87,11 @@ class StageConfigIn(serializers.Serializer):
         required=False,
         help_text="add the networks' ensemble (mean probability ≥ 0.5) as a candidate",
     )
+    normalise_outlines = StrictBooleanField(
+        required=False,
+        help_text="redraw every candidate's outline in one style (default true), so readers "
+        "cannot tell manual from network masks by their outlines",
+    )
 
 
 class StageCreateIn(serializers.Serializer):

@@ -102,7 +102,11 @@ def review_demo_stage(
     if max_cases is not None:
         cases = cases[:max_cases]
     for radiograph in cases:
-        manual = radiograph.masks.filter(kind=Mask.Kind.MANUAL).order_by("id").first()
+        manual = (
+            radiograph.masks.filter(kind=Mask.Kind.MANUAL, normalised_from__isnull=True)
+            .order_by("id")
+            .first()
+        )
         shape = (radiograph.work_height, radiograph.work_width)
         if manual is not None:
             base = mask_from_png(blob_read(manual.png.name))

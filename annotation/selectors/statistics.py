@@ -31,9 +31,11 @@ from annotation.selectors.stats_math import (
     fleiss_kappa,
     position_bias,
 )
+from annotation.services.candidates import outlines_normalised
 from annotation.services.consensus import option_key
 from annotation.storage import blob_read
 from cxrio import masks as maskio
+from cxrio.outline import outline_features, source_auc
 from mlworker.networks import network_label
 
 MANUAL = "manual"
@@ -202,9 +204,9 @@ def _agreement(stats: StageStatistics, stage: Stage, decisions: list[Decision]) 
 
 def _staple_estimates(stats: StageStatistics, stage: Stage) -> None:
     per_version: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for details in Mask.objects.filter(stage=stage, kind=Mask.Kind.STAPLE).values_list(
-        "details", flat=True
-    ):
+    for details in Mask.objects.filter(
+        stage=stage, kind=Mask.Kind.STAPLE, normalised_from__isnull=True
+    ).values_list("details", flat=True):
         for rater in details.get("raters", []):
             if rater.get("model_version") is not None:
                 per_version[rater["model_version"]].append(
@@ -261,3 +263,68 @@ def stage_statistics(*, stage: Stage) -> StageStatistics:
             if times:
                 stats.median_ms_by_outcome[outcome] = float(pystats.median(times))
     return stats
+
+
+# --- blinding by outline ------------------------------------------------------------------
+
+# Fewer masks of either kind than this and the AUC is noise: the page says so instead.
+IDENTIFICATION_MIN_MASKS = 10
+# At most this many masks of each kind are measured (a fixed sample), to keep the page quick.
+IDENTIFICATION_MAX_MASKS = 300
+
+
+@dataclass
+class Identification:
+    """How well an outline-only classifier tells the stage's manual candidates from its
+    network candidates (cross-validated ROC AUC; 0.5 is chance, i.e. the blinding held)."""
+
+    manual: int = 0
+    network: int = 0
+    auc_shown: float | None = None  # the masks readers were shown
+    auc_original: float | None = None  # the same candidates' masks as drawn or predicted
+    normalised: bool = True
+
+    @property
+    def enough(self) -> bool:
+        return min(self.manual, self.network) >= IDENTIFICATION_MIN_MASKS
+
+
+def _sample(items: list, limit: int) -> list:
+    if len(items) <= limit:
+        return items
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
+def stage_identification(*, stage: Stage) -> Identification:
+    """The source-identification test (cxrio.outline) on a stage's candidates.
+
+    A candidate counts as manual when only manual masks produced its pixels, as network when
+    only networks did (candidates both produced, and drawn ones, are left out). Each is
+    measured twice: the mask readers were shown, and its original (the first source)."""
+    result = Identification(normalised=outlines_normalised(stage))
+    rows: dict[int, list[tuple[Candidate, Mask]]] = {1: [], 0: []}
+    candidates = Candidate.objects.filter(stage=stage).select_related("mask").order_by("id")
+    for candidate in candidates.prefetch_related("sources"):
+        sources = sorted(candidate.sources.all(), key=lambda m: m.pk) or [candidate.mask]
+        kinds = {m.kind for m in sources}
+        if kinds == {Mask.Kind.MANUAL}:
+            rows[1].append((candidate, sources[0]))
+        elif kinds == {Mask.Kind.NETWORK}:
+            rows[0].append((candidate, sources[0]))
+    result.manual, result.network = len(rows[1]), len(rows[0])
+    if not result.enough:
+        return result
+    features: dict[str, list[np.ndarray]] = {"shown": [], "original": []}
+    labels, groups = [], []
+    for label, items in rows.items():
+        for candidate, original in _sample(items, IDENTIFICATION_MAX_MASKS):
+            for key, mask in (("shown", candidate.mask), ("original", original)):
+                pixels = maskio.mask_from_png(blob_read(mask.png.name))
+                features[key].append(outline_features(pixels))
+            labels.append(label)
+            groups.append(candidate.radiograph_id)
+    for key, attr in (("shown", "auc_shown"), ("original", "auc_original")):
+        auc = source_auc(np.stack(features[key]), labels, groups=groups)
+        setattr(result, attr, None if np.isnan(auc) else auc)
+    return result

@@ -2,6 +2,13 @@
 
 Identical masks (same pixels) are offered once per case and stage: the candidate lists every
 mask that produced those pixels in `sources`, so a reader never compares a mask with itself.
+
+Outline normalisation (the stage setting "normalise_outlines", on by default): every mask a
+reader is shown (manual, network, drawn, refined) is first redrawn in one outline style by
+cxrio.outline.normalise_outline(), so polygon clicks and a network's smooth blobs cannot be
+told apart by their outlines. The redrawn mask is stored as its own Mask (same kind, author and
+model, `normalised_from` = the original); the candidate shows it, and its `sources` keep the
+originals, so provenance and exports still reach the masks as drawn or predicted.
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ from django.db import transaction
 from annotation import blinding
 from annotation.models import Candidate, GroundTruth, Mask, ModelVersion, Radiograph, Stage
 from annotation.services.review_errors import InvalidMask
-from annotation.storage import MASKS, blob_write, content_path
+from annotation.storage import MASKS, blob_read, blob_write, content_path
 from cxrio import masks as maskio
+from cxrio.outline import normalise_outline
 
 
 def mask_create(
@@ -27,6 +35,7 @@ def mask_create(
     stage: Stage | None = None,
     source_name: str = "",
     details: dict | None = None,
+    normalised_from: Mask | None = None,
 ) -> Mask:
     """Store a boolean mask at the case's working resolution as a content-addressed 1-bit PNG."""
     pixels = np.asarray(pixels, dtype=bool)
@@ -55,22 +64,67 @@ def mask_create(
         stage=stage,
         source_name=source_name,
         details=details or {},
+        normalised_from=normalised_from,
     )
+
+
+def outlines_normalised(stage: Stage) -> bool:
+    """Whether the stage shows every candidate in the one outline style (default: yes)."""
+    return bool((stage.config or {}).get("normalise_outlines", True))
+
+
+def mask_normalise(mask: Mask) -> Mask:
+    """The mask's outline-normalised form, made once and found again after that.
+
+    Same kind, author, model, stage and details as the original, so provenance and credit
+    are unchanged; `normalised_from` names the original. A normalised mask is its own form."""
+    if mask.normalised_from_id is not None:
+        return mask
+    existing = Mask.objects.filter(normalised_from=mask).first()
+    if existing is not None:
+        return existing
+    radiograph = mask.radiograph
+    pixels = maskio.mask_from_png(blob_read(mask.png.name))
+    if pixels.shape != (radiograph.work_height, radiograph.work_width):
+        pixels = maskio.resize_nearest(
+            pixels, width=radiograph.work_width, height=radiograph.work_height
+        )
+    return mask_create(
+        radiograph=radiograph,
+        pixels=normalise_outline(pixels),
+        kind=mask.kind,
+        author=mask.author,
+        model_version=mask.model_version,
+        stage=mask.stage,
+        source_name=mask.source_name,
+        details=mask.details,
+        normalised_from=mask,
+    )
+
+
+def mask_shown(*, stage: Stage, mask: Mask) -> Mask:
+    """What readers of `stage` are shown for `mask`: its normalised form, or itself when the
+    stage shows outlines as they are."""
+    return mask_normalise(mask) if outlines_normalised(stage) else mask
 
 
 @transaction.atomic
 def candidates_offer(*, stage: Stage, radiograph: Radiograph, masks: list[Mask]) -> list[Candidate]:
-    """The case's candidates in the stage after adding these masks (deduplicated by pixels)."""
+    """The case's candidates in the stage after adding these masks (deduplicated by the pixels
+    readers are shown). With outline normalisation on, a candidate shows the normalised mask
+    and its `sources` hold the originals."""
     for mask in masks:
         if mask.radiograph_id != radiograph.pk:
             raise InvalidMask(f"mask #{mask.pk} belongs to another case")
+    for mask in masks:
+        shown = mask_shown(stage=stage, mask=mask)
         candidate, _ = Candidate.objects.get_or_create(
             stage=stage,
             radiograph=radiograph,
-            pixel_sha256=mask.pixel_sha256,
-            defaults={"mask": mask},
+            pixel_sha256=shown.pixel_sha256,
+            defaults={"mask": shown},
         )
-        candidate.sources.add(mask)
+        candidate.sources.add(mask.normalised_from or mask)
         # Rendered here (in the worker that offers it), not on the first screen that shows it.
         blinding.mask_overlay(candidate.mask, radiograph=radiograph)
     return list(Candidate.objects.filter(stage=stage, radiograph=radiograph).order_by("id"))

@@ -89,7 +89,12 @@ def combined_candidates_offer(*, stage: Stage, radiograph_ids: list[int]) -> int
         return 0
     by_case: dict[int, list[Mask]] = {}
     for mask in (
-        Mask.objects.filter(stage=stage, kind=Mask.Kind.NETWORK, radiograph_id__in=radiograph_ids)
+        Mask.objects.filter(
+            stage=stage,
+            kind=Mask.Kind.NETWORK,
+            radiograph_id__in=radiograph_ids,
+            normalised_from__isnull=True,  # the networks' masks as predicted
+        )
         .select_related("radiograph")
         .order_by("radiograph_id", "id")
     ):

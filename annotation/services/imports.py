@@ -276,7 +276,9 @@ class _Importer:
         if key in self.seen_masks:
             return True
         return prepared.existing is not None and (
-            prepared.existing.masks.filter(kind=Mask.Kind.MANUAL, pixel_sha256=key[1]).exists()
+            prepared.existing.masks.filter(
+                kind=Mask.Kind.MANUAL, pixel_sha256=key[1], normalised_from__isnull=True
+            ).exists()
         )
 
     def commit(self, prepared: _Prepared, case: Case) -> None:
@@ -323,6 +325,7 @@ class _Importer:
                         radiograph=radiograph,
                         kind=Mask.Kind.MANUAL,
                         pixel_sha256=fields.pop("pixel_sha256"),
+                        normalised_from__isnull=True,
                         defaults=fields,
                     )
         finally:

@@ -30,7 +30,7 @@ from annotation.models import (
 )
 from annotation.roles import SENIOR_MD, has_role
 from annotation.services.audit import audit_record, decision_summary, truth_summary
-from annotation.services.candidates import mask_create
+from annotation.services.candidates import mask_create, mask_shown
 from annotation.services.consensus import (
     adjudication_options,
     consensus_settle,
@@ -405,6 +405,8 @@ def decision_record_drawing(
             author=reader,
             stage=locked.stage,
         )
+        # Seniors adjudicate, and the accepted mask is, the drawing in the stage's outline style.
+        mask = mask_shown(stage=locked.stage, mask=mask)
         decision, created = decision_write(
             outcome=Decision.Outcome.REFINED if base is not None else Decision.Outcome.DREW,
             candidate=base,
@@ -510,6 +512,8 @@ def adjudication_record_drawing(
                 author=reader,
                 stage=locked.stage,
             )
+        # Accepted in the stage's outline style, as every mask readers compared.
+        mask = mask_shown(stage=locked.stage, mask=mask)
         # Refining a reader's chosen candidate keeps that candidate as the base; a reader's own
         # drawing has none, so a mask refined from it is recorded as drawn.
         refined = base is not None and base.candidate_id is not None

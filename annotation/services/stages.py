@@ -100,7 +100,9 @@ def stage_plan(*, stage: Stage) -> dict[str, Any]:
         manual = {
             r: m
             for r, m in Mask.objects.filter(
-                radiograph__in=_covid_without_truth(dataset), kind=Mask.Kind.MANUAL
+                radiograph__in=_covid_without_truth(dataset),
+                kind=Mask.Kind.MANUAL,
+                normalised_from__isnull=True,
             )
             .order_by("radiograph_id", "id")
             .values_list("radiograph_id", "id")
@@ -231,7 +233,7 @@ def _finish_candidates(stage: Stage) -> None:
     if stage.mode == Stage.Mode.PAIRWISE:
         # Stage I: the manual mask competes with the network masks.
         for mask in Mask.objects.filter(
-            radiograph_id__in=targets, kind=Mask.Kind.MANUAL
+            radiograph_id__in=targets, kind=Mask.Kind.MANUAL, normalised_from__isnull=True
         ).select_related("radiograph"):
             candidates_offer(stage=stage, radiograph=mask.radiograph, masks=[mask])
     combined_candidates_offer(stage=stage, radiograph_ids=targets)

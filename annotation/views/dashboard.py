@@ -93,7 +93,13 @@ class StageForm(forms.Form):
     )
 
     REVIEW_KEYS = ("queue_order", "auto_accept", "agreement_threshold", "audit_share")
-    CHECKBOXES = ("frozen", "auto_accept", *COMBINED_CANDIDATES)
+    CHECKBOXES = ("frozen", "normalise_outlines", "auto_accept", *COMBINED_CANDIDATES)
+    normalise_outlines = forms.BooleanField(
+        required=False,
+        label="Normalise outlines",
+        help_text="every candidate's outline redrawn in one style, so readers cannot tell "
+        "manual from network masks by their shape",
+    )
 
     @classmethod
     def initial_for(cls, preset: str) -> dict:
@@ -108,6 +114,7 @@ class StageForm(forms.Form):
             "learning_rate": config["learning_rate"],
             **{k: config.get(k, REVIEW_DEFAULTS[k]) for k in cls.REVIEW_KEYS},
             **{k: bool(config.get(k)) for k in COMBINED_CANDIDATES},
+            "normalise_outlines": config.get("normalise_outlines", True),
             "networks": sorted({f"{n['arch']}/{n['encoder']}" for n in config["networks"]}),
         }
 
@@ -130,6 +137,7 @@ class StageForm(forms.Form):
             "folds",
             "readers_per_case",
             "learning_rate",
+            "normalise_outlines",
         )
         review = {
             k: data[k] if data.get(k) not in (None, "") else REVIEW_DEFAULTS[k]

@@ -24,7 +24,11 @@ def stage(request: HttpRequest, stage_id: int) -> HttpResponse:
     # numpy/scipy/matplotlib load on the first statistics page, not at web start.
     from annotation.selectors.disagreement import disagreement_context
     from annotation.selectors.reader_analytics import reader_rows
-    from annotation.selectors.statistics import stage_statistics
+    from annotation.selectors.statistics import (
+        IDENTIFICATION_MIN_MASKS,
+        stage_identification,
+        stage_statistics,
+    )
     from annotation.selectors.stats_export import STAGE_TABLES
     from annotation.selectors.stats_plots import stage_plots
 
@@ -39,6 +43,9 @@ def stage(request: HttpRequest, stage_id: int) -> HttpResponse:
     ctx["show_names"] = has_role(request.user, ADMIN)
     ctx["tables"] = [*STAGE_TABLES, "readers"]
     ctx.update(disagreement_context(stage=stats.stage))
+    # Outline features of every candidate: measured for the full page, not its refreshes.
+    ctx["identification"] = stage_identification(stage=stats.stage)
+    ctx["identification_min"] = IDENTIFICATION_MIN_MASKS
     return render(request, "stats/stage.html", ctx)
 
 

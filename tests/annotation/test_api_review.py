@@ -124,7 +124,10 @@ def test_neither_leads_to_the_drawing_which_decides_the_case():
     assert done.status_code == 201 and done.json()["decision"]["action"] == "drew"
     decision = Decision.objects.get(reader=md)
     assert decision.outcome == "drew" and decision.mask.author == md
-    np.testing.assert_array_equal(mask_from_png(blob_read(decision.mask.png.name)), pixels)
+    # Kept as drawn; the decision's mask is its outline-normalised form (corners rounded).
+    drawn = decision.mask.normalised_from
+    np.testing.assert_array_equal(mask_from_png(blob_read(drawn.png.name)), pixels)
+    assert drawn.author == md and drawn.kind == decision.mask.kind == "drawn"
 
 
 def test_an_nway_pick_is_idempotent_and_a_second_key_gets_the_decision_that_stands():

@@ -13,12 +13,13 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 from PIL import Image, PngImagePlugin
+from rest_framework.test import APIClient
 
 from annotation import blinding
 from annotation.api.serializers_review import REVIEW_FIELDS
 from annotation.models import Candidate, Decision, Mask, ModelVersion, Radiograph, ReviewTask, Stage
 from annotation.roles import MD
-from annotation.services.assignment import review_tasks_create
+from annotation.services.assignment import review_tasks_create, task_lease_next
 from annotation.services.consensus_masks import combined_candidates_offer
 from annotation.storage import blob_read
 from cxrio import masks as maskio
@@ -389,3 +390,43 @@ def test_two_readers_of_the_same_case_get_unrelated_etags_for_the_same_pixels(cl
     # The same six images (as bytes) reached both readers, under six different ETags each.
     assert sorted(first.values()) == sorted(second.values())
     assert len(first) == len(second) == 6 and not set(first) & set(second)
+
+
+def test_normalised_manual_and_network_candidates_get_the_one_overlay_encoding():
+    stage = review_stage(n_cases=2, n_networks=2)
+    candidates = list(Candidate.objects.filter(stage=stage).select_related("radiograph", "mask"))
+    assert candidates and all(c.mask.normalised_from_id for c in candidates)
+    kinds = {c.mask.kind for c in candidates}
+    assert kinds == {Mask.Kind.MANUAL, Mask.Kind.NETWORK}
+    for candidate in candidates:
+        data = blinding.mask_overlay(candidate.mask, radiograph=candidate.radiograph)
+        assert data == blinding.overlay_png(
+            maskio.mask_from_png(blob_read(candidate.mask.png.name))
+        )
+        assert [k for k, _ in blinding.png_chunks(data)] == [
+            b"IHDR",
+            b"PLTE",
+            b"tRNS",
+            b"IDAT",
+            b"IEND",
+        ]
+    # Served the same way: the same headers for a manual and a network overlay.
+    md = UserFactory(roles=[MD])
+    client = APIClient()
+    client.login(username=md.username, password=PASSWORD)
+    task = task_lease_next(stage=stage, reader=md)
+    screen = client.get(f"/api/review/tasks/{task.token}/").json()
+    answers = [client.get(pane["mask_url"]) for pane in screen["panes"]]
+    shown = {
+        Candidate.objects.get(pk=pk).mask.kind
+        for pk in (
+            blinding.resolve_option(task, pane["mask_url"].rsplit(".", 2)[-2])
+            for pane in screen["panes"]
+        )
+    }
+    assert shown == {Mask.Kind.MANUAL, Mask.Kind.NETWORK}
+    headers = {
+        tuple(sorted((k, v) for k, v in a.headers.items() if k not in ("Content-Length",)))
+        for a in answers
+    }
+    assert len(headers) == 1

@@ -115,7 +115,10 @@ def test_best_of_n_against_a_truth_folder(tmp_path, capsys):
     for radiograph_id, name in stage.candidates.values_list(
         "radiograph_id", "radiograph__name"
     ).distinct():
-        manual = Mask.objects.get(radiograph_id=radiograph_id, kind=Mask.Kind.MANUAL)
+        # The manual mask as readers saw it (outline-normalised).
+        manual = Mask.objects.get(
+            radiograph_id=radiograph_id, kind=Mask.Kind.MANUAL, normalised_from__isnull=False
+        )
         pixels = maskio.mask_from_png(blob_read(manual.png.name))
         (truth / qata.mask_name(name)).write_bytes(maskio.mask_to_png_0_255(pixels))
     out = tmp_path / "out"

@@ -145,13 +145,16 @@ def test_a_drawn_mask_is_stored_as_a_one_bit_png_with_the_reader_as_author(lease
         task=task, reader=md, png=png_of(pixels), idempotency_key=key(), time_on_screen_ms=9000
     ).decision
     assert decision.outcome == Decision.Outcome.DREW and decision.candidate is None
-    mask = decision.mask
+    # The drawing as drawn, kept as the original of the outline-normalised mask that
+    # adjudicators see and that is accepted.
+    mask = decision.mask.normalised_from
     assert (mask.kind, mask.author, mask.area) == (Mask.Kind.DRAWN, md, 100)
     stored = blob_read(mask.png.name)
     assert Image.open(io.BytesIO(stored)).mode == "1"
     assert (maskio.mask_from_png(stored) == pixels).all()
+    assert (decision.mask.kind, decision.mask.author) == (Mask.Kind.DRAWN, md)
     truth = GroundTruth.objects.get(radiograph=task.radiograph)
-    assert (truth.source, truth.method, truth.mask_id) == ("drawn", "single", mask.pk)
+    assert (truth.source, truth.method, truth.mask_id) == ("drawn", "single", decision.mask_id)
 
 
 def test_refining_a_candidate_records_the_candidate_and_a_refined_mask(leased):

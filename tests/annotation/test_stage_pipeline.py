@@ -104,7 +104,10 @@ def test_a_training_job_whose_worker_dies_resumes_and_the_stage_completes(
     assert ModelVersion.objects.filter(job=job).count() == 1
     # No duplicate candidates or predictions anywhere.
     for radiograph_id in stage.config["targets"]:
-        assert Mask.objects.filter(radiograph_id=radiograph_id, kind="network").count() == 1
+        predicted = Mask.objects.filter(radiograph_id=radiograph_id, kind="network")
+        # One prediction, and one outline-normalised form of it (what readers see).
+        assert predicted.filter(normalised_from__isnull=True).count() == 1
+        assert predicted.filter(normalised_from__isnull=False).count() == 1
         assert Candidate.objects.filter(stage=stage, radiograph_id=radiograph_id).count() <= 2
 
 

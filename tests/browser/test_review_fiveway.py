@@ -90,7 +90,9 @@ def test_reject_all_then_brush_and_polygon_then_submit(md_on_first_case, page, a
 
     decision = Decision.objects.get(task=task)
     assert decision.outcome == "drew" and decision.candidate is None
-    stored = stored_pixels(decision.mask)
+    # As drawn; the decision's mask is its outline-normalised form.
+    assert decision.mask.normalised_from.author == md
+    stored = stored_pixels(decision.mask.normalised_from)
     assert (stored == drawn).all()
     expected = Image.new("1", SIZE)
     ImageDraw.Draw(expected).polygon(corners, fill=1)
@@ -120,7 +122,7 @@ def test_refine_a_candidate(md_on_first_case, page, artifacts_dir):
     submit(page)
     decision = Decision.objects.get(task=task)
     assert (decision.outcome, decision.candidate_id, decision.position) == ("refined", base.pk, 2)
-    after = stored_pixels(decision.mask)
+    after = stored_pixels(decision.mask.normalised_from)  # as refined, before normalising
     assert after.sum() < before.sum() and not (after & ~before).any()
 
 

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from contextlib import ExitStack
 from itertools import chain
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -54,6 +54,8 @@ from cxrio.qata import LABEL_COLUMNS, LABELS_FILE
 log = logging.getLogger(__name__)
 
 FORMATS = ("qata", "coco", "manifest")
+# Where the manifest's provenance keeps the masks as drawn or predicted of normalised masks.
+ORIGINALS_DIR = "provenance/original-masks"
 SPLITS = ("none", "stored", "kfold")
 MAX_FOLDS = 20
 ProgressCallback = Callable[[int, int], bool]  # (cases done, cases in all) -> stop?
@@ -291,7 +293,8 @@ def _write_zip(export: Export, cases, *, target, tmp: str, progress) -> int:
         for done, case in enumerate(iter_cases(cases), start=1):
             record = _write_case(
                 archive, coco, case, namer, split=split, fold=folds.get(case.radiograph.pk),
-                with_masks="qata" in formats, image_id=done,
+                with_masks="qata" in formats, with_provenance="manifest" in formats,
+                image_id=done,
             )  # fmt: skip
             _spool_case(spools, record, case.radiograph, first=done == 1)
             stats[stats_key(record)].add(record)
@@ -299,8 +302,9 @@ def _write_zip(export: Export, cases, *, target, tmp: str, progress) -> int:
             if progress is not None and progress(done, total):
                 raise ExportCancelled
         files = _write_metadata(
-            archive, coco, spools, dataset=export.dataset, formats=formats, split=split, folds=p
-        )
+            archive, coco, spools, dataset=export.dataset, formats=formats, split=split,
+            folds=p, stats=stats,
+        )  # fmt: skip
         card = dataset_card(
             dataset=export.dataset,
             export_id=export.pk,
@@ -316,19 +320,34 @@ def _write_zip(export: Export, cases, *, target, tmp: str, progress) -> int:
     return done
 
 
-def _write_case(archive, coco, case, namer, *, split, fold, with_masks, image_id) -> dict:
+def _write_case(
+    archive, coco, case, namer, *, split, fold, with_masks, with_provenance, image_id
+) -> dict:
     r = case.radiograph
     paths = qata.case_paths(namer.name_for(r), split=qata.split_of(r, split_mode=split))
     image_sha = archive.write_bytes(paths.image, qata.display_png(r))
     truth = case.ground_truth
     mask = qata.full_size_mask(r, truth.mask.png.name if truth is not None else None)
     mask_sha = archive.write_bytes(paths.mask, mask_to_png_0_255(mask)) if with_masks else None
+    normalised = truth is not None and truth.mask.normalised_from_id is not None
+    original_path = original_sha = None
+    if normalised and with_provenance:
+        # The accepted mask is the outline-normalised one readers saw; the mask as drawn or
+        # predicted is kept beside the manifest, in the same format.
+        original = qata.full_size_mask(r, truth.mask.normalised_from.png.name)
+        original_path = f"{ORIGINALS_DIR}/{PurePosixPath(paths.mask).name}"
+        original_sha = archive.write_bytes(original_path, mask_to_png_0_255(original))
     if coco is not None:
         coco.add(
             image_id=image_id,
             file_name=paths.image,
             mask=mask,
-            extra={"label": r.label, "split": r.split or None, "fold": fold},
+            extra={
+                "label": r.label,
+                "split": r.split or None,
+                "fold": fold,
+                "mask_normalised": normalised,
+            },
         )
     return case_record(
         case,
@@ -338,6 +357,8 @@ def _write_case(archive, coco, case, namer, *, split, fold, with_masks, image_id
         mask_sha256=mask_sha,
         mask_area=int(mask.sum()),
         fold=fold,
+        original_mask=original_path,
+        original_mask_sha256=original_sha,
     )
 
 
@@ -370,7 +391,7 @@ def _split_label(record: dict, split: str) -> str:
     return f"split {record['split'] or 'unassigned'}"
 
 
-def _write_metadata(archive, coco, spools, *, dataset, formats, split, folds) -> list[str]:
+def _write_metadata(archive, coco, spools, *, dataset, formats, split, folds, stats) -> list[str]:
     """labels.csv, COCO, manifests and split files; returns the top-level layout for the card."""
     files = ["Train Set/, Test Set/" if split == "stored" else "Images/"]
     if "qata" in formats:
@@ -389,6 +410,11 @@ def _write_metadata(archive, coco, spools, *, dataset, formats, split, folds) ->
         json_chunks = chain([b"["], _chunks(spools["json"]), [b"\n]\n"])
         archive.write_chunks("manifest.json", json_chunks)
         files.append("manifest.csv, manifest.json (per case: files, sha256, provenance)")
+        if any(s.normalised for s in stats.values()):
+            files.append(
+                f"{ORIGINALS_DIR}/ (the masks as drawn or predicted, where the accepted mask "
+                "is their outline-normalised form)"
+            )
     if split == "kfold":
         archive.write_file("splits/folds.csv", _binary(spools["folds"]))
         for fold in range(1, folds["folds"] + 1):

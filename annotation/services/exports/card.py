@@ -149,6 +149,7 @@ def dataset_card(
         f"{dataset.mask_max_side} px) and are written at the image's full size by "
         "nearest-neighbour upscaling, as 8-bit PNGs with values 0 (background) and 255 "
         "(infection).",
+        _normalised_note(stats, params),
         "- Readers are named by stable pseudonyms (reader-<n>); patients by a salted one-way "
         "key (`patient_key`), so cases of one patient can be grouped.",
         f"- Options: {_options(params)}.",
@@ -178,4 +179,23 @@ def _options(params: dict[str, Any]) -> str:
     return (
         f"formats {', '.join(params.get('formats', []))}; split {split}; "
         f"controls {'included' if params.get('include_controls') else 'not included'}"
+    )
+
+
+def _normalised_note(stats: dict, params: dict[str, Any]) -> str:
+    normalised = sum(s.normalised for s in stats.values())
+    if not normalised:
+        return "- No accepted mask was outline-normalised: each is the mask as chosen or drawn."
+    kept = (
+        "the masks as drawn or predicted are kept under `provenance/original-masks/` "
+        "(`original_mask` in the manifest)"
+        if "manifest" in params.get("formats", [])
+        else "the masks as drawn or predicted are not part of this export (add the manifest "
+        "format to keep them)"
+    )
+    return (
+        f"- {normalised} accepted mask(s) are outline-normalised: every candidate readers "
+        "compared was redrawn in one outline style (the stage's `normalise_outlines` "
+        "setting), so manual and network masks could not be told apart by their outlines; "
+        f"`mask_normalised` in the manifest marks them, and {kept}."
     )

@@ -57,7 +57,7 @@ def iter_cases(queryset: QuerySet[Radiograph], *, chunk: int = CHUNK) -> Iterato
         rows = list(
             queryset.filter(id__gt=last)
             .order_by("id")
-            .select_related("ground_truth__mask", "ground_truth__stage")
+            .select_related("ground_truth__mask__normalised_from", "ground_truth__stage")
             .prefetch_related("ground_truth__readers", "ground_truth__model_versions")[:chunk]
         )
         if not rows:

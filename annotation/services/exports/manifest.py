@@ -29,6 +29,9 @@ CSV_COLUMNS = [
     "width",
     "height",
     "mask_area",
+    "mask_normalised",
+    "original_mask",
+    "original_mask_sha256",
     "label",
     "split",
     "fold",
@@ -75,6 +78,7 @@ def _decision(decision: Decision, truth: GroundTruth) -> dict[str, Any]:
             "kind": mask.kind,
             "model_version": mask.model_version_id,
             "candidate_sources": sources if decision.candidate_id else [],
+            "normalised": mask.normalised_from_id is not None,
         },
         "position": decision.position,
         "time_on_screen_ms": decision.time_on_screen_ms,
@@ -92,8 +96,14 @@ def case_record(
     mask_sha256: str | None,
     mask_area: int,
     fold: int | None,
+    original_mask: str | None = None,
+    original_mask_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest.json record of one case."""
+    """The manifest.json record of one case.
+
+    `mask_normalised`: the accepted mask is the outline-normalised form readers were shown
+    (cxrio.outline); the mask as drawn or predicted is then `original_mask` (a file under
+    provenance/ when the archive holds one)."""
     r, truth = case.radiograph, case.ground_truth
     record: dict[str, Any] = {
         "image": image,
@@ -108,6 +118,9 @@ def case_record(
         "work_width": r.work_width,
         "work_height": r.work_height,
         "mask_area": mask_area,
+        "mask_normalised": bool(truth is not None and truth.mask.normalised_from_id is not None),
+        "original_mask": original_mask,
+        "original_mask_sha256": original_mask_sha256,
         "label": r.label,
         "split": r.split or None,
         "fold": fold,
@@ -197,10 +210,12 @@ class StageStats:
     decision_ms: int = 0
     readers: set[str] = field(default_factory=set)
     networks: Counter = field(default_factory=Counter)
+    normalised: int = 0
 
     def add(self, record: dict[str, Any]) -> None:
         self.cases += 1
         self.labels[record["label"]] += 1
+        self.normalised += int(bool(record.get("mask_normalised")))
         truth = record["ground_truth"]
         if truth is None:
             return

@@ -121,7 +121,10 @@ def _predict(ctx: JobContext) -> dict[str, Any]:
     stage = Stage.objects.get(pk=job.stage_id)
     done = set(
         Mask.objects.filter(
-            radiograph_id__in=p["radiographs"], model_version=mv, kind=Mask.Kind.NETWORK
+            radiograph_id__in=p["radiographs"],
+            model_version=mv,
+            kind=Mask.Kind.NETWORK,
+            normalised_from__isnull=True,
         ).values_list("radiograph_id", flat=True)
     )
     todo = [
