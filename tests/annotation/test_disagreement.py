@@ -72,8 +72,15 @@ def predicted_stage(**config) -> tuple[Stage, dict[str, object]]:
     """A stage whose three networks have predicted every case, as the workers leave it."""
     dataset = DatasetFactory()
     radiographs = {name: RadiographFactory(dataset=dataset, width=W, height=H) for name in CASES}
+    # Outlines as predicted (not normalised), so the hand-computed figures hold pixel for pixel.
     settings = stage_config_validate(
-        {"mode": "nway", "folds": 1, "networks": [{"arch": "unet", "encoder": "tiny"}] * 3} | config
+        {
+            "mode": "nway",
+            "folds": 1,
+            "networks": [{"arch": "unet", "encoder": "tiny"}] * 3,
+            "normalise_outlines": False,
+        }
+        | config
     )
     stage = Stage.objects.create(
         dataset=dataset,
