@@ -25,7 +25,7 @@ SCREEN_QUERIES = {Stage.Mode.NWAY: 9, Stage.Mode.PAIRWISE: 10}
 IMAGE_QUERIES = 5
 # A decision: the task locked, the decision written, the case accepted with its provenance and
 # audited (pairwise: the last round, which is the decision; earlier rounds take fewer).
-SUBMIT_QUERIES = {Stage.Mode.NWAY: 25, Stage.Mode.PAIRWISE: 32}
+SUBMIT_QUERIES = {Stage.Mode.NWAY: 25, Stage.Mode.PAIRWISE: 33}
 
 
 def queries(call) -> tuple[int, object]:
@@ -83,4 +83,6 @@ def test_screens_images_and_decisions_take_a_bounded_number_of_queries(client, m
     later = counts[8][-1]
     assert later["screen"] == counts[2][0]["screen"]
     assert max(later["images"]) == max(counts[2][0]["images"])
-    assert max(c["submit"] for c in counts[8]) <= max(c["submit"] for c in counts[2])
+    # A submit also leases the next case; which one (and so whether a knockout's last round or
+    # its first is timed) varies by a query or so on PostgreSQL: growth would be far more.
+    assert max(c["submit"] for c in counts[8]) <= max(c["submit"] for c in counts[2]) + 1
