@@ -398,15 +398,8 @@ def decision_record_drawing(
             return _decided(locked, decision, created, ip=client_ip)
         # The key is checked before any file is written; a lost race leaves at most a blob
         # that the same pixels would have produced anyway (content-addressed).
-        mask = mask_create(
-            radiograph=locked.radiograph,
-            pixels=pixels,
-            kind=Mask.Kind.REFINED if base is not None else Mask.Kind.DRAWN,
-            author=reader,
-            stage=locked.stage,
-        )
         # Seniors adjudicate, and the accepted mask is, the drawing in the stage's outline style.
-        mask = mask_shown(stage=locked.stage, mask=mask)
+        mask = _own_mask(locked, reader, pixels, refined=base is not None)
         decision, created = decision_write(
             outcome=Decision.Outcome.REFINED if base is not None else Decision.Outcome.DREW,
             candidate=base,
@@ -415,6 +408,19 @@ def decision_record_drawing(
             **fields,
         )
         return _decided(locked, decision, created, ip=client_ip)
+
+
+def _own_mask(task: ReviewTask, reader: AbstractBaseUser, pixels, *, refined: bool) -> Mask:
+    """A reader's (or senior's) drawing stored, and the form of it that is shown and accepted:
+    in the stage's outline style."""
+    mask = mask_create(
+        radiograph=task.radiograph,
+        pixels=pixels,
+        kind=Mask.Kind.REFINED if refined else Mask.Kind.DRAWN,
+        author=reader,
+        stage=task.stage,
+    )
+    return mask_shown(stage=task.stage, mask=mask)
 
 
 def adjudication_record(
@@ -504,16 +510,10 @@ def adjudication_record_drawing(
                 stage=locked.stage,
                 details={"of": READERS, "sources": [m.pk for m in sources]},
             )
+            # Accepted in the stage's outline style, as every mask readers compared.
+            mask = mask_shown(stage=locked.stage, mask=mask)
         else:
-            mask = mask_create(
-                radiograph=locked.radiograph,
-                pixels=pixels,
-                kind=Mask.Kind.REFINED if base is not None else Mask.Kind.DRAWN,
-                author=reader,
-                stage=locked.stage,
-            )
-        # Accepted in the stage's outline style, as every mask readers compared.
-        mask = mask_shown(stage=locked.stage, mask=mask)
+            mask = _own_mask(locked, reader, pixels, refined=base is not None)
         # Refining a reader's chosen candidate keeps that candidate as the base; a reader's own
         # drawing has none, so a mask refined from it is recorded as drawn.
         refined = base is not None and base.candidate_id is not None
