@@ -546,6 +546,8 @@ class Job(models.Model):
         PREDICT = "predict", "Predict"
         DETECTOR = "detector", "Train detector"
         CLASSIFIER = "classifier", "Train Grad-CAM classifier"
+        # The mean of a detector run's networks on one fold, evaluated on that fold's test set.
+        ENSEMBLE = "ensemble", "Detector ensemble"
         INFER = "infer", "Infection map"
         EXPORT = "export", "Export"
 

@@ -23,6 +23,11 @@ urlpatterns = [
         name="detector_report_html",
     ),
     path(
+        "detector/runs/<str:run>/ensemble",
+        detector.detector_ensemble_view,
+        name="detector_ensemble",
+    ),
+    path(
         "detector/models/<int:model_id>/deploy",
         detector.detector_deploy_view,
         name="detector_deploy",

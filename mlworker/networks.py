@@ -32,6 +32,10 @@ ENCODER_NOTES = {"slim": "from scratch, CPU", "tiny": "tests, demos"}
 # The click-refinement network (mlworker.interactive): one architecture, trained from scratch.
 INTERACTIVE = "interactive"
 INTERACTIVE_LABEL = "Click refinement (small U-Net)"
+# A detector made of a run's networks of one fold (mlworker.detection.ensemble).
+ENSEMBLE = "ensemble"
+ENSEMBLE_ENCODER = "mean"
+ENSEMBLE_LABEL = "Ensemble · mean probability"
 # The encoders downsample 32×; Inception-v3's valid-padded stem needs a larger input.
 SIZE_MULTIPLE = 32
 INCEPTION_MIN_SIZE = 96
@@ -39,6 +43,8 @@ INCEPTION_MIN_SIZE = 96
 
 def network_label(arch: str, encoder: str) -> str:
     """How screens and reports name a network: "U-Net · DenseNet-121"."""
+    if arch == ENSEMBLE:
+        return ENSEMBLE_LABEL
     return f"{ARCH_LABELS.get(arch, arch)} · {ENCODER_LABELS.get(encoder, encoder)}"
 
 

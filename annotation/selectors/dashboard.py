@@ -73,7 +73,7 @@ def job_title(job: Job) -> str:
         return f"Train {net.get('arch', '?')}/{net.get('encoder', '?')}{fold}"
     if job.kind == Job.Kind.PREDICT:
         return f"Predict {len(params.get('radiographs', []))} cases with model #{params.get('model_version')}"
-    if job.kind in (Job.Kind.DETECTOR, Job.Kind.CLASSIFIER):
+    if job.kind in (Job.Kind.DETECTOR, Job.Kind.ENSEMBLE, Job.Kind.CLASSIFIER):
         net = params.get("network") or {"arch": "classifier", "encoder": params.get("encoder", "?")}
         fold = f", fold {params['fold'] + 1}" if params.get("fold") is not None else ""
         return f"{job.get_kind_display()} {net.get('arch')}/{net.get('encoder')}{fold}"

@@ -21,9 +21,9 @@ from django.db.models.fields.json import KT
 from annotation.models import Dataset, Job, ModelVersion
 from mlworker.curves import PrCurve, RocCurve, ScoreHistogram, precision_recall_curve, roc_curve
 from mlworker.metrics import Counts, FoldSummary, fold_summary
-from mlworker.networks import ARCHS, ENCODERS, encoder_label, network_label
+from mlworker.networks import ARCHS, ENCODERS, ENSEMBLE, encoder_label, network_label
 
-RUN_KINDS = (Job.Kind.DETECTOR, Job.Kind.CLASSIFIER)
+RUN_KINDS = (Job.Kind.DETECTOR, Job.Kind.ENSEMBLE, Job.Kind.CLASSIFIER)
 # The paper's columns, in its order.
 METRICS = ("sensitivity", "specificity", "precision", "f1", "f2", "accuracy")
 METRIC_LABELS = {
@@ -146,6 +146,47 @@ class RunReport:
     def complete(self) -> bool:
         return self.jobs.get("total", 0) == self.jobs.get(Job.State.SUCCEEDED, 0)
 
+    @property
+    def ensemble(self) -> NetworkReport | None:
+        return next((n for n in self.networks if n.arch == ENSEMBLE), None)
+
+    @property
+    def ensemble_gain(self) -> dict[str, Any] | None:
+        """The ensemble against its best network, on the folds both have finished: pixel F1
+        (mean over folds) and mean per-image Dice, and the difference."""
+        ensemble = self.ensemble
+        members = [n for n in self.networks if n.arch != ENSEMBLE and n.pixel is not None]
+        if ensemble is None or ensemble.pixel is None or not members:
+            return None
+        folds = {mv.fold for mv in ensemble.models}
+        best = None
+        for network in members:
+            if {mv.fold for mv in network.models} >= folds and (
+                best is None or network.pixel.mean["f1"].value > best.pixel.mean["f1"].value
+            ):
+                best = network
+        if best is None or not ensemble.complete:
+            return None
+        f1, best_f1 = ensemble.pixel.mean["f1"].value, best.pixel.mean["f1"].value
+        dice_gain = ensemble.mean_dice - best.mean_dice
+        return {
+            "best": best,
+            "f1": f1,
+            "best_f1": best_f1,
+            "f1_gain": f1 - best_f1,
+            "f1_gain_text": f"{f1 - best_f1:+.4f}",
+            "dice": ensemble.mean_dice,
+            "best_dice": best.mean_dice,
+            "dice_gain": dice_gain,
+            "dice_gain_text": f"{dice_gain:+.4f}",
+        }
+
+    @property
+    def can_ensemble(self) -> bool:
+        """Two or more networks, all trained, and no ensemble yet: one can be evaluated."""
+        networks = [n for n in self.networks if n.arch != ENSEMBLE]
+        return self.ensemble is None and len(networks) >= 2 and all(n.complete for n in networks)
+
 
 class RunNotFound(LookupError):
     pass
@@ -221,14 +262,15 @@ def run_report(*, run: str) -> RunReport:
         protocol=p.get("protocol", ""),
         protocol_label=PROTOCOL_LABELS.get(p.get("protocol", ""), p.get("protocol", "")),
         settings={
-            k: p.get(k) for k in ("folds", "epochs", "batch_size", "image_size", "lr", "frozen")
+            k: p.get(k)
+            for k in ("folds", "epochs", "batch_size", "image_size", "lr", "frozen", "ensemble")
         },
         n_test_cases=sum(len(j.params.get("test", [])) for j in _one_job_per_fold(jobs)),
         jobs=states,
     )
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for job in jobs:
-        if job["kind"] == Job.Kind.DETECTOR:
+        if job["kind"] in (Job.Kind.DETECTOR, Job.Kind.ENSEMBLE):
             key = ("detector", job["arch"], job["net_encoder"])
         else:
             key = ("classifier", "classifier", job["clf_encoder"])
@@ -247,7 +289,10 @@ def run_report(*, run: str) -> RunReport:
             arch=arch,
             encoder=encoder,
             models=mine,
-            folds_total=len(members),
+            # An ensemble is queued fold by fold, as each fold's networks finish.
+            folds_total=max(len(members), p.get("folds") or 1)
+            if arch == ENSEMBLE
+            else len(members),
         )
         if mine:
             (_fill_detector if purpose == "detector" else _fill_classifier)(item)

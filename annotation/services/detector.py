@@ -48,6 +48,7 @@ DETECTOR_PRESETS: dict[str, dict[str, Any]] = {
         "with_classifier": True,
         "classifier_epochs": 10,
         "classifier_lr": 1e-5,
+        "ensemble": False,
     },
     # Group II: the fixed train/test split.
     "paper-group-2": {
@@ -62,6 +63,7 @@ DETECTOR_PRESETS: dict[str, dict[str, Any]] = {
         "with_classifier": True,
         "classifier_epochs": 10,
         "classifier_lr": 1e-5,
+        "ensemble": False,
     },
     # Tiny networks on small images: a whole run in minutes on a laptop CPU.
     "fast-cpu": {
@@ -76,6 +78,7 @@ DETECTOR_PRESETS: dict[str, dict[str, Any]] = {
         "with_classifier": True,
         "classifier_epochs": 3,
         "classifier_lr": 1e-3,
+        "ensemble": False,
     },
 }
 
@@ -115,6 +118,10 @@ def detector_config_validate(config: dict[str, Any]) -> dict[str, Any]:
     _number(merged, "lr", 1e-7, 0.5, whole=False)
     _number(merged, "classifier_epochs", 1, 1000)
     _number(merged, "classifier_lr", 1e-7, 0.5, whole=False)
+    if not isinstance(merged["ensemble"], bool):
+        raise DetectorError(f"ensemble is true or false, not {merged['ensemble']!r}")
+    if merged["ensemble"] and len(networks) < 2:
+        raise DetectorError("an ensemble combines two or more networks: choose at least two")
     return {
         **{k: merged[k] for k in DETECTOR_PRESETS["fast-cpu"]},
         "networks": networks,
@@ -230,6 +237,8 @@ def detector_launch(
                     "lr": settings["lr"],
                     "frozen": settings["frozen"],
                     "with_classifier": settings["with_classifier"],
+                    # Once every network of this fold is trained, their mean is evaluated too.
+                    "ensemble": settings["ensemble"],
                 }
                 jobs.append(_enqueue(Job.Kind.DETECTOR, params, dataset, by))
         encoders = (
@@ -251,6 +260,72 @@ def detector_launch(
                 jobs.append(_enqueue(Job.Kind.CLASSIFIER, params, dataset, by))
     log.info("detector run %s on dataset %s: %d jobs", run, dataset.pk, len(jobs))
     return DetectorRun(run=run, jobs=jobs)
+
+
+def _fold_filter(fold: int | None) -> Q:
+    return Q(params__fold=None) if fold is None else Q(params__fold=fold)
+
+
+def detector_ensemble_enqueue(
+    *, run: str, fold: int | None, by: AbstractBaseUser | None = None, strict: bool = True
+) -> Job | None:
+    """Queue the evaluation of the mean of a run's trained networks on one fold (an ENSEMBLE
+    job, registering a detector of its own that can be deployed like any other).
+
+    Idempotent: a queued, running or finished ensemble of that fold is returned instead of a
+    second one. Every network of the fold must be trained; otherwise DetectorError, or None
+    with strict=False (a detector job asks after each network it trains, and the last one
+    queues the ensemble)."""
+    from mlworker.networks import ENSEMBLE, ENSEMBLE_ENCODER
+
+    where = f"fold {fold + 1}" if fold is not None else "the fixed split"
+    members = list(
+        Job.objects.filter(Q(kind=Job.Kind.DETECTOR, params__run=run) & _fold_filter(fold))
+        .select_related("dataset")
+        .order_by("id")
+    )
+    if not members:
+        raise DetectorError(f"run {run!r} has no detector networks on {where}")
+    if len(members) < 2:
+        raise DetectorError(f"run {run!r} trained one network on {where}: nothing to combine")
+    dataset = members[0].dataset
+    with transaction.atomic():
+        # One ensemble per run and fold: the dataset row is the lock.
+        Dataset.objects.select_for_update().get(pk=dataset.pk)
+        existing = (
+            Job.objects.filter(Q(kind=Job.Kind.ENSEMBLE, params__run=run) & _fold_filter(fold))
+            .exclude(state__in=(Job.State.FAILED, Job.State.CANCELLED))
+            .first()
+        )
+        if existing is not None:
+            return existing
+        models = dict(
+            ModelVersion.objects.filter(job__in=members)
+            .exclude(weights="")
+            .values_list("job_id", "pk")
+        )
+        missing = [job for job in members if job.pk not in models]
+        if missing:
+            if not strict:
+                return None
+            raise DetectorError(
+                f"{len(missing)} of the {len(members)} networks on {where} are not trained yet"
+            )
+        first = members[0].params
+        params = {
+            key: first[key]
+            for key in ("run", "protocol", "folds", "fold", "batch_size", "image_size", "seed")
+            if key in first
+        }
+        params.update(
+            network={"arch": ENSEMBLE, "encoder": ENSEMBLE_ENCODER},
+            members=[models[job.pk] for job in members],
+            train=first["train"],
+            test=first["test"],
+        )
+        job = _enqueue(Job.Kind.ENSEMBLE, params, dataset, by)
+    log.info("detector run %s, %s: ensemble of %d networks queued", run, where, len(members))
+    return job
 
 
 def _enqueue(kind: str, params: dict, dataset: Dataset, by) -> Job:

@@ -21,6 +21,7 @@ from annotation.selectors.inference import deployed_detectors
 from annotation.selectors.report import (
     METRIC_LABELS,
     METRICS,
+    RUN_KINDS,
     RunNotFound,
     confusion_cells,
     detector_runs,
@@ -33,6 +34,7 @@ from annotation.services.detector import (
     DETECTOR_PRESETS,
     DetectorError,
     detector_deploy,
+    detector_ensemble_enqueue,
     detector_launch,
 )
 from annotation.views.access import role_required
@@ -68,6 +70,10 @@ class DetectorForm(forms.Form):
     classifier_lr = forms.FloatField(
         min_value=1e-7, max_value=0.5, label="Classifier learning rate"
     )
+    ensemble = forms.BooleanField(
+        required=False,
+        label="Also evaluate the ensemble (mean probability of the networks) on each fold",
+    )
 
     KEYS = (
         "protocol",
@@ -80,6 +86,7 @@ class DetectorForm(forms.Form):
         "with_classifier",
         "classifier_epochs",
         "classifier_lr",
+        "ensemble",
     )
 
     @classmethod
@@ -190,7 +197,7 @@ def _report_context(report) -> dict:
 def _run_jobs(run: str):
     """The run's jobs for the job table; params (with long case lists) are not loaded."""
     jobs = (
-        Job.objects.filter(kind__in=(Job.Kind.DETECTOR, Job.Kind.CLASSIFIER), params__run=run)
+        Job.objects.filter(kind__in=RUN_KINDS, params__run=run)
         .annotate(
             arch=KT("params__network__arch"),
             net_encoder=KT("params__network__encoder"),
@@ -206,7 +213,7 @@ def _run_jobs(run: str):
         # KT gives text; a JSON null comes back as None or "null" depending on the database.
         number = "" if job.fold_number is None else str(job.fold_number)
         fold = f", fold {int(number) + 1}" if number.isdigit() else ""
-        if job.kind == Job.Kind.DETECTOR:
+        if job.kind in (Job.Kind.DETECTOR, Job.Kind.ENSEMBLE):
             row.title = f"Detector {network_label(job.arch, job.net_encoder)}{fold}"
         else:
             row.title = f"Classifier {encoder_label(job.clf_encoder)}{fold}"
@@ -262,3 +269,22 @@ def detector_deploy_view(request: HttpRequest, model_id: int) -> HttpResponse:
         )
     run = mv.config.get("run")
     return redirect("detector_report", run=run) if run else redirect("detector_index")
+
+
+@require_POST
+@role_required(ADMIN)
+def detector_ensemble_view(request: HttpRequest, run: str) -> HttpResponse:
+    """Evaluate the mean of a finished run's networks on every fold (one job per fold)."""
+    report = _report_or_404(run)
+    folds = sorted(
+        {mv.fold for n in report.networks for mv in n.models}, key=lambda f: -1 if f is None else f
+    )
+    try:
+        jobs = [detector_ensemble_enqueue(run=run, fold=fold, by=request.user) for fold in folds]
+    except DetectorError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, f"The ensemble of the run's networks is being evaluated ({len(jobs)} job(s))."
+        )
+    return redirect("detector_report", run=run)

@@ -19,7 +19,7 @@ from annotation.services.inference import case_inference_request, inference_requ
 from cxrio.images import encode_png
 from tests.annotation.detecting import detector_dataset
 from tests.factories import UserFactory
-from tests.support import wait_for_job
+from tests.support import wait_for, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -90,3 +90,55 @@ def test_a_worker_trains_evaluates_and_then_maps_cases_and_uploads(
     assert _png(case_job.result["files"]["gradcam"]).size == size
     assert seconds < 30, f"an upload took {seconds:.1f} s through the worker"
     print(f"\nupload 1024x1024 tiny/32: {seconds:.2f} s end to end, worker ms {upload['ms']}")
+
+
+def test_a_run_with_the_ensemble_option_evaluates_and_deploys_the_mean_of_its_networks(
+    worker_process, phantom_dataset, client
+):
+    dataset, _ = detector_dataset(phantom_dataset, n_covid=6, n_control=6, size=64)
+    launched = detector_launch(
+        dataset=dataset,
+        config={
+            "networks": [{"arch": "unet", "encoder": "tiny"}, {"arch": "dla", "encoder": "tiny"}],
+            "protocol": "split",
+            "folds": 1,
+            "epochs": 1,
+            "batch_size": 4,
+            "image_size": 32,
+            "with_classifier": False,
+            "ensemble": True,
+        },
+    )
+    _succeed(launched.jobs, worker_process)
+    # The network that finished last queued the ensemble of the fold, once.
+    wait_for(
+        lambda: Job.objects.filter(kind="ensemble", params__run=launched.run).exists(),
+        what="the ensemble job to be queued",
+        timeout=30,
+    )
+    [ensemble_job] = Job.objects.filter(kind="ensemble", params__run=launched.run)
+    _succeed([ensemble_job], worker_process)
+    members = ModelVersion.objects.filter(job__in=launched.jobs)
+    ensemble = ModelVersion.objects.get(job=ensemble_job)
+    assert (ensemble.purpose, ensemble.arch) == ("detector", "ensemble")
+    assert sorted(ensemble.metrics["members"]) == sorted(m.pk for m in members)
+    assert ensemble.metrics["evaluation"]["n_cases"] == len(launched.jobs[0].params["test"])
+    assert ensemble.params_trainable == sum(m.params_trainable for m in members)
+
+    report = run_report(run=launched.run)
+    gain = report.ensemble_gain
+    assert report.complete and gain is not None
+    assert gain["best"].arch in ("unet", "dla") and not report.can_ensemble
+    client.force_login(UserFactory(roles=["admin"]))
+    page = client.get(reverse("detector_report", args=[launched.run])).content.decode()
+    assert 'data-network="ensemble/mean"' in page and 'id="ensemble-gain"' in page
+
+    # Deployed, the ensemble draws the infection maps like a single network would.
+    detector_deploy(model_version=ensemble)
+    radiograph = Radiograph.objects.filter(dataset=dataset, label="covid").first()
+    case_job = case_inference_request(radiograph=radiograph, user=None)
+    _succeed([case_job], worker_process, timeout=60)
+    case = inference_result(job=case_job)
+    assert case["model_version"] == ensemble.pk
+    size = (radiograph.work_width, radiograph.work_height)
+    assert _png(case_job.result["files"]["map"]).size == size

@@ -47,7 +47,8 @@ def _detector(ctx: JobContext) -> dict[str, Any]:
 
     job, p = ctx.job, ctx.params
     existing = ModelVersion.objects.filter(job=job).first()
-    if existing is not None:  # registered just before a crash: nothing left to do
+    if existing is not None:  # registered just before a crash: only the ensemble may be left
+        _ensemble_when_ready(ctx)
         return {"model_version": existing.pk}
     size, net = p["image_size"], p["network"]
     images, masks, covid = load_cases(p["train"], size, ctx, span=(0.0, 0.03))
@@ -99,6 +100,7 @@ def _detector(ctx: JobContext) -> dict[str, Any]:
             "test_cases": [r for r, _ in p["test"]],
         },
     )
+    _ensemble_when_ready(ctx)
     case = record["case"]
     return {
         "model_version": mv.pk,
@@ -112,6 +114,84 @@ def _detector(ctx: JobContext) -> dict[str, Any]:
 @shared_task(name="annotation.worker.detector_job", **TASK_OPTIONS, **TRAIN_LIMITS)
 def detector_job(self, job_id: int) -> str:
     return run_job(self, job_id, _detector)
+
+
+def _ensemble_when_ready(ctx: JobContext) -> None:
+    """The last network of a fold to finish queues the fold's ensemble, if the run asked."""
+    from annotation.services.detector import detector_ensemble_enqueue
+
+    p = ctx.params
+    if p.get("ensemble"):
+        queued = detector_ensemble_enqueue(
+            run=p["run"], fold=p.get("fold"), by=ctx.job.created_by, strict=False
+        )
+        if queued is not None:
+            ctx.log(f"every network of this fold is trained: ensemble job #{queued.pk} queued")
+
+
+# --- the ensemble of a fold's networks ------------------------------------------------------
+def _best_member(members: list[ModelVersion]) -> dict[str, Any]:
+    from mlworker.metrics import Counts, scores
+
+    best = None
+    for mv in members:
+        pixel = Counts(**mv.metrics["evaluation"]["pixel"])
+        f1 = scores(pixel)["f1"].value
+        if best is None or f1 > best["pixel_f1"]:
+            best = {"model_version": mv.pk, "arch": mv.arch, "encoder": mv.encoder}
+            best["pixel_f1"] = f1
+            best["mean_dice"] = mv.metrics["evaluation"]["mean_dice"]
+    return best
+
+
+def _ensemble(ctx: JobContext) -> dict[str, Any]:
+    from mlworker.detection.ensemble import mean_ensemble
+    from mlworker.detection.evaluate import evaluate_detector, evaluation_record
+    from mlworker.metrics import Counts, scores
+    from mlworker.networks import ENSEMBLE, ENSEMBLE_ENCODER
+
+    job, p = ctx.job, ctx.params
+    existing = ModelVersion.objects.filter(job=job).first()
+    if existing is not None:
+        return {"model_version": existing.pk}
+    members = list(ModelVersion.objects.filter(pk__in=p["members"]).order_by("pk"))
+    if len(members) != len(p["members"]):
+        raise RuntimeError("a network of the ensemble was deleted after it was queued")
+    ctx.progress(0.05, phase="loading networks")
+    model = mean_ensemble([load_model_version(mv) for mv in members])
+    size = p["image_size"]
+    ctx.log(f"the mean of {len(members)} networks; evaluating on {len(p['test'])} test cases")
+    images, masks, covid = load_cases(p["test"], size, ctx, span=(0.1, 0.2))
+    evaluation = evaluate_detector(
+        model, images, masks, covid, batch_size=p["batch_size"],
+        progress=lambda done, total: ctx.progress(0.2 + 0.7 * done / total, phase="evaluating"),
+    )  # fmt: skip
+    record = evaluation_record(evaluation)
+    best = _best_member(members)
+    f1 = scores(Counts(**record["pixel"]))["f1"].value
+    mv = register_model(
+        ctx,
+        model,
+        training=p["train"],
+        purpose=ModelVersion.Purpose.DETECTOR,
+        arch=ENSEMBLE,
+        encoder=ENSEMBLE_ENCODER,
+        metrics={
+            "evaluation": record,
+            "members": [m.pk for m in members],
+            "best_member": best,
+            "pixel_f1_gain": round(f1 - best["pixel_f1"], 6),
+            "mean_dice_gain": round(record["mean_dice"] - best["mean_dice"], 6),
+            "test_cases": [r for r, _ in p["test"]],
+        },
+    )
+    ctx.log(f"ensemble pixel F1 {f1:.4f}; best network {best['pixel_f1']:.4f}")
+    return {"model_version": mv.pk, "pixel_f1": round(f1, 6), "best_member": best}
+
+
+@shared_task(name="annotation.worker.ensemble_job", **TASK_OPTIONS, **TRAIN_LIMITS)
+def ensemble_job(self, job_id: int) -> str:
+    return run_job(self, job_id, _ensemble)
 
 
 # --- the Grad-CAM classifier ------------------------------------------------------------------
