@@ -13,8 +13,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotation.models import Decision, GroundTruth, Job, ModelVersion
-from annotation.roles import ADMIN, MD
+from annotation.models import Decision, GroundTruth, Job, ModelVersion, ReviewTask
+from annotation.roles import ADMIN, MD, SENIOR_MD
 from annotation.services.interactive import REFINE_TASK
 from cxrio.masks import mask_to_png
 from tests.factories import ModelVersionFactory, UserFactory, review_stage
@@ -177,3 +177,43 @@ def test_an_admin_launches_training_on_the_accepted_masks(broker):
         format="json",
     )
     assert bad.status_code in (400, 409)
+
+
+def test_the_draw_screen_offers_clicks_only_with_a_model(client):
+    stage = review_stage(n_cases=1)
+    md, api = client_of(MD)
+    screen = lease(api, stage)
+    client.force_login(md)
+    page = client.get(f"/review/t/{screen['task']}/draw").content.decode()
+    assert "Click-to-refine is off" in page and "data-refine-url" not in page
+    interactive_model(stage)
+    page = client.get(f"/review/t/{screen['task']}/draw").content.decode()
+    assert "Click-to-refine is off" not in page
+    token = screen["task"]
+    assert f'data-refine-url="/api/review/tasks/{token}/refine/"' in page
+
+
+def test_a_senior_md_refines_in_adjudication_and_the_clicks_are_kept(celery_broker, settings):
+    settings.INTERACTIVE_TIMEOUT_S = 0.3
+    stage = review_stage(n_cases=1, readers_per_case=2)
+    model = interactive_model(stage)
+    for position in (1, 2):
+        _md, client = client_of(MD)
+        screen = lease(client, stage)
+        task = ReviewTask.objects.get(token=screen["task"])
+        choose = task.candidate_order.index(sorted(task.candidate_order)[position - 1]) + 1
+        body = {"position": choose, "idempotency_key": uuid.uuid4().hex}
+        client.post(f"/api/review/tasks/{screen['task']}/pick/", body, format="json")
+    senior, client = client_of(SENIOR_MD)
+    screen = lease(client, stage)
+    assert screen["kind"] == "adjudication"
+    # Let in (the worker is what is missing here), not refused as another reader's case.
+    answer = refine(client, screen)
+    assert answer.status_code == 503 and "No click-to-refine worker" in answer.json()["detail"]
+    pixels = np.zeros((48, 64), bool)
+    pixels[4:12, 6:20] = True
+    clicks = [{"x": 8, "y": 6, "positive": True}]
+    drawn = drawing(client, screen, pixels, clicks=json.dumps(clicks), interactive_model=model.pk)
+    assert drawn.status_code == 201, drawn.content
+    decision = Decision.objects.get(reader=senior)
+    assert (decision.clicks, decision.interactive_model) == (clicks, model)

@@ -194,7 +194,9 @@
       this.clickCount = document.createElement("span");
       this.clickCount.className = "cm-clicks";
       this.clickCount.setAttribute("data-cm-clicks", "0");
-      group.append(zones, this.undoClickButton, this.clickCount);
+      this.clickCount.textContent = "no clicks";
+      this.undoClickButton.append(this.clickCount);
+      group.append(zones, this.undoClickButton);
       bar.append(group);
     }
 
@@ -202,7 +204,7 @@
       if (!this.clickCount) return;
       const n = this.clicks.length;
       this.clickCount.setAttribute("data-cm-clicks", String(n));
-      this.clickCount.textContent = n ? `${n} click${n === 1 ? "" : "s"}` : "";
+      this.clickCount.textContent = n ? `${n} click${n === 1 ? "" : "s"}` : "no clicks";
       this.root.dataset.cmClicks = String(n);
       if (n) this.undoClickButton.removeAttribute("disabled");
       else this.undoClickButton.setAttribute("disabled", "");
