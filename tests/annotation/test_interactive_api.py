@@ -217,3 +217,26 @@ def test_a_senior_md_refines_in_adjudication_and_the_clicks_are_kept(celery_brok
     assert drawn.status_code == 201, drawn.content
     decision = Decision.objects.get(reader=senior)
     assert (decision.clicks, decision.interactive_model) == (clicks, model)
+
+
+def test_the_stage_page_launches_training_and_names_the_current_model(
+    client, broker, django_capture_on_commit_callbacks
+):
+    stage = review_stage(n_cases=2)
+    for radiograph in stage.dataset.radiographs.all():
+        GroundTruth.objects.create(
+            radiograph=radiograph, mask=radiograph.masks.first(), source="manual", method="single"
+        )
+    admin = UserFactory(roles=[ADMIN])
+    client.force_login(admin)
+    page = client.get(f"/dashboard/stages/{stage.pk}/").content.decode()
+    assert "No click-to-refine model yet" in page
+    assert "Train click-to-refine on 2 accepted masks" in page
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(f"/dashboard/stages/{stage.pk}/interactive", follow=True)
+    job = Job.objects.get(kind="interactive")
+    assert f"Click-to-refine training queued (job #{job.pk})" in answer.content.decode()
+    assert [m.task for m in broker.messages] == ["annotation.worker.interactive_job"]
+    model = interactive_model(stage)
+    page = client.get(f"/dashboard/stages/{stage.pk}/").content.decode()
+    assert f"Current model: <strong>#{model.pk}</strong>" in page
