@@ -27,6 +27,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
+from kombu.exceptions import OperationalError
 
 from annotation.models import GroundTruth, Job, Label, ModelVersion, ReviewTask, Stage
 from annotation.services.audit import audit_record
@@ -298,24 +299,30 @@ def interactive_refine(
     timeout = refine_timeout() if timeout is None else timeout
     reply = f"collabmask:refine:{secrets.token_hex(16)}"
     started = time.perf_counter()
-    current_app.send_task(
-        REFINE_TASK,
-        kwargs={
-            "reply": reply,
-            "model_version": model.pk,
-            "radiograph": radiograph.pk,
-            "mask": base64.b64encode(mask_png).decode() if mask_png is not None else None,
-            "clicks": clicks,
-            "zones": zones,
-        },
-        queue=QUEUE,
-        expires=timeout,
-    )
-    client = redis_client()
     try:
-        answer = client.blpop([reply], timeout=timeout)
-    finally:
-        client.delete(reply)
+        current_app.send_task(
+            REFINE_TASK,
+            kwargs={
+                "reply": reply,
+                "model_version": model.pk,
+                "radiograph": radiograph.pk,
+                "mask": base64.b64encode(mask_png).decode() if mask_png is not None else None,
+                "clicks": clicks,
+                "zones": zones,
+            },
+            queue=QUEUE,
+            expires=timeout,
+        )
+        client = redis_client()
+        try:
+            answer = client.blpop([reply], timeout=timeout)
+        finally:
+            client.delete(reply)
+    except (redis.RedisError, OSError, OperationalError) as exc:
+        raise RefineUnavailable(
+            "Click-to-refine cannot reach its worker (the broker does not answer). Draw with "
+            "the brush, and tell an admin."
+        ) from exc
     if answer is None:
         raise RefineUnavailable(
             f"No click-to-refine worker answered within {timeout:g} s: it may be starting or "

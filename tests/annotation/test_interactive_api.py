@@ -240,3 +240,19 @@ def test_the_stage_page_launches_training_and_names_the_current_model(
     model = interactive_model(stage)
     page = client.get(f"/dashboard/stages/{stage.pk}/").content.decode()
     assert f"Current model: <strong>#{model.pk}</strong>" in page
+
+
+def test_an_unreachable_broker_is_a_503_in_words(monkeypatch):
+    from celery import current_app
+    from kombu.exceptions import OperationalError
+
+    def down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting: Connection refused")
+
+    monkeypatch.setattr(current_app._get_current_object(), "send_task", down)
+    stage = review_stage(n_cases=1)
+    interactive_model(stage)
+    _md, client = client_of(MD)
+    answer = refine(client, lease(client, stage))
+    assert answer.status_code == 503
+    assert "cannot reach its worker" in answer.json()["detail"]
