@@ -237,6 +237,7 @@ def test_the_stage_page_launches_training_and_names_the_current_model(
     job = Job.objects.get(kind="interactive")
     assert f"Click-to-refine training queued (job #{job.pk})" in answer.content.decode()
     assert [m.task for m in broker.messages] == ["annotation.worker.interactive_job"]
+    assert "Train click-to-refine on 2 accepted masks" in client.get("/dashboard/").content.decode()
     model = interactive_model(stage)
     page = client.get(f"/dashboard/stages/{stage.pk}/").content.decode()
     assert f"Current model: <strong>#{model.pk}</strong>" in page
