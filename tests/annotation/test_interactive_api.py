@@ -129,6 +129,8 @@ def test_a_drawing_keeps_its_clicks_zones_and_model_and_reads_refined_with_n_cli
     assert decision.clicks == clicks
     assert decision.zones == ["right_upper", "left_lower"]
     assert decision.interactive_model == model
+    # The accepted mask's provenance names the click-to-refine model.
+    assert list(GroundTruth.objects.get().model_versions.all()) == [model]
     client.force_login(md)
     page = client.get(f"/review/s/{stage.pk}/cases")
     assert "Refined with 2 clicks" in page.content.decode()
