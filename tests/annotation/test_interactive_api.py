@@ -134,6 +134,10 @@ def test_a_drawing_keeps_its_clicks_zones_and_model_and_reads_refined_with_n_cli
     client.force_login(md)
     page = client.get(f"/review/s/{stage.pk}/cases")
     assert "Refined with 2 clicks" in page.content.decode()
+    staff = UserFactory(roles=[ADMIN])
+    client.force_login(staff)
+    stats = client.get(f"/stats/s/{stage.pk}/").content.decode()
+    assert "Refined with clicks</th><td>1 decision, 2 clicks" in stats
 
 
 def test_clicks_without_the_model_that_refined_them_are_refused():

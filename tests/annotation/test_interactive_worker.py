@@ -21,7 +21,12 @@ from cxrio.masks import mask_from_png
 from tests.factories import UserFactory
 from tests.support import wait_for_job
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.keras]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.keras,
+]
 
 # Generous: a click through the worker takes tens of ms here; CI machines are slow and shared.
 CLICK_P50_S = 1.5

@@ -20,6 +20,7 @@ from tests.factories import UserFactory, review_stage
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.integration,
     pytest.mark.keras,
     pytest.mark.usefixtures("roles_present"),
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
