@@ -263,7 +263,7 @@ def redis_client() -> redis.Redis:
 
 
 def refine_timeout() -> float:
-    return float(getattr(settings, "INTERACTIVE_TIMEOUT_S", 10.0))
+    return float(settings.INTERACTIVE_TIMEOUT_S)
 
 
 def interactive_refine(
