@@ -181,6 +181,8 @@ class ModelVersion(models.Model):
         CANDIDATE = "candidate", "Candidate generator"
         DETECTOR = "detector", "Final detector"
         CLASSIFIER = "classifier", "Grad-CAM classifier"
+        # The click-to-refine network of the draw screens (mlworker.interactive).
+        INTERACTIVE = "interactive", "Click-to-refine"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="model_versions")
     stage = models.ForeignKey(
@@ -439,6 +441,13 @@ class Decision(models.Model):
     revoked_at = models.DateTimeField(
         null=True, blank=True, help_text="set by 'undo last decision'"
     )
+    # Click-to-refine: the clicks ({x, y, positive} in working-image pixels) and lung zones the
+    # reader gave, and the network that turned them into the mask (before any brush touch-up).
+    clicks = models.JSONField(default=list, blank=True)
+    zones = models.JSONField(default=list, blank=True)
+    interactive_model = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         ordering = ["task", "created_at"]
@@ -456,6 +465,15 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_outcome_display()} in task #{self.task_id} by {self.reader_id}"
+
+    @property
+    def outcome_label(self) -> str:
+        """The outcome as the worklist and statistics name it: a mask made with click-to-refine
+        reads "Refined with N clicks"."""
+        if self.clicks:
+            n = len(self.clicks)
+            return f"Refined with {n} click{'' if n == 1 else 's'}"
+        return self.get_outcome_display()
 
 
 class GroundTruth(models.Model):
@@ -548,6 +566,7 @@ class Job(models.Model):
         CLASSIFIER = "classifier", "Train Grad-CAM classifier"
         # The mean of a detector run's networks on one fold, evaluated on that fold's test set.
         ENSEMBLE = "ensemble", "Detector ensemble"
+        INTERACTIVE = "interactive", "Train click-to-refine"
         INFER = "infer", "Infection map"
         EXPORT = "export", "Export"
 
@@ -558,7 +577,7 @@ class Job(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
-    kind = models.CharField(max_length=10, choices=Kind.choices)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     dataset = models.ForeignKey(
         Dataset, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"

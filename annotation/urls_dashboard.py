@@ -17,6 +17,11 @@ urlpatterns = [
         name="dashboard_stage_launch",
     ),
     path(
+        "dashboard/stages/<int:stage_id>/interactive",
+        dashboard.stage_interactive_view,
+        name="dashboard_stage_interactive",
+    ),
+    path(
         "dashboard/stages/<int:stage_id>/cancel",
         dashboard.stage_cancel_view,
         name="dashboard_stage_cancel",

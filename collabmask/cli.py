@@ -147,6 +147,13 @@ def _worker(rest: list[str], where: Path) -> int:
     parser.add_argument("--queues", default=",".join(WORKER_QUEUES), help="default: %(default)s")
     parser.add_argument("--concurrency", type=int, default=1, help="default: %(default)s")
     parser.add_argument("--hostname", default="worker@%h", help="default: %(default)s")
+    parser.add_argument(
+        "--pool",
+        choices=("prefork", "solo"),
+        default="prefork",
+        help="solo: one process that keeps models loaded, for `--queues interactive` "
+        "(click-to-refine); default: %(default)s",
+    )
     args = parser.parse_args(rest)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
@@ -166,7 +173,7 @@ def _worker(rest: list[str], where: Path) -> int:
     app.worker_main(
         [
             "worker", "--queues", args.queues, "--concurrency", str(args.concurrency),
-            "--hostname", args.hostname, "--loglevel", "INFO",
+            "--pool", args.pool, "--hostname", args.hostname, "--loglevel", "INFO",
         ]
     )  # fmt: skip
     return 0

@@ -176,6 +176,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 43200)
 }
 CELERY_WORKER_SEND_TASK_EVENTS = True
+# Click-to-refine: how long the web process waits for the interactive worker's answer (seconds)
+# before telling the reader it did not come (503).
+INTERACTIVE_TIMEOUT_S = env_int("INTERACTIVE_TIMEOUT_S", 10, minimum=1)
 CELERY_IMPORTS = ["annotation.worker.runner"]
 # Jobs whose worker vanished run again; stages whose jobs finished move on.
 CELERY_BEAT_SCHEDULE = {

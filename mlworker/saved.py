@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 
 import mlworker.interactive.model  # noqa: F401 - registers the click-refinement network's layer
+import mlworker.losses  # noqa: F401 - registers the loss a model was compiled with when saved
 import mlworker.nets  # noqa: F401 - registers the custom layers the saved models use
 from mlworker.nets import count_params
 

@@ -10,15 +10,22 @@ import pytest
 import yaml
 from django.core.management import get_commands
 
-from annotation.management.commands.run_embedded import CPU_QUEUES, WORKER_QUEUES
+from annotation.management.commands.run_embedded import (
+    CPU_QUEUES,
+    INTERACTIVE_WORKER,
+    WORKER_QUEUES,
+)
 from annotation.models import Job
+from annotation.services.interactive import QUEUE as INTERACTIVE_QUEUE
+from annotation.services.interactive import REFINE_TASK
 from annotation.services.jobs import TASKS
 from config.celery_app import app as celery_app
 from tests.conftest import REPO_ROOT
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 OUR_IMAGES = {"collabmask:latest", "collabmask:gpu"}
-ROUTED = {queue for _name, queue in TASKS.values()}
+# The job queues, and the click-to-refine queue (its messages are clicks, not jobs).
+ROUTED = {queue for _name, queue in TASKS.values()} | {INTERACTIVE_QUEUE}
 
 
 def _our_services():
@@ -68,11 +75,19 @@ def test_every_routed_queue_has_a_worker_and_every_routed_task_exists():
     consumed = set().union(*map(_consumed, workers))
     assert ROUTED | {celery_app.conf.task_default_queue} <= consumed, consumed
     celery_app.loader.import_default_modules()
-    assert {name for name, _queue in TASKS.values()} <= set(celery_app.tasks)
+    assert {name for name, _queue in TASKS.values()} | {REFINE_TASK} <= set(celery_app.tasks)
+
+
+def test_clicks_have_a_worker_of_their_own_that_keeps_its_model_in_one_process():
+    compose = COMPOSE["services"]["worker-interactive"]["command"]
+    for command in (compose, list(INTERACTIVE_WORKER)):
+        assert _consumed(command) == {INTERACTIVE_QUEUE}
+        assert command[command.index("--pool") + 1] == "solo"
 
 
 def test_the_embedded_worker_serves_every_routed_queue():
-    assert ROUTED | {celery_app.conf.task_default_queue} <= set(WORKER_QUEUES)
+    served = set(WORKER_QUEUES) | _consumed(list(INTERACTIVE_WORKER))
+    assert ROUTED | {celery_app.conf.task_default_queue} <= served
     # Without the ML extra it still takes imports and exports.
     assert TASKS[Job.Kind.IMPORT][1] in CPU_QUEUES and TASKS[Job.Kind.EXPORT][1] in CPU_QUEUES
 

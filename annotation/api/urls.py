@@ -12,6 +12,7 @@ from drf_spectacular.views import (
 )
 from rest_framework.routers import DefaultRouter
 
+from annotation.api import views_refine as refine
 from annotation.api import views_review as review
 from annotation.api import views_review_screen as review_screen
 from annotation.api import views_worklist as worklist
@@ -44,6 +45,7 @@ review_urls = [
     path("tasks/<str:token>/round/undo/", review.RoundUndoView.as_view(), name="review-round-undo"),
     path("tasks/<str:token>/pick/", review.PickView.as_view(), name="review-pick"),
     path("tasks/<str:token>/drawing/", review.DrawingView.as_view(), name="review-drawing"),
+    path("tasks/<str:token>/refine/", refine.RefineView.as_view(), name="review-refine"),
     path("tasks/<str:token>/keep/", review_screen.KeepView.as_view(), name="review-keep"),
     path("tasks/<str:token>/ahead/", review_screen.AheadView.as_view(), name="review-ahead"),
     path("tasks/<str:token>/draft/", review_screen.DraftView.as_view(), name="review-draft"),

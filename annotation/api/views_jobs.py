@@ -27,6 +27,7 @@ from annotation.api.serializers import JobSerializer, StageSerializer
 from annotation.models import Dataset, Job, Stage
 from annotation.presets import PRESETS
 from annotation.services.audit import client_ip
+from annotation.services.interactive import InteractiveError, interactive_train_launch
 from annotation.services.jobs import JobStateError, job_cancel, job_retry
 from annotation.services.stages import StageError, stage_cancel, stage_create, stage_launch
 from mlworker.networks import ARCHS, ENCODERS
@@ -101,6 +102,22 @@ class StageCreateIn(serializers.Serializer):
     name = StrictCharField(max_length=200, allow_blank=True, default="")
 
 
+class InteractiveTrainIn(serializers.Serializer):
+    epochs = StrictIntegerField(required=False, min_value=1, max_value=1000)
+    batch_size = StrictIntegerField(required=False, min_value=2, max_value=256)
+    image_size = StrictIntegerField(required=False, min_value=32, max_value=1024)
+    lr = serializers.FloatField(required=False, min_value=1e-6, max_value=0.5)
+    widths = serializers.ListField(
+        child=StrictIntegerField(min_value=1, max_value=512),
+        required=False,
+        min_length=2,
+        max_length=7,
+        help_text="U-Net widths, one per level (default 8, 16, 32, 64, 96)",
+    )
+    max_clicks = StrictIntegerField(required=False, min_value=1, max_value=20)
+    seed = StrictIntegerField(required=False, min_value=0, max_value=2**31 - 1)
+
+
 class StageViewSet(ApiView, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Stages of the annotation loop, with how many accepted masks each produced."""
 
@@ -165,6 +182,26 @@ class StageViewSet(ApiView, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewS
         except StageError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return self._answer(stage)
+
+    @extend_schema(request=InteractiveTrainIn, responses={201: JobSerializer, 409: CONFLICT})
+    @action(detail=True, methods=["post"], permission_classes=[IsAdmin])
+    def interactive(self, request, pk=None):
+        """Train the click-to-refine network on the dataset's accepted masks up to this stage;
+        its model becomes the dataset's current one when the job succeeds."""
+        stage = self.get_object()
+        given = InteractiveTrainIn(data=request.data)
+        given.is_valid(raise_exception=True)
+        try:
+            job = interactive_train_launch(
+                stage=stage,
+                by=request.user,
+                config=dict(given.validated_data),
+                client_ip=client_ip(request),
+            )
+        except InteractiveError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        context = self.get_serializer_context()
+        return Response(JobSerializer(job, context=context).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: StageSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"], permission_classes=[IsAdmin])

@@ -68,6 +68,7 @@ from annotation.services.assignment import (
 )
 from annotation.services.audit import client_ip
 from annotation.services.decisions import DRAWING_MAX_BYTES, KEY_HELP, KEY_PATTERN
+from annotation.services.interactive import refinement_check
 from annotation.services.review import (
     CHOICES,
     ReviewResult,
@@ -350,6 +351,20 @@ class DrawingIn(serializers.Serializer):
         help_text="adjudication: the drawing started from the readers' consensus (STAPLE); "
         "sent unchanged, it is accepted as that consensus",
     )
+    clicks = serializers.JSONField(
+        binary=True,
+        default=list,
+        help_text='click-to-refine: the clicks given, JSON [{"x": …, "y": …, "positive": …}]',
+    )
+    zones = serializers.JSONField(
+        binary=True, default=list, help_text="click-to-refine: the lung zones ticked, JSON list"
+    )
+    interactive_model = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="click-to-refine: the model version the refine answers named",
+    )
     time_on_screen_ms = ms_field()
 
 
@@ -367,6 +382,12 @@ class DrawingView(ReviewView):
         given = DrawingIn(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
+        refinement = refinement_check(
+            task=task,
+            clicks=data["clicks"],
+            zones=data["zones"],
+            model_version=data.get("interactive_model"),
+        )
         if task.kind == ReviewTask.Kind.ADJUDICATION:
             # A senior MD's own mask, blank or refining one of the readers' (by position).
             result = adjudication_record_drawing(
@@ -378,6 +399,7 @@ class DrawingView(ReviewView):
                 no_infection=data["no_infection"],
                 idempotency_key=data["idempotency_key"],
                 time_on_screen_ms=data["time_on_screen_ms"],
+                refinement=refinement,
                 client_ip=client_ip(request),
             )
             return _result(request, result)
@@ -396,6 +418,7 @@ class DrawingView(ReviewView):
             no_infection=data["no_infection"],
             idempotency_key=data["idempotency_key"],
             time_on_screen_ms=data["time_on_screen_ms"],
+            refinement=refinement,
             client_ip=client_ip(request),
         )
         return _result(request, result)

@@ -79,6 +79,8 @@ def job_title(job: Job) -> str:
         return f"{job.get_kind_display()} {net.get('arch')}/{net.get('encoder')}{fold}"
     if job.kind == Job.Kind.IMPORT:
         return f"Import {params.get('file_name', '')}".strip()
+    if job.kind == Job.Kind.INTERACTIVE:
+        return f"Train click-to-refine on {len(params.get('training', []))} accepted masks"
     return job.get_kind_display()
 
 

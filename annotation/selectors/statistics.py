@@ -97,6 +97,9 @@ class StageStatistics:
     dice_pairs: int = 0
     median_ms: float | None = None
     median_ms_by_outcome: dict[str, float] = field(default_factory=dict)
+    # Decisions made with click-to-refine, and their clicks.
+    click_refined: int = 0
+    click_counts: list[int] = field(default_factory=list)
     staple: list[StapleEstimate] = field(default_factory=list)
 
 
@@ -262,6 +265,8 @@ def stage_statistics(*, stage: Stage) -> StageStatistics:
             times = [d.time_on_screen_ms for d in decisions if d.outcome == outcome]
             if times:
                 stats.median_ms_by_outcome[outcome] = float(pystats.median(times))
+        stats.click_counts = [len(d.clicks) for d in decisions if d.clicks]
+        stats.click_refined = len(stats.click_counts)
     return stats
 
 

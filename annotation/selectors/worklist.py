@@ -36,7 +36,7 @@ class WorkRow:
     def outcome(self) -> str:
         if self.task.kind == ReviewTask.Kind.ADJUDICATION:
             return "Settled"
-        return self.decision.get_outcome_display()
+        return self.decision.outcome_label
 
     @property
     def decided_at(self) -> datetime:

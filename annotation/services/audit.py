@@ -45,6 +45,7 @@ ACTIONS = {
     "job.cancel": "job cancelled",
     "job.retry": "job retried",
     "detector.deploy": "detector deployed",
+    "interactive.train": "click-to-refine training launched",
     "export.request": "export requested",
     "export.build": "export built",
     "export.download": "export downloaded",

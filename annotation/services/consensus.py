@@ -154,6 +154,15 @@ def consensus_unsettle(*, stage: Stage, radiograph: Radiograph) -> None:
 
 
 def _source_of(decision: Decision) -> tuple[str, list[ModelVersion]]:
+    """Where the accepted mask came from, and the networks behind it: a mask made with
+    click-to-refine names the interactive model too."""
+    source, versions = _origin_of(decision)
+    if decision.interactive_model_id is not None:
+        versions = [*versions, decision.interactive_model]
+    return source, versions
+
+
+def _origin_of(decision: Decision) -> tuple[str, list[ModelVersion]]:
     if decision.outcome == Decision.Outcome.DREW:
         if decision.mask.kind == Mask.Kind.STAPLE:  # a senior accepted the readers' consensus
             return GroundTruth.Source.STAPLE, []

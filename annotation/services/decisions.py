@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
@@ -25,6 +26,7 @@ from annotation.models import (
     Decision,
     DrawingDraft,
     Mask,
+    ModelVersion,
     PairwiseRound,
     ReviewTask,
     Stage,
@@ -119,6 +121,9 @@ def decision_write(
     mask: Mask | None = None,
     position: int | None,
     time_on_screen_ms: int,
+    clicks: list[dict[str, Any]] | None = None,
+    zones: list[str] | None = None,
+    interactive_model: ModelVersion | None = None,
 ) -> tuple[Decision, bool]:
     """The one place a Decision row is created: (decision, created). The caller holds the task
     lock (lock_held_task) inside an open transaction; a retry gets the stored row, not created.
@@ -141,6 +146,9 @@ def decision_write(
                 position=position,
                 time_on_screen_ms=screen_ms(time_on_screen_ms),
                 idempotency_key=idempotency_key,
+                clicks=clicks or [],
+                zones=zones or [],
+                interactive_model=interactive_model,
             )
     except IntegrityError:
         stored = decision_stored(task=task, reader=reader, key=idempotency_key)

@@ -31,6 +31,7 @@ TASKS: dict[str, tuple[str, str]] = {
     Job.Kind.DETECTOR: ("annotation.worker.detector_job", "gpu"),
     Job.Kind.CLASSIFIER: ("annotation.worker.classifier_job", "gpu"),
     Job.Kind.ENSEMBLE: ("annotation.worker.ensemble_job", "gpu"),
+    Job.Kind.INTERACTIVE: ("annotation.worker.interactive_job", "gpu"),
     # One CXR through a trained network takes well under a second on a CPU, and a GPU worker
     # may be busy training for hours: live inference goes to the CPU workers' queue.
     Job.Kind.INFER: ("annotation.worker.infer_job", "default"),

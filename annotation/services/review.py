@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
@@ -359,9 +360,11 @@ def decision_record_drawing(
     base: Candidate | None = None,
     no_infection: bool = False,
     time_on_screen_ms: int = 0,
+    refinement: dict[str, Any] | None = None,
     client_ip: str | None = None,
 ) -> ReviewResult:
     """The reader rejected the candidates and drew a mask, blank or from `base` (refined).
+    `refinement` (interactive.refinement_check) records the click-to-refine clicks behind it.
 
     An empty mask is accepted only with no_infection=True and never as a refinement: a COVID-19
     case without any marked region is a finding the reader must state, not an accident. A
@@ -387,6 +390,7 @@ def decision_record_drawing(
             "reader": reader,
             "idempotency_key": idempotency_key,
             "time_on_screen_ms": round_ms + time_on_screen_ms,
+            **(refinement or {}),
         }
         if base is not None and maskio.pixel_sha256(pixels) == base.pixel_sha256:
             decision, created = decision_write(
@@ -465,6 +469,7 @@ def adjudication_record_drawing(
     from_consensus: bool = False,
     no_infection: bool = False,
     time_on_screen_ms: int = 0,
+    refinement: dict[str, Any] | None = None,
     client_ip: str | None = None,
 ) -> ReviewResult:
     """A senior MD rejects the readers' masks and draws one, blank, starting from the option at
@@ -495,6 +500,7 @@ def adjudication_record_drawing(
             "idempotency_key": idempotency_key,
             "time_on_screen_ms": time_on_screen_ms,
             "position": base_position,
+            **(refinement or {}),
         }
         if base is not None and maskio.pixel_sha256(pixels) == base.mask.pixel_sha256:
             decision, created = decision_write(

@@ -29,6 +29,12 @@ from annotation.selectors.disagreement import disagreement_context
 from annotation.selectors.worklist import open_flag_count
 from annotation.services.audit import client_ip
 from annotation.services.datasets import LICENCE_MAX_LENGTH, dataset_licence_set
+from annotation.services.interactive import (
+    InteractiveError,
+    interactive_model_current,
+    interactive_train_launch,
+    interactive_training_set,
+)
 from annotation.services.jobs import JobStateError, job_cancel, job_retry
 from annotation.services.stages import (
     StageError,
@@ -216,7 +222,29 @@ def stage_detail(request: HttpRequest, stage_id: int) -> HttpResponse:
         network_label(n["arch"], n["encoder"]) + (f" seed {n['seed']}" if n.get("seed") else "")
         for n in stage.config.get("networks", [])
     ]
+    context["interactive"] = {
+        "current": interactive_model_current(dataset_id=stage.dataset_id),
+        "cases": len(interactive_training_set(stage=stage)),
+    }
     return render(request, "dashboard/stage.html", context)
+
+
+@require_POST
+@role_required(ADMIN)
+def stage_interactive_view(request: HttpRequest, stage_id: int) -> HttpResponse:
+    """Train the click-to-refine network on the accepted masks up to this stage."""
+    stage = get_object_or_404(Stage.objects.select_related("dataset"), pk=stage_id)
+    try:
+        job = interactive_train_launch(stage=stage, by=request.user, client_ip=client_ip(request))
+    except InteractiveError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"Click-to-refine training queued (job #{job.pk}) on "
+            f"{len(job.params['training'])} accepted masks.",
+        )
+    return redirect("dashboard_stage", stage_id=stage.pk)
 
 
 @require_POST

@@ -45,6 +45,7 @@ from annotation.selectors.review import (
 )
 from annotation.services.assignment import task_held, task_lease_next, task_lease_renew
 from annotation.services.audit import client_ip
+from annotation.services.interactive import interactive_model_current
 from annotation.services.review import (
     ReviewResult,
     decision_undo,
@@ -186,6 +187,7 @@ def draw_view(request: HttpRequest, token: str) -> HttpResponse:
         "consensus": consensus,
         "key": uuid.uuid4(),
         "radiograph": task.radiograph,
+        "interactive_model": interactive_model_current(dataset_id=task.radiograph.dataset_id),
     }
     return render(request, "review/draw.html", ctx)
 

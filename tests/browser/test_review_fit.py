@@ -12,7 +12,7 @@ from annotation.roles import MD, SENIOR_MD
 from annotation.services.assignment import task_lease_next
 from annotation.services.review import pick_record
 from tests.browser.conftest import login, press_and_follow, wait_ready
-from tests.factories import UserFactory, review_stage
+from tests.factories import ModelVersionFactory, UserFactory, review_stage
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("roles_present")]
 
@@ -85,6 +85,29 @@ def test_draw_screen_fits(live_server, page, artifacts_dir):
         page.locator("[data-start-from]").last,
     ]
     assert_fits(page, artifacts_dir, "draw", ".cm-stage", controls)
+
+
+def test_draw_screen_with_click_to_refine_fits(live_server, page, artifacts_dir):
+    stage, _md = md_on_stage(page, live_server, n_networks=4)
+    ModelVersionFactory(dataset=stage.dataset, purpose="interactive", deployed=True)
+    press_and_follow(page, "r")
+    page.evaluate("CM.draw(document.querySelector('[data-cm-draw]')).ready")
+    page.keyboard.press("Control+Enter")
+    controls = [page.get_by_role("button", name="Submit mask"), page.locator("label.no-infection")]
+    assert_fits(page, artifacts_dir, "draw-refine", ".cm-stage", controls)
+    # On the two monitors the click-to-refine tools are in view without scrolling the toolbar.
+    for width, height in VIEWPORTS[:2]:
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(150)
+        for tool in (
+            "[data-cm-tool=click]",
+            "[data-cm-zone=left_lower]",
+            "[data-cm-control=undo-click]",
+        ):
+            box = page.locator(tool).bounding_box()
+            assert box["y"] >= 0 and box["y"] + box["height"] <= height, (tool, width, height, box)
+            toolbar = page.locator(".cm-draw > .cm-toolbar").bounding_box()
+            assert box["y"] + box["height"] <= toolbar["y"] + toolbar["height"] + 0.5, (tool, box)
 
 
 def test_adjudication_screen_fits(live_server, page, artifacts_dir):

@@ -1,5 +1,5 @@
 """`collabmask start` (`make run`): the whole app on one machine — embedded Redis, one Celery
-worker, the web server.
+worker, the click-to-refine worker (with the ML extra), the web server.
 
 Ctrl-C (or SIGTERM) stops everything. The database, media and queued work live in the data
 directory (settings.VAR_DIR), so the next start keeps them and takes seconds.
@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.services.interactive import QUEUE as INTERACTIVE_QUEUE
 from config.datadir import is_checkout
 from mlworker.extra import ml_missing
 
@@ -30,6 +31,11 @@ STOP_TIMEOUT_S = 15
 # training and prediction jobs wait for a worker that has it instead of failing.
 WORKER_QUEUES = ("default", "gpu")
 CPU_QUEUES = ("default",)
+# Clicks get a worker of their own: a training job on the other worker must not keep a reader
+# waiting. One process (solo pool) that keeps the click-to-refine model loaded between clicks.
+INTERACTIVE_WORKER = (
+    "--queues", INTERACTIVE_QUEUE, "--pool", "solo", "--hostname", "interactive@%h",
+)  # fmt: skip
 
 
 def embedded_redis_wanted() -> bool:
@@ -223,6 +229,14 @@ class Command(BaseCommand):
                 "--beat", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
             ],
         )  # fmt: skip
+        if not missing:
+            self._spawn(
+                "interactive",
+                [
+                    sys.executable, "-m", "celery", "-A", "config", "worker",
+                    *INTERACTIVE_WORKER, "--loglevel", "INFO",
+                ],
+            )  # fmt: skip
 
     def _start_web(self, host: str, port: int, workers: int) -> None:
         self._spawn(

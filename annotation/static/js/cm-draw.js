@@ -16,7 +16,13 @@
  *     setPixelSpacing(mm | [row mm, column mm] | null)   spacing of a working pixel: the brush size
  *                               is then shown in mm (else in px)
  *     discardDraft(): Promise   clears the local and the server draft; call it after a successful submit
- *   Events (bubbling, on the root): 'cm:ready', 'cm:change' {detail: {empty}} after every completed edit.
+ *   Click-to-refine (only with data-refine-url="/api/review/tasks/<token>/refine/"): the Click tool (K)
+ *     sends the mask, every click so far and the ticked lung zones to the URL and shows the refined
+ *     mask; click = positive (infection here), Shift+click = negative (none here); "Undo click"
+ *     (Backspace with the Click tool) takes back the last click and the mask it made. The brush and
+ *     the other tools touch up the result. refinement() returns {clicks, zones, model} or null.
+ *   Events (bubbling, on the root): 'cm:ready', 'cm:change' {detail: {empty}} after every completed edit,
+ *     'cm:refined' {detail: {clicks}} after a refined mask arrived.
  *   Drafts: see cm-draft.js (GET/PUT/DELETE data-draft-url, localStorage "cm-draft:<data-draft-key>").
  *   On load the newer of the server and the local draft replaces the initial mask.
  *   Keys: B brush, E eraser, P polygon/lasso, F flood fill, X paint/erase, [ ] brush size,
@@ -54,6 +60,13 @@
       this.spacing = null; // mm per working pixel, when the case's pixel spacing is known
       this.seq = 0;
       this.display = new CM.Display();
+      this.refineUrl = d.refineUrl || "";
+      this.tools = this.refineUrl ? { ...TOOLS, click: "Click" } : TOOLS;
+      this.clicks = []; // {x, y, positive} in working pixels, in order
+      this.clickMasks = []; // the mask before each click: what undoing that click brings back
+      this.zones = new Set();
+      this.refineModel = null;
+      this.refineSeq = 0;
       this.view = new CM.View(w, h);
 
       const bar = CM.toolbar(root, "Drawing tools");
@@ -71,7 +84,8 @@
       CM.bindGestures(this.pane, {
         view: this.view,
         display: this.display,
-        isPan: (e) => e.button === 1 || (e.button === 0 && (e.altKey || e.shiftKey)),
+        // With the Click tool, Shift+click is a negative click, not a pan.
+        isPan: (e) => e.button === 1 || (e.button === 0 && (e.altKey || (e.shiftKey && this.tool !== "click"))),
         onPress: (e) => e.button === 0 && this.press(e),
       });
       const c = this.pane.canvas;
@@ -111,6 +125,10 @@
         { keys: ["Enter"], when: poly, label: "Enter", help: "Close and fill the polygon (or double-click, or click its first corner)", run: () => this.closePolygon() },
         { keys: ["Backspace"], shift: false, when: poly, label: "Backspace", help: "Drop the polygon's last corner", repeat: true, run: () => this.popVertex() },
         { keys: ["Escape"], when: poly, label: "Esc", help: "Cancel the polygon", run: () => this.cancelPolygon() },
+        ...(this.refineUrl ? [
+          { keys: ["k"], label: "K", help: "Click-to-refine: click marks infection, Shift+click marks none", run: () => this.setTool("click") },
+          { keys: ["Backspace"], shift: false, when: () => !this.poly && this.tool === "click" && this.clicks.length > 0, label: "Backspace", help: "Undo the last click (Click tool)", run: () => this.undoClick() },
+        ] : []),
         { label: "Alt/Shift+drag", help: "Pan (or drag with the middle button)" },
       ];
     }
@@ -119,8 +137,8 @@
       const group = document.createElement("div");
       group.className = "cm-group";
       this.toolButtons = {};
-      for (const [name, text] of Object.entries(TOOLS)) {
-        const key = { brush: "B", eraser: "E", polygon: "P", fill: "F" }[name];
+      for (const [name, text] of Object.entries(this.tools)) {
+        const key = { brush: "B", eraser: "E", polygon: "P", fill: "F", click: "K" }[name];
         const b = CM.button(`${text} <kbd>${key}</kbd>`, { "data-cm-tool": name, "aria-pressed": "false" });
         b.addEventListener("click", () => this.setTool(name));
         this.toolButtons[name] = b;
@@ -146,7 +164,119 @@
       clear.addEventListener("click", () => this.clear());
       edit.append(undo, redo, clear);
       bar.append(group, edit);
+      if (this.refineUrl) this.buildRefine(bar);
       this.syncTools();
+    }
+
+    buildRefine(bar) {
+      const group = document.createElement("div");
+      group.className = "cm-group cm-refine";
+      group.setAttribute("role", "group");
+      group.setAttribute("aria-label", "Click-to-refine");
+      const zones = document.createElement("fieldset");
+      zones.className = "cm-zones";
+      zones.innerHTML = "<legend>Zones</legend>";
+      // Two columns as on the image: the patient's right lung on the left.
+      const names = { right_upper: "R upper", left_upper: "L upper", right_middle: "R middle", left_middle: "L middle", right_lower: "R lower", left_lower: "L lower" };
+      for (const [zone, text] of Object.entries(names)) {
+        const lab = document.createElement("label");
+        lab.title = `${text.replace("R ", "Right ").replace("L ", "Left ")} zone (the patient's ${zone.split("_")[0]} lung)`;
+        lab.innerHTML = `<input type="checkbox" data-cm-zone="${zone}"><span>${text.split(" ")[0]}${text.split(" ")[1][0].toUpperCase()}</span>`;
+        lab.querySelector("input").addEventListener("change", (e) => {
+          if (e.target.checked) this.zones.add(zone);
+          else this.zones.delete(zone);
+          if (this.clicks.length) this.refine(false);
+        });
+        zones.append(lab);
+      }
+      this.undoClickButton = CM.button("Undo click", { "data-cm-control": "undo-click", disabled: "", title: "Take back the last click and the mask it made (Backspace with the Click tool)" });
+      this.undoClickButton.addEventListener("click", () => this.undoClick());
+      this.clickCount = document.createElement("span");
+      this.clickCount.className = "cm-clicks";
+      this.clickCount.setAttribute("data-cm-clicks", "0");
+      this.clickCount.textContent = "no clicks";
+      this.undoClickButton.append(this.clickCount);
+      group.append(zones, this.undoClickButton);
+      bar.append(group);
+    }
+
+    syncClicks() {
+      if (!this.clickCount) return;
+      const n = this.clicks.length;
+      this.clickCount.setAttribute("data-cm-clicks", String(n));
+      this.clickCount.textContent = n ? `${n} click${n === 1 ? "" : "s"}` : "no clicks";
+      this.root.dataset.cmClicks = String(n);
+      if (n) this.undoClickButton.removeAttribute("disabled");
+      else this.undoClickButton.setAttribute("disabled", "");
+      this.pane.invalidate();
+    }
+
+    addClick([wx, wy], positive) {
+      const x = Math.min(this.ww - 1, Math.max(0, Math.floor(wx)));
+      const y = Math.min(this.wh - 1, Math.max(0, Math.floor(wy)));
+      this.clickMasks.push(this.bits.slice());
+      this.clicks.push({ x, y, positive });
+      this.syncClicks();
+      this.refine(true);
+    }
+
+    undoClick() {
+      if (!this.clicks.length) return;
+      this.refineSeq++; // an answer still on its way is for a click that is gone
+      this.clicks.pop();
+      const before = this.clickMasks.pop();
+      this.begin();
+      this.bits.set(before);
+      this.touch([0, 0, this.ww, this.wh]);
+      this.end();
+      if (!this.clicks.length) this.refineModel = null;
+      this.say("");
+      this.syncClicks();
+    }
+
+    say(text, error = false) {
+      if (error) this.statusEl.dataset.state = "error";
+      else delete this.statusEl.dataset.state;
+      this.statusEl.textContent = text;
+    }
+
+    /** Ask for the mask refined from the mask before the last click and every click so far. */
+    async refine(fromClick) {
+      const seq = ++this.refineSeq, n = this.clicks.length;
+      const start = this.clickMasks[this.clickMasks.length - 1];
+      this.root.dataset.cmRefining = "true";
+      this.say("Refining…");
+      try {
+        const empty = start.indexOf(1) === -1;
+        const mask = empty ? null : await dataUrlOf(await CM.encodeMaskPNG(start, this.ww, this.wh));
+        const r = await fetch(this.refineUrl, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": CM.csrfToken() },
+          body: JSON.stringify({ mask, clicks: this.clicks, zones: [...this.zones] }),
+        });
+        const answer = await r.json().catch(() => ({}));
+        if (!r.ok) throw new Error(answer.detail || `the server answered ${r.status}`);
+        const bits = CM.bitsOf(await CM.fetchBitmap(blobOf(answer.mask)), this.ww, this.wh);
+        if (seq !== this.refineSeq) return;
+        this.begin();
+        this.bits.set(bits);
+        this.touch([0, 0, this.ww, this.wh]);
+        this.end();
+        this.refineModel = answer.model_version;
+        this.say("");
+        this.root.dispatchEvent(new CustomEvent("cm:refined", { bubbles: true, detail: { clicks: n } }));
+      } catch (err) {
+        if (seq !== this.refineSeq) return;
+        if (fromClick) {
+          this.clicks.pop();
+          this.clickMasks.pop();
+          this.syncClicks();
+        }
+        this.say(`Click-to-refine: ${err.message}`, true);
+      } finally {
+        if (seq === this.refineSeq) delete this.root.dataset.cmRefining;
+      }
     }
 
     syncTools() {
@@ -250,6 +380,10 @@
         c.addEventListener("pointerup", up);
         c.addEventListener("pointercancel", up);
       };
+      if (this.tool === "click") {
+        c.releasePointerCapture(e.pointerId);
+        return this.addClick(start, !e.shiftKey);
+      }
       if (this.tool === "fill") {
         this.begin();
         this.touch(R.flood(this.bits, this.ww, this.wh, start[0], start[1], value));
@@ -328,6 +462,14 @@
         stroke(3, "rgba(0,0,0,0.7)");
         stroke(1.25, this.erase ? "#ffffff" : CM.COLORS.accent, this.erase ? [4, 3] : []);
       }
+      for (const k of this.clicks) {
+        const [x, y] = this.workToDevice([k.x + 0.5, k.y + 0.5], t);
+        ctx.beginPath();
+        ctx.arc(x, y, 5 * dpr, 0, Math.PI * 2);
+        ctx.fillStyle = k.positive ? "#009e73" : "#d55e00"; // Okabe–Ito green / vermilion
+        ctx.fill();
+        stroke(1.5, "#fff");
+      }
       if (this.poly) {
         const pts = this.poly.pts.map((p) => this.workToDevice(p, t));
         ctx.beginPath();
@@ -357,6 +499,10 @@
     isEmpty() {
       return this.bits.indexOf(1) === -1;
     }
+    refinement() {
+      if (!this.clicks.length || this.refineModel === null) return null;
+      return { clicks: this.clicks.map((k) => ({ ...k })), zones: [...this.zones], model: this.refineModel };
+    }
     clear() {
       this.cancelPolygon();
       this.begin();
@@ -374,7 +520,7 @@
       if (rect) (this.touch(rect), this.changed());
     }
     setTool(name) {
-      if (!(name in TOOLS)) throw new Error(`unknown tool ${name}; use one of ${Object.keys(TOOLS).join(", ")}`);
+      if (!(name in this.tools)) throw new Error(`unknown tool ${name}; use one of ${Object.keys(this.tools).join(", ")}`);
       if (name !== "polygon") this.cancelPolygon();
       if (name === "brush" || name === "eraser") this.erase = name === "eraser";
       this.tool = name === "eraser" ? "brush" : name;
@@ -407,6 +553,21 @@
       const mm = this.size * this.spacing;
       return `${mm < 10 ? mm.toFixed(1) : Math.round(mm)} mm`;
     }
+  }
+
+  function dataUrlOf(blob) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(blob);
+    });
+  }
+  function blobOf(dataUrl) {
+    const bytes = atob(String(dataUrl).split(",", 2)[1] || "");
+    const out = new Uint8Array(bytes.length);
+    for (let i = 0; i < bytes.length; i++) out[i] = bytes.charCodeAt(i);
+    return new Blob([out], { type: "image/png" });
   }
 
   CM.draw = function (el) {

@@ -407,6 +407,12 @@
     form.querySelectorAll("button").forEach((b) => (b.disabled = true));
     const body = new FormData(form);
     body.append("mask", await editor.toBlob(), "mask.png");
+    const refined = editor.refinement ? editor.refinement() : null;
+    if (refined) {
+      body.append("clicks", JSON.stringify(refined.clicks));
+      body.append("zones", JSON.stringify(refined.zones));
+      body.append("interactive_model", String(refined.model));
+    }
     await send(form.dataset.apiUrl, body, async (answer) => {
       if (answer.status >= 200 && answer.status < 300) await editor.discardDraft().catch(() => {});
       follow(answer, form);

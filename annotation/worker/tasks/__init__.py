@@ -2,4 +2,9 @@
 (config.celery_app autodiscovers annotation.worker). Task names and queues are listed once,
 in annotation.services.jobs.TASKS."""
 
-from annotation.worker.tasks import data, detector, segmentation  # noqa: F401 - registers them
+from annotation.worker.tasks import (  # noqa: F401 - registers them
+    data,
+    detector,
+    interactive,
+    segmentation,
+)
