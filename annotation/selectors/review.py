@@ -238,6 +238,7 @@ def reader_decision(*, task: ReviewTask, reader: AbstractBaseUser) -> Decision |
     return (
         task.decisions.filter(reader=reader, revoked_at__isnull=True)
         .select_related("task__stage", "task__radiograph", "mask")
+        .order_by()  # at most one; Decision's default ordering would join the task's stage
         .first()
     )
 
@@ -262,7 +263,7 @@ def candidate_at_position(*, task: ReviewTask, position: int) -> Candidate | Non
     order = list(task.candidate_order)
     if task.kind != ReviewTask.Kind.REVIEW or not 1 <= position <= len(order):
         return None
-    return Candidate.objects.filter(pk=order[position - 1]).first()
+    return Candidate.objects.filter(pk=order[position - 1]).order_by().first()
 
 
 def media_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
