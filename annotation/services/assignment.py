@@ -243,24 +243,14 @@ def task_release(*, task: ReviewTask) -> None:
     task.refresh_from_db()
 
 
-# What serving a task's images reads (annotation.selectors.review.media_task): the task's
-# options and the radiograph's display file and working size, nothing of the stage.
-MEDIA_FIELDS = (
-    "token", "kind", "status", "reader_id", "candidate_order", "radiograph_id",
-    "radiograph__display", "radiograph__work_width", "radiograph__work_height",
-)  # fmt: skip
-
-
-def reader_task(*, token: str, reader: AbstractBaseUser, media: bool = False) -> ReviewTask | None:
+def reader_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
     """The task behind a token if this reader holds it (or decided it); None otherwise.
-    media=True reads only MEDIA_FIELDS (each image request asks)."""
-    tasks = ReviewTask.objects.filter(token=token, reader=reader).exclude(
-        status=ReviewTask.Status.CANCELLED
+    (Image requests read theirs with annotation.selectors.media_rows.media_task_row.)"""
+    tasks = (
+        ReviewTask.objects.filter(token=token, reader=reader)
+        .exclude(status=ReviewTask.Status.CANCELLED)
+        .select_related("stage", "radiograph")
     )
-    if media:
-        tasks = tasks.select_related("radiograph").only(*MEDIA_FIELDS)
-    else:
-        tasks = tasks.select_related("stage", "radiograph")
     # The token is unique: no ordering (ReviewTask's default one joins stage and dataset).
     return next(iter(tasks.order_by()[:1]), None)
 
