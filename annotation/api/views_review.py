@@ -128,7 +128,7 @@ def review_error(exc: ReviewError, request) -> Response:
 
 
 def _stage(stage_id: int) -> Stage:
-    stage = Stage.objects.filter(pk=stage_id).first() if stage_id <= MAX_ID else None
+    stage = Stage.objects.filter(pk=stage_id).order_by().first() if stage_id <= MAX_ID else None
     if stage is None:
         raise NotFound(f"stage {stage_id} does not exist")
     return stage

@@ -114,7 +114,7 @@ class DraftView(ReviewView):
     )
     def get(self, request, token: str):
         task = held(request, token)
-        stored = DrawingDraft.objects.filter(task=task, reader=request.user).first()
+        stored = DrawingDraft.objects.filter(task=task, reader=request.user).order_by().first()
         if stored is None:
             return HttpResponse(status=204)
         response = HttpResponse(bytes(stored.png), content_type="image/png")

@@ -13,7 +13,8 @@ from django.utils import timezone
 from annotation import blinding
 from annotation.models import Candidate, Decision, ReviewTask, Stage
 from annotation.roles import SENIOR_MD, has_role
-from annotation.services.assignment import reader_task, skipped_cases
+from annotation.selectors.media_rows import media_task_row, option_mask_row
+from annotation.services.assignment import skipped_cases
 from annotation.services.consensus import adjudication_options
 from annotation.services.consensus_masks import readers_consensus
 from annotation.services.review import Knockout, ReviewResult, is_knockout, knockout_state
@@ -238,6 +239,7 @@ def reader_decision(*, task: ReviewTask, reader: AbstractBaseUser) -> Decision |
     return (
         task.decisions.filter(reader=reader, revoked_at__isnull=True)
         .select_related("task__stage", "task__radiograph", "mask")
+        .order_by()  # at most one; Decision's default ordering would join the task's stage
         .first()
     )
 
@@ -252,7 +254,8 @@ def option_mask(*, task: ReviewTask, option_id: int):
 def option_masks(*, task: ReviewTask) -> dict:
     """Option id -> stored mask, for every option of the task, in one query."""
     model = Decision if task.kind == ReviewTask.Kind.ADJUDICATION else Candidate
-    rows = model.objects.select_related("mask").filter(pk__in=list(task.candidate_order))
+    # Unordered: the models' default orderings would join stage, case and dataset to sort.
+    rows = model.objects.select_related("mask").filter(pk__in=list(task.candidate_order)).order_by()
     return {row.pk: row.mask for row in rows}
 
 
@@ -262,14 +265,14 @@ def candidate_at_position(*, task: ReviewTask, position: int) -> Candidate | Non
     order = list(task.candidate_order)
     if task.kind != ReviewTask.Kind.REVIEW or not 1 <= position <= len(order):
         return None
-    return Candidate.objects.filter(pk=order[position - 1]).first()
+    return Candidate.objects.filter(pk=order[position - 1]).order_by().first()
 
 
 def media_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
     """The task whose images a reader may fetch: theirs (leased or decided), and adjudication
     tasks only for senior MDs. None otherwise, so every refusal looks like a missing image."""
-    task = reader_task(token=token, reader=reader, media=True)
-    if task is None:
+    task = media_task_row(token=token, reader_id=reader.pk)
+    if task is None or task.status == ReviewTask.Status.CANCELLED:
         return None
     if task.kind == ReviewTask.Kind.ADJUDICATION and not has_role(reader, SENIOR_MD):
         return None
@@ -296,7 +299,11 @@ def media_overlay(*, opaque: str, reader: AbstractBaseUser) -> MediaImage | None
     option_id = blinding.resolve_option(task, signature) if task is not None else None
     if option_id is None:
         return None
-    return _overlay_image(opaque, option_mask(task=task, option_id=option_id), task.radiograph)
+    adjudication = task.kind == ReviewTask.Kind.ADJUDICATION
+    mask = option_mask_row(
+        option_model=Decision if adjudication else Candidate, option_id=option_id
+    )
+    return _overlay_image(opaque, mask, task.radiograph)
 
 
 def _overlay_image(opaque: str, mask, radiograph) -> MediaImage:

@@ -126,11 +126,14 @@ def task_lease_next(
         # One claim per reader at a time (a double click, tabs, a retrying client): the next
         # call waits here and then finds the case this one leased. Other readers are not held
         # up. SQLite serialises the whole transaction anyway (IMMEDIATE).
-        get_user_model().objects.select_for_update(no_key=True).filter(pk=reader.pk).first()
+        get_user_model().objects.select_for_update(no_key=True).filter(pk=reader.pk).values_list(
+            "pk"
+        ).get()
         held = (
             ReviewTask.objects.filter(
                 stage=stage, kind=kind, reader=reader, status=ReviewTask.Status.LEASED
             )
+            .select_related("stage", "radiograph")
             .exclude(pk=skip)
             .order_by("id")
             .first()
@@ -162,7 +165,8 @@ def _claim_one(
             stage=stage, kind=ReviewTask.Kind.REVIEW, reader=reader
         ).values("radiograph_id")
         pool = pool.exclude(radiograph_id__in=read)
-    with transaction.atomic():
+    # Inside task_lease_next's transaction: no savepoint of its own (the update below has one).
+    with transaction.atomic(savepoint=False):
         # One row at a time: with skip_locked, concurrent readers on PostgreSQL each lock a
         # different row instead of queueing behind one. SQLite serialises writers (IMMEDIATE
         # transactions); there the conditional update below is the guard.
@@ -190,7 +194,8 @@ def _claim_one(
         if handed_over:
             PairwiseRound.objects.filter(task_id=row.pk).delete()
             DrawingDraft.objects.filter(task_id=row.pk).delete()
-        return ReviewTask.objects.get(pk=row.pk), False
+        # What the caller shows next (its page, the look-ahead screen) reads stage and case.
+        return ReviewTask.objects.select_related("stage", "radiograph").get(pk=row.pk), False
 
 
 def _in_queue_order(stage: Stage, pool):
@@ -238,25 +243,16 @@ def task_release(*, task: ReviewTask) -> None:
     task.refresh_from_db()
 
 
-# What serving a task's images reads (annotation.selectors.review.media_task): the task's
-# options and the radiograph's display file and working size, nothing of the stage.
-MEDIA_FIELDS = (
-    "token", "kind", "status", "reader_id", "candidate_order", "radiograph_id",
-    "radiograph__display", "radiograph__work_width", "radiograph__work_height",
-)  # fmt: skip
-
-
-def reader_task(*, token: str, reader: AbstractBaseUser, media: bool = False) -> ReviewTask | None:
+def reader_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
     """The task behind a token if this reader holds it (or decided it); None otherwise.
-    media=True reads only MEDIA_FIELDS (each image request asks)."""
-    tasks = ReviewTask.objects.filter(token=token, reader=reader).exclude(
-        status=ReviewTask.Status.CANCELLED
+    (Image requests read theirs with annotation.selectors.media_rows.media_task_row.)"""
+    tasks = (
+        ReviewTask.objects.filter(token=token, reader=reader)
+        .exclude(status=ReviewTask.Status.CANCELLED)
+        .select_related("stage", "radiograph")
     )
-    if media:
-        tasks = tasks.select_related("radiograph").only(*MEDIA_FIELDS)
-    else:
-        tasks = tasks.select_related("stage", "radiograph")
-    return next(iter(tasks[:1]), None)  # the token is unique: no ordering needed
+    # The token is unique: no ordering (ReviewTask's default one joins stage and dataset).
+    return next(iter(tasks.order_by()[:1]), None)
 
 
 def task_held(*, token: str, reader: AbstractBaseUser) -> ReviewTask:
@@ -288,7 +284,7 @@ def task_lease_keep(*, task: ReviewTask, reader: AbstractBaseUser) -> datetime:
     """Keep the case for a reader still at its screen; the new expiry. Refused once the case
     is decided or no longer theirs, so the screen can say so before the reader chooses."""
     if task.status == ReviewTask.Status.DONE:
-        decision = task.decisions.filter(reader=reader, revoked_at__isnull=True).first()
+        decision = task.decisions.filter(reader=reader, revoked_at__isnull=True).order_by().first()
         raise TaskAlreadyDecided("This case is already decided.", decision=decision)
     until = timezone.now() + timedelta(seconds=task.stage.lease_seconds)
     if not task_lease_renew(task=task, reader=reader, until=until):

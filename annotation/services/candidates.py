@@ -136,7 +136,7 @@ COMBINED_KINDS = (Mask.Kind.STAPLE, Mask.Kind.ENSEMBLE)
 
 def candidate_source(candidate: Candidate) -> tuple[str, list[ModelVersion]]:
     """Where a candidate accepted as it is came from, and the networks that produced it."""
-    masks = {candidate.mask, *candidate.sources.select_related("model_version")}
+    masks = {candidate.mask, *candidate.sources.select_related("model_version").order_by()}
     versions = {m.model_version for m in masks if m.model_version_id}
     combined = [m.details.get("sources", []) for m in masks if m.kind in COMBINED_KINDS]
     if combined:

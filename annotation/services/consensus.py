@@ -55,9 +55,13 @@ def case_decisions(*, stage: Stage, radiograph: Radiograph) -> list[Decision]:
 
 
 def _adjudication(stage: Stage, radiograph: Radiograph) -> ReviewTask | None:
-    return ReviewTask.objects.filter(
-        stage=stage, radiograph=radiograph, kind=ReviewTask.Kind.ADJUDICATION
-    ).first()
+    return (
+        ReviewTask.objects.filter(
+            stage=stage, radiograph=radiograph, kind=ReviewTask.Kind.ADJUDICATION
+        )
+        .order_by()
+        .first()
+    )
 
 
 def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | ReviewTask | None:
@@ -66,7 +70,9 @@ def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | R
 
     Returns the GroundTruth, the adjudication task, or None while readers are still missing."""
     decisions = case_decisions(stage=stage, radiograph=radiograph)
-    adjudication = _adjudication(stage, radiograph)
+    # An adjudication is opened only between two or more readers' differing choices (and a
+    # settled one keeps them: their undo is refused), so a case with one decision has none.
+    adjudication = _adjudication(stage, radiograph) if len(decisions) > 1 else None
     if adjudication is not None and adjudication.status == ReviewTask.Status.DONE:
         return _accept_adjudication(adjudication, decisions)
     if len(decisions) < stage.readers_per_case:
@@ -146,7 +152,7 @@ def consensus_unsettle(*, stage: Stage, radiograph: Radiograph) -> None:
         ReviewTask.objects.filter(pk=adjudication.pk).update(
             status=ReviewTask.Status.CANCELLED, reader=None, lease_expires_at=None
         )
-    truth = GroundTruth.objects.filter(radiograph=radiograph).first()
+    truth = GroundTruth.objects.filter(radiograph=radiograph).order_by().first()
     if truth is not None:
         if truth.stage_id != stage.pk:
             raise CaseFinal("this case's accepted mask comes from another stage")
@@ -183,7 +189,7 @@ def ground_truth_accept(
 ) -> GroundTruth:
     """Write (or, within the same stage, replace) the case's accepted mask with provenance."""
     radiograph = decision.task.radiograph
-    existing = GroundTruth.objects.filter(radiograph=radiograph).first()
+    existing = GroundTruth.objects.filter(radiograph=radiograph).order_by().first()
     if existing is not None and existing.stage_id != stage.pk:
         raise ConsensusError(
             f"case {radiograph.pk} already has an accepted mask from another stage or import"

@@ -84,6 +84,7 @@ def lock_held_task(*, task_id: int, reader: AbstractBaseUser) -> ReviewTask:
         ReviewTask.objects.select_for_update(of=("self",))
         .select_related("stage", "radiograph")
         .filter(pk=task_id)
+        .order_by()  # one row: the models' default orderings would join stage and dataset
         .first()
     )
     if task is None or task.reader_id != reader.pk or task.status == ReviewTask.Status.CANCELLED:
@@ -95,14 +96,14 @@ def lock_held_task(*, task_id: int, reader: AbstractBaseUser) -> ReviewTask:
 
 def decision_stored(*, task: ReviewTask, reader: AbstractBaseUser, key: str) -> Decision | None:
     """The decision this reader already made on this task with this key (a retry), if any."""
-    stored = Decision.objects.filter(idempotency_key=key).first()
+    stored = Decision.objects.filter(idempotency_key=key).order_by().first()  # unique
     if stored is not None and (stored.task_id != task.pk or stored.reader_id != reader.pk):
         raise IdempotencyKeyReused("this request key was already used for another decision")
     return stored
 
 
 def _active(task: ReviewTask, reader: AbstractBaseUser) -> Decision | None:
-    return task.decisions.filter(reader=reader, revoked_at__isnull=True).first()
+    return task.decisions.filter(reader=reader, revoked_at__isnull=True).order_by().first()
 
 
 def check_undecided(*, task: ReviewTask, reader: AbstractBaseUser) -> None:
@@ -124,11 +125,13 @@ def decision_write(
     clicks: list[dict[str, Any]] | None = None,
     zones: list[str] | None = None,
     interactive_model: ModelVersion | None = None,
+    key_checked: bool = False,
 ) -> tuple[Decision, bool]:
     """The one place a Decision row is created: (decision, created). The caller holds the task
-    lock (lock_held_task) inside an open transaction; a retry gets the stored row, not created.
+    lock (lock_held_task) inside an open transaction; a retry gets the stored row, not created
+    (key_checked: the caller looked the key up under this lock already and found nothing).
     Deciding closes the task and drops the reader's draft."""
-    stored = decision_stored(task=task, reader=reader, key=idempotency_key)
+    stored = None if key_checked else decision_stored(task=task, reader=reader, key=idempotency_key)
     if stored is not None:
         return stored, False
     check_undecided(task=task, reader=reader)
@@ -182,7 +185,7 @@ def decision_revoke(*, decision: Decision, task: ReviewTask) -> ReviewTask:
 
 def round_stored(*, task: ReviewTask, key: str) -> PairwiseRound | None:
     """The round recorded with this key (a retry), if any; a key of another case is refused."""
-    stored = PairwiseRound.objects.filter(idempotency_key=key).first()
+    stored = PairwiseRound.objects.filter(idempotency_key=key).order_by().first()
     if stored is not None and stored.task_id != task.pk:
         raise IdempotencyKeyReused("this request key was already used for another case")
     return stored

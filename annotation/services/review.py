@@ -289,14 +289,16 @@ def _round_replay(task: ReviewTask, reader: AbstractBaseUser, key: str) -> Revie
     stored = round_stored(task=task, key=key)
     if stored is None:
         return None
-    decision = Decision.objects.filter(task=task, reader=reader, idempotency_key=key).first()
+    decision = (
+        Decision.objects.filter(task=task, reader=reader, idempotency_key=key).order_by().first()
+    )
     return ReviewResult(
         task=task,
         decision=decision,
         replayed=True,
         round=stored,
         knockout=knockout_state(task=task),
-        truth=GroundTruth.objects.filter(radiograph=task.radiograph).first(),
+        truth=GroundTruth.objects.filter(radiograph=task.radiograph).order_by().first(),
     )
 
 
@@ -309,7 +311,7 @@ def _replay_or_lock(
 
 
 def _replayed(task: ReviewTask, decision: Decision) -> ReviewResult:
-    truth = GroundTruth.objects.filter(radiograph=task.radiograph).first()
+    truth = GroundTruth.objects.filter(radiograph=task.radiograph).order_by().first()
     return ReviewResult(task=task, decision=decision, replayed=True, truth=truth)
 
 
@@ -340,6 +342,7 @@ def decision_record(
         _check_position(position, len(order))
         candidate = Candidate.objects.select_related("mask").get(pk=order[position - 1])
         decision, created = decision_write(
+            key_checked=True,
             task=locked,
             reader=reader,
             idempotency_key=idempotency_key,
@@ -394,6 +397,7 @@ def decision_record_drawing(
         }
         if base is not None and maskio.pixel_sha256(pixels) == base.pixel_sha256:
             decision, created = decision_write(
+                key_checked=True,
                 outcome=Decision.Outcome.CHOSE,
                 candidate=base,
                 position=order.index(base.pk) + 1,
@@ -405,6 +409,7 @@ def decision_record_drawing(
         # Seniors adjudicate, and the accepted mask is, the drawing in the stage's outline style.
         mask = _own_mask(locked, reader, pixels, refined=base is not None)
         decision, created = decision_write(
+            key_checked=True,
             outcome=Decision.Outcome.REFINED if base is not None else Decision.Outcome.DREW,
             candidate=base,
             mask=mask,
@@ -447,6 +452,7 @@ def adjudication_record(
         _check_position(position, len(options))
         picked, _count = options[position - 1]
         decision, created = decision_write(
+            key_checked=True,
             task=locked,
             reader=reader,
             idempotency_key=idempotency_key,
@@ -504,7 +510,11 @@ def adjudication_record_drawing(
         }
         if base is not None and maskio.pixel_sha256(pixels) == base.mask.pixel_sha256:
             decision, created = decision_write(
-                outcome=base.outcome, candidate=base.candidate, mask=base.mask, **fields
+                key_checked=True,
+                outcome=base.outcome,
+                candidate=base.candidate,
+                mask=base.mask,
+                **fields,
             )
             return _decided(locked, decision, created, ip=client_ip)
         sources = [d.mask for d, _count in options]
@@ -524,6 +534,7 @@ def adjudication_record_drawing(
         # drawing has none, so a mask refined from it is recorded as drawn.
         refined = base is not None and base.candidate_id is not None
         decision, created = decision_write(
+            key_checked=True,
             outcome=Decision.Outcome.REFINED if refined else Decision.Outcome.DREW,
             candidate=base.candidate if refined else None,
             mask=mask,
@@ -609,7 +620,7 @@ def _take_back(
 ) -> ReviewResult:
     """Withdraw the case's accepted mask (refused once final), revoke the decision and lease
     the case to its reader again, audited. The caller holds the task lock."""
-    truth = GroundTruth.objects.filter(radiograph=task.radiograph).first()
+    truth = GroundTruth.objects.filter(radiograph=task.radiograph).order_by().first()
     rounds = [r.winner_id for r in task.rounds.order_by("number")]
     consensus_unsettle(stage=task.stage, radiograph=task.radiograph)
     task = decision_revoke(decision=decision, task=task)

@@ -1,5 +1,7 @@
-"""The review path's database work is bounded: the queries of a screen, an image and a decision
-do not grow with the number of cases in the stage or of decisions already made."""
+"""The review path's database work is bounded: the queries of a screen, an image, the look-ahead
+and a decision do not grow with the number of cases in the stage or of decisions already made,
+and none of them joins tables it does not read (the models' default orderings would join a
+task's stage and dataset to sort a single row)."""
 
 from __future__ import annotations
 
@@ -23,14 +25,24 @@ ROUND_NUMBER = re.compile(r'data-review-form.*?name="number" value="(\d+)"', re.
 # The most each request may take (session, user and roles included).
 SCREEN_QUERIES = {Stage.Mode.NWAY: 9, Stage.Mode.PAIRWISE: 10}
 IMAGE_QUERIES = 5
+# The next case leased ahead: the reader's row locked, the claim and its savepoint (pairwise:
+# and the rounds of its screen).
+AHEAD_QUERIES = {Stage.Mode.NWAY: 13, Stage.Mode.PAIRWISE: 14}
 # A decision: the task locked, the decision written, the case accepted with its provenance and
 # audited (pairwise: the last round, which is the decision; earlier rounds take fewer).
-SUBMIT_QUERIES = {Stage.Mode.NWAY: 25, Stage.Mode.PAIRWISE: 33}
+SUBMIT_QUERIES = {Stage.Mode.NWAY: 23, Stage.Mode.PAIRWISE: 31}
+# Tables no request of the review path reads: its rows carry the ids it needs.
+UNREAD = ('"annotation_dataset"', "annotation_dataset.")
+
+JOINS_UNREAD: list[str] = []
 
 
 def queries(call) -> tuple[int, object]:
     with CaptureQueriesContext(connection) as captured:
         result = call()
+    JOINS_UNREAD.extend(
+        q["sql"] for q in captured.captured_queries if any(t in q["sql"] for t in UNREAD)
+    )
     return len(captured), result
 
 
@@ -49,6 +61,13 @@ def work_through(client, stage: Stage, n: int) -> list[dict]:
             for u in re.findall(r'data-(?:image|mask)-url="([^"]+)"', html)
         ]
         token = url.rstrip("/").split("/")[-1]
+        ahead_n, ahead = queries(
+            lambda token=token: client.post(
+                reverse("api:review-ahead", kwargs={"token": token}),
+                content_type="application/json",
+            )
+        )
+        assert ahead.status_code == 200, ahead.content
         if 'data-review-screen="pairwise"' in html:
             number = int(re.search(ROUND_NUMBER, html).group(1))
             path = reverse("api:review-round", kwargs={"token": token})
@@ -61,7 +80,7 @@ def work_through(client, stage: Stage, n: int) -> list[dict]:
             lambda path=path, body=body: client.post(path, body, content_type="application/json")
         )
         assert answer.status_code == 201, answer.content
-        seen.append({"screen": screen_n, "images": images, "submit": submit_n})
+        seen.append({"screen": screen_n, "images": images, "ahead": ahead_n, "submit": submit_n})
         url = answer.json()["page_url"]
     return seen
 
@@ -69,6 +88,7 @@ def work_through(client, stage: Stage, n: int) -> list[dict]:
 @pytest.mark.parametrize("mode", [Stage.Mode.NWAY, Stage.Mode.PAIRWISE])
 def test_screens_images_and_decisions_take_a_bounded_number_of_queries(client, mode):
     counts = {}
+    JOINS_UNREAD.clear()
     for n_cases in (2, 8):
         stage = review_stage(n_cases=n_cases, mode=mode, n_networks=4 if mode == "nway" else 2)
         user = UserFactory(roles=[MD])
@@ -78,7 +98,9 @@ def test_screens_images_and_decisions_take_a_bounded_number_of_queries(client, m
     everything = counts[2] + counts[8]
     assert max(c["screen"] for c in everything) <= SCREEN_QUERIES[mode]
     assert max(max(c["images"]) for c in everything) <= IMAGE_QUERIES
+    assert max(c["ahead"] for c in everything) <= AHEAD_QUERIES[mode]
     assert max(c["submit"] for c in everything) <= SUBMIT_QUERIES[mode]
+    assert JOINS_UNREAD == [], JOINS_UNREAD[0]
     # Four times the cases, and decisions already made, change nothing.
     later = counts[8][-1]
     assert later["screen"] == counts[2][0]["screen"]
