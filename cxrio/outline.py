@@ -32,7 +32,7 @@ from scipy import ndimage
 OUTLINE_VERSION = 2
 # The shared style, as shares of each patch's equivalent radius (bench/shape_blinding.py):
 # opening radius, closing radius, and the blend of the outline towards its moment ellipse.
-BEND, FILL, ROUNDING = 0.2, 1.0, 0.15
+BEND, FILL, ROUNDING = 0.2, 1.0, 0.1
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
