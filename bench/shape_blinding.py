@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/shape_blinding.py            # 5 seeds x 120 phantoms, a few CPU minutes
     .venv/bin/python bench/shape_blinding.py --quick    # 2 seeds x 30 phantoms: it runs end to end
+    .venv/bin/python bench/shape_blinding.py --sweep --cases 80   # AUC vs Dice, several settings
 
 For each seed, COVID-19 phantoms (mlworker.phantoms) at the working resolution (224²) give
 two masks per case: the hurried reader's manual mask (a few polygon clicks) and a
@@ -40,7 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from cxrio.outline import dice, normalise_outline, outline_features, source_auc  # noqa: E402
+from cxrio.outline import (  # noqa: E402
+    BEND,
+    FILL,
+    ROUNDING,
+    dice,
+    normalise_outline,
+    outline_features,
+    source_auc,
+)
 from mlworker.phantoms import generate_case  # noqa: E402
 from mlworker.phantoms.manual import draw_manual_mask  # noqa: E402
 
@@ -91,6 +100,36 @@ def masks_for_seed(
     return masks, labels, groups
 
 
+# The trade-off curve (--sweep): (bend, fill, rounding) of normalise_outline, the old style
+# (opening and closing by the same share, no rounding) first, the default last.
+SWEEP = (
+    (0.3, 0.3, 0.0),
+    (0.3, 1.0, 0.0),
+    (0.2, 1.0, 0.0),
+    (0.2, 1.0, 0.15),
+    (0.25, 1.0, 0.15),
+    (0.3, 1.0, 0.2),
+    (BEND, FILL, ROUNDING),
+)
+
+
+def sweep(seed: int, n_cases: int, size: int, stand_in: str) -> list[dict[str, float]]:
+    """AUC on and mean Dice of each SWEEP setting on one seed's masks."""
+    masks, labels, groups = masks_for_seed(seed, n_cases, size, stand_in)
+    rows = []
+    for bend, fill, rounding in SWEEP:
+        normalised = [normalise_outline(m, bend=bend, fill=fill, rounding=rounding) for m in masks]
+        features = np.stack([outline_features(m) for m in normalised])
+        dices = [dice(a, b) for a, b in zip(masks, normalised, strict=True)]
+        rows.append(
+            {
+                "auc_on": source_auc(features, labels, groups=groups, seed=seed),
+                "dice": float(np.mean(dices)),
+            }
+        )
+    return rows
+
+
 def measure(seed: int, n_cases: int, size: int, stand_in: str) -> dict[str, float]:
     masks, labels, groups = masks_for_seed(seed, n_cases, size, stand_in)
     normalised = [normalise_outline(m) for m in masks]
@@ -131,14 +170,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="network masks of a network trained on manual masks (Stage I), or on exact masks",
     )
     p.add_argument("--quick", action="store_true", help="2 seeds x 30 phantoms")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="the trade-off curve: AUC on and mean Dice for several normalisation settings",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.cases = 2, 30
     return args
 
 
+def main_sweep(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    per_seed = [sweep(seed, args.cases, args.size, args.stand_in) for seed in range(args.seeds)]
+    print(
+        f"{args.seeds} seeds x {args.cases} COVID-19 phantoms at {args.size}², "
+        f"network stand-in: {args.stand_in}, {time.perf_counter() - start:.0f} s\n"
+    )
+    print("| bend | fill | rounding | AUC on (mean ± 95 % CI) | mean Dice (mean ± 95 % CI) |")
+    print("| --- | --- | --- | --- | --- |")
+    for k, (bend, fill, rounding) in enumerate(SWEEP):
+        auc, auc_half = mean_ci([rows[k]["auc_on"] for rows in per_seed])
+        dice_mean, dice_half = mean_ci([rows[k]["dice"] for rows in per_seed])
+        print(
+            f"| {bend} | {fill} | {rounding} | {auc:.3f} ± {auc_half:.3f} "
+            f"| {dice_mean:.4f} ± {dice_half:.4f} |"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.sweep:
+        return main_sweep(args)
     start = time.perf_counter()
     rows = []
     for seed in range(args.seeds):

@@ -4,12 +4,14 @@ A reader comparing candidates must not tell a manual mask (a few polygon clicks:
 edges, sharp corners) from a network's (smooth, wavy blobs) by its outline alone. Two parts:
 
 - normalise_outline(): the one outline normalisation every candidate passes through at the
-  case's working resolution. Each patch is opened and closed by a disk whose radius is a fixed
-  share of the patch's size (polygon corners and a network's small wiggles alike become bends
-  of the same relative roundness), its outline is smoothed (signed distance, Gaussian) to
-  remove pixel steps, specks under the minimum-component size are dropped, and the largest
-  patch is always kept, so a non-empty mask never comes out empty. It changes the style, not
-  the content: on the phantoms' manual and network-style masks mean Dice to the original is
+  case's working resolution. Each patch is opened by a disk of a small share of its size
+  (polygon corners and a network's small bumps alike become bends of the same relative
+  roundness), closed by a disk of its size (a network's dents and a polygon's notches alike
+  are filled), bent towards its moment ellipse (straight polygon edges and wavy runs alike
+  get one even curvature), and its outline is smoothed (signed distance, Gaussian) to remove
+  pixel steps; specks under the minimum-component size are dropped, and the largest patch is
+  always kept, so a non-empty mask never comes out empty. It changes the style, not the
+  content: on the phantoms' manual and network-style masks mean Dice to the original is
   ≥ 0.97 (bench/shape_blinding.py).
 - outline_features() and source_auc(): features of an outline alone (curvature and
   straightness histograms, corner density, roughness at several scales, area / perimeter) and
@@ -27,7 +29,10 @@ import numpy as np
 from scipy import ndimage
 
 # Bump when normalise_outline's output changes for any input (stored masks record it).
-OUTLINE_VERSION = 1
+OUTLINE_VERSION = 2
+# The shared style, as shares of each patch's equivalent radius (bench/shape_blinding.py):
+# opening radius, closing radius, and the blend of the outline towards its moment ellipse.
+BEND, FILL, ROUNDING = 0.2, 1.0, 0.1
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -62,18 +67,48 @@ def _closing(mask: np.ndarray, radius: float) -> np.ndarray:
     return ~_opening(~mask, radius)
 
 
-def _restyle(patch: np.ndarray, radius: float, sigma: float) -> np.ndarray:
-    """One patch (padded) opened and closed by a disk, then its outline smoothed."""
-    out = _closing(_opening(patch, radius), radius)
-    if sigma > 0 and out.any():
-        out = ndimage.gaussian_filter(_signed_distance(out), sigma, mode="nearest") > 0
-    return out
+def _ellipse_distance(mask: np.ndarray) -> np.ndarray:
+    """Approximate signed distance (px, positive inside) to the ellipse of the mask's area
+    and second moments: the smooth, evenly curved shape the patch is drawn towards."""
+    rows, cols = np.nonzero(mask)
+    cy, cx = rows.mean(), cols.mean()
+    offsets = np.vstack([cols - cx, rows - cy])
+    # Second moments of the pixel squares (each adds 1/12 per axis), population-normalised.
+    cov = offsets @ offsets.T / len(rows) + np.eye(2) / 12.0
+    eigen, vectors = np.linalg.eigh(cov)
+    axes = 2.0 * np.sqrt(np.maximum(eigen, 1e-6))
+    axes *= np.sqrt(len(rows) / (np.pi * axes[0] * axes[1]))
+    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    u = (xx - cx) * vectors[0, 0] + (yy - cy) * vectors[1, 0]
+    v = (xx - cx) * vectors[0, 1] + (yy - cy) * vectors[1, 1]
+    rho = np.hypot(u / axes[0], v / axes[1]) + 1e-9
+    gradient = np.hypot(u / axes[0] ** 2, v / axes[1] ** 2) / rho + 1e-9
+    return (1.0 - rho) / gradient
+
+
+def _restyle(
+    patch: np.ndarray, bend: float, fill: float, rounding: float, sigma: float
+) -> np.ndarray:
+    """One patch (padded): opened by a disk of `bend` px, closed by one of `fill` px, its
+    signed distance blended by `rounding` towards its moment ellipse's, then Gaussian-smoothed
+    by `sigma` px and thresholded at the outline."""
+    out = _closing(_opening(patch, bend), fill) if bend > 0 or fill > 0 else patch
+    if not out.any():
+        return out
+    distance = _signed_distance(out)
+    if rounding > 0:
+        distance = (1.0 - rounding) * distance + rounding * _ellipse_distance(out)
+    if sigma > 0:
+        distance = ndimage.gaussian_filter(distance, sigma, mode="nearest")
+    return distance > 0
 
 
 def normalise_outline(
     mask: np.ndarray,
     *,
-    bend: float = 0.3,
+    bend: float = BEND,
+    fill: float = FILL,
+    rounding: float = ROUNDING,
     min_bend: float | None = None,
     smooth: float | None = None,
     min_area: int | None = None,
@@ -81,16 +116,25 @@ def normalise_outline(
 ) -> np.ndarray:
     """The mask with its outline redrawn in the one shared style (boolean, same shape).
 
-    Each patch (8-connected component) is opened and then closed by a disk of radius
-    `bend` x its equivalent radius (at least `min_bend` px: by default 1.5 px per 256 px of the
-    longer side, at least 1), so polygon corners and a network's small wiggles alike become
-    bends of a patch-relative radius; then the outline is smoothed (a Gaussian of `smooth` px
-    on the signed distance; by default 1.5 px per 256 px, at least 0.5) to remove pixel steps.
+    Each patch (8-connected component) of equivalent radius R is restyled on its own:
+
+    1. opened by a disk of radius `bend` x R (at least `min_bend` px: by default 1.5 px per
+       256 px of the longer side, at least 1), so polygon corners and a network's small bumps
+       alike become convex bends of a patch-relative radius;
+    2. closed by a disk of radius `fill` x R, so a network's shallow dents and a polygon's
+       notches alike are filled to one patch-relative concave radius (cheap in Dice: it only
+       adds the dents' area);
+    3. its signed distance blended by `rounding` towards that of its moment ellipse (same
+       area, centre and second moments), so long straight runs (polygon edges) and wavy runs
+       alike are bent towards one even curvature;
+    4. the signed distance smoothed by a Gaussian of `smooth` px (by default 1.5 px per 256 px,
+       at least 0.5) and thresholded, so every outline has the same sub-pixel rendering.
+
     A patch whose restyled form keeps Dice < `min_dice` with it (a sliver, a tiny lesion) gets
     the smoothing only, or stays as it was. The minimum-component rule: patches smaller than
     `min_area` px (by default 0.01 % of the image, at least 4 px) are dropped, except the
     largest, which is always kept, so a non-empty mask never comes out empty. Patches never
-    merge (each is restyled on its own).
+    merge (each is restyled on its own). Deterministic: no randomness, same input, same output.
     """
     original = _as_mask(mask)
     if not original.any():
@@ -107,8 +151,12 @@ def normalise_outline(
     for k, box in enumerate(ndimage.find_objects(labels), start=1):
         if areas[k] < min_area and k != largest:
             continue
-        radius = max(min_bend, bend * float(np.sqrt(areas[k] / np.pi)))
-        pad = int(np.ceil(2 * radius + 3 * sigma)) + 2
+        equivalent = float(np.sqrt(areas[k] / np.pi))
+        opening = max(min_bend, bend * equivalent)
+        closing = max(min_bend, fill * equivalent)
+        # Room for the closing's dilation and the Gaussian's reach (4 sigma) beyond the patch:
+        # wider adds nothing (the distance transforms are exact), only time.
+        pad = int(np.ceil(max(opening, closing) + 4 * sigma)) + 2
         window = tuple(
             slice(max(b.start - pad, 0), min(b.stop + pad, n))
             for b, n in zip(box, (height, width), strict=True)
@@ -117,8 +165,9 @@ def normalise_outline(
         patch = np.pad(labels[window] == k, pad)
         inner = (slice(pad, -pad), slice(pad, -pad))
         result = original[window] & (labels[window] == k)
-        for candidate in (_restyle(patch, radius, sigma), _restyle(patch, 0.0, sigma)):
-            candidate = candidate[inner]
+        # The full restyle, else the smoothing only (made only when the first fails).
+        for style in ((opening, closing, rounding), (0.0, 0.0, 0.0)):
+            candidate = _restyle(patch, *style, sigma)[inner]
             if candidate.any() and dice(candidate, result) >= min_dice:
                 result = candidate
                 break

@@ -126,3 +126,19 @@ def test_the_classifier_is_at_chance_on_one_source_split_at_random():
     assert 0.25 <= auc <= 0.75
     # Too few of a kind: no number.
     assert np.isnan(source_auc(np.zeros((6, 3)), [1, 1, 1, 0, 0, 0]))
+
+
+def test_a_shallow_dent_is_filled_and_corners_rounded_whatever_the_source():
+    # A network's shallow dent in an otherwise straight run is filled (the closing by the
+    # patch's own size), where the old style (closing by 0.3 x the size) kept part of it.
+    square = np.zeros((96, 96), dtype=bool)
+    square[28:68, 28:68] = True
+    dented = square.copy()
+    dented[28:30, 43:53] = False  # 2 px deep, 10 px wide
+    out = normalise_outline(dented)
+    assert out[29, 43:53].all()  # at most a sub-pixel trace of it is left
+    assert not normalise_outline(dented, fill=0.3, rounding=0.0)[29, 43:53].any()
+    assert dice(out, square) >= 0.97
+    # A polygon's corners come out rounded, its edges kept.
+    assert not out[28, 28] and not out[67, 67]
+    assert out[28, 36] and out[48, 28]

@@ -93,6 +93,10 @@ class CandidateView:
     stage_number: int
     sources: list[str] = field(default_factory=list)
     accepted: bool = False
+    # Outline normalisation: the candidate shows a redrawn mask; `originals` are the masks as
+    # drawn or predicted that it was redrawn from (provenance, never shown to readers).
+    normalised: bool = False
+    originals: list[tuple[Mask, str]] = field(default_factory=list)
 
 
 def case_detail(*, radiograph: Radiograph) -> dict[str, Any]:
@@ -112,21 +116,40 @@ def case_detail(*, radiograph: Radiograph) -> dict[str, Any]:
         .order_by("stage__number", "id")
     ):
         sources = [mask_origin(m) for m in candidate.sources.all()] or [mask_origin(candidate.mask)]
+        normalised = candidate.mask.normalised_from_id is not None
         candidates.append(
             CandidateView(
                 candidate=candidate,
                 stage_number=candidate.stage.number,
                 sources=sources,
                 accepted=truth is not None and truth.mask.pixel_sha256 == candidate.pixel_sha256,
+                normalised=normalised,
+                originals=[(m, mask_origin(m)) for m in candidate.sources.all()]
+                if normalised
+                else [],
             )
         )
-    manual = list(radiograph.masks.filter(kind=Mask.Kind.MANUAL).order_by("id"))
+    # The masks as imported; their outline-normalised forms show as candidates.
+    manual = list(
+        radiograph.masks.filter(kind=Mask.Kind.MANUAL, normalised_from__isnull=True).order_by("id")
+    )
+    original: Mask | None = None
     provenance: list[tuple[str, str]] = []
     if truth is not None:
-        mask = Mask.objects.select_related("model_version", "author").get(pk=truth.mask_id)
+        mask = Mask.objects.select_related(
+            "model_version", "author", "normalised_from__model_version", "normalised_from__author"
+        ).get(pk=truth.mask_id)
+        original = mask.normalised_from
         provenance = [
             ("Source", truth.get_source_display()),
             ("Mask", mask_origin(mask)),
+            (
+                "Outline",
+                f"normalised (the form readers saw); original: mask #{original.pk}, "
+                f"{mask_origin(original)}"
+                if original is not None
+                else "as drawn or predicted",
+            ),
             ("Decided by", truth.get_method_display()),
             ("Stage", f"Stage {truth.stage.number}" if truth.stage else "—"),
             (
@@ -149,6 +172,7 @@ def case_detail(*, radiograph: Radiograph) -> dict[str, Any]:
         ]
     return {
         "truth": truth,
+        "truth_original": original,
         "provenance": provenance,
         "manual": [(m, mask_origin(m)) for m in manual],
         "candidates": candidates,

@@ -63,3 +63,54 @@ def test_the_list_filters_and_pages(client, scenario):
     assert names("?stage=999999&label=bogus") == names()  # unknown values filter nothing
     html = client.get(url + "?accepted=yes").content.decode()
     assert "Network · majority · Stage 2" in html
+
+
+@pytest.mark.parametrize("role", ["admin", "researcher"])
+def test_a_normalised_mask_is_labelled_and_its_original_shown_for_provenance(client, role):
+    """Readers saw outline-normalised candidates; the case browser says so and shows the masks
+    as drawn or predicted beside them."""
+    import numpy as np
+
+    from annotation.models import GroundTruth, Mask, ModelVersion, Stage
+    from annotation.services.candidates import candidates_offer, mask_create
+    from mlworker.phantoms._raster import fill_polygon
+    from tests.factories import DatasetFactory, RadiographFactory
+
+    dataset = DatasetFactory()
+    radiograph = RadiographFactory(dataset=dataset)
+    stage = Stage.objects.create(dataset=dataset, number=1, mode="nway", status="reviewing")
+    square = fill_polygon(
+        np.array([18.0, 44.0, 40.0, 14.0]), np.array([10.0, 14.0, 36.0, 32.0]), 64
+    )
+    shape = (radiograph.work_height, radiograph.work_width)
+    pixels = np.zeros(shape, dtype=bool)
+    pixels[: min(64, shape[0]), : min(64, shape[1])] = square[: shape[0], : shape[1]]
+    manual = mask_create(radiograph=radiograph, pixels=pixels, kind=Mask.Kind.MANUAL)
+    version = ModelVersion.objects.create(
+        dataset=dataset, stage=stage, purpose="candidate", arch="unet", encoder="tiny"
+    )
+    network = mask_create(
+        radiograph=radiograph, pixels=np.roll(pixels, 3, axis=1), kind="network",
+        model_version=version,
+    )  # fmt: skip
+    candidates = candidates_offer(stage=stage, radiograph=radiograph, masks=[manual, network])
+    shown = candidates[0].mask
+    assert shown.normalised_from_id == manual.pk
+    GroundTruth.objects.create(
+        radiograph=radiograph, mask=shown, stage=stage, source="manual", method="single"
+    )
+    client.force_login(UserFactory(roles=[role]))
+    html = client.get(f"/cases/{radiograph.pk}/").content.decode()
+    # Both candidates and the accepted mask are labelled as normalised ...
+    assert html.count("outline-normalised</span>") == 3
+    assert f"original: mask #{manual.pk}, manual" in html
+    # ... and the originals are one click (or one look) away.
+    assert f'src="/cases/masks/{manual.pk}.png"' in html  # the accepted mask's original
+    assert f'href="/cases/masks/{network.pk}.png"' in html
+    assert client.get(f"/cases/masks/{manual.pk}.png").content.startswith(b"\x89PNG")
+    # The manual masks panel lists the mask as imported, not its normalised twin again.
+    assert f'data-mask="{shown.pk}"' not in html
+    assert f'class="case-figure manual-mask" data-mask="{manual.pk}"' in html
+    # Readers never reach it.
+    client.force_login(UserFactory(roles=["md"]))
+    assert client.get(f"/cases/{radiograph.pk}/").status_code == 403
