@@ -22,7 +22,7 @@ from annotation.models import Candidate, GroundTruth, Mask, ModelVersion, Radiog
 from annotation.services.review_errors import InvalidMask
 from annotation.storage import MASKS, blob_read, blob_write, content_path
 from cxrio import masks as maskio
-from cxrio.outline import normalise_outline
+from cxrio.outline import OUTLINE_VERSION, normalise_outline
 
 
 def mask_create(
@@ -76,8 +76,8 @@ def outlines_normalised(stage: Stage) -> bool:
 def mask_normalise(mask: Mask) -> Mask:
     """The mask's outline-normalised form, made once and found again after that.
 
-    Same kind, author, model, stage and details as the original, so provenance and credit
-    are unchanged; `normalised_from` names the original. A normalised mask is its own form."""
+    Same kind, author, model, stage and details as the original (plus the outline style's
+    version), so provenance and credit are unchanged; `normalised_from` names the original. A normalised mask is its own form."""
     if mask.normalised_from_id is not None:
         return mask
     existing = Mask.objects.filter(normalised_from=mask).first()
@@ -97,7 +97,8 @@ def mask_normalise(mask: Mask) -> Mask:
         model_version=mask.model_version,
         stage=mask.stage,
         source_name=mask.source_name,
-        details=mask.details,
+        # Which version of the shared style drew it (cxrio.outline.OUTLINE_VERSION).
+        details={**(mask.details or {}), "outline_version": OUTLINE_VERSION},
         normalised_from=mask,
     )
 

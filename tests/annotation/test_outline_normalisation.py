@@ -24,7 +24,7 @@ from annotation.services.exports import ORIGINALS_DIR, export_build, export_requ
 from annotation.services.review import decision_record, decision_record_drawing
 from annotation.storage import blob_read
 from cxrio import masks as maskio
-from cxrio.outline import dice, normalise_outline
+from cxrio.outline import OUTLINE_VERSION, dice, normalise_outline
 from tests.annotation.exporting import read_zip
 from tests.factories import PASSWORD, DatasetFactory, RadiographFactory, UserFactory, review_stage
 
@@ -74,6 +74,7 @@ def test_an_offered_candidate_shows_the_normalised_mask_and_keeps_the_original_a
     shown = candidate.mask
     assert shown.normalised_from_id in (manual.pk, network.pk)
     assert shown.kind == shown.normalised_from.kind
+    assert shown.details["outline_version"] == OUTLINE_VERSION
     assert set(candidate.sources.all()) == {manual, network}
     assert np.array_equal(pixels_of(shown), normalise_outline(polygon()))
     assert dice(pixels_of(shown), polygon()) >= 0.9
