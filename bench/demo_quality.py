@@ -3,6 +3,7 @@ scored against the phantoms' hidden truth.
 
     .venv/bin/python bench/demo_quality.py         # the demo's presets (demo-stage-1, -2)
     .venv/bin/python bench/demo_quality.py --stage1 fast-cpu --stage2 fast-cpu-nway  # scratch
+    .venv/bin/python bench/demo_quality.py --quick   # the U-Net only
     .venv/bin/python bench/demo_quality.py --epochs 60 --size 128 --networks unet
 
 The cohort is `collabmask demo`'s (seed 2021, 40 COVID-19 + 20 controls at 256², a third of
@@ -59,7 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=CACHE_DIR / "demo-start-weights",
         help="where the demo's start weights are made and kept",
     )
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="the U-Net only (the test's run)")
+    args = p.parse_args(argv)
+    if args.quick and not args.networks:
+        args.networks = "unet"
+    return args
 
 
 def pooled_f1(preds, truths) -> float:

@@ -78,7 +78,7 @@ def test_demo_candidates_are_worth_choosing(tmp_path):
     from bench.demo_quality import parse_args, run
 
     keras.utils.clear_session()
-    results = run(parse_args(["--networks", "unet", "--weights-dir", str(tmp_path)]))
+    results = run(parse_args(["--quick", "--weights-dir", str(tmp_path)]))
     assert set(results) == {"I unet", "II unet/0"}
     assert min(results.values()) >= 0.6, results
     # A second run makes nothing anew: the start weights are kept.
