@@ -47,3 +47,39 @@ def test_a_network_starts_from_the_file_of_its_arch_encoder_and_size(settings, t
     assert _start_weights(None, str(tmp_path / "study"), net, 128) == (
         tmp_path / "study" / "dla-tiny-128.keras"
     )
+
+
+def test_demo_quality_prints_each_networks_f1_against_the_hidden_truth(settings, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from annotation.models import ModelVersion, Radiograph
+    from annotation.services.model_versions import prediction_record
+    from cxrio.masks import mask_to_png_0_255, resize_nearest
+
+    settings.VAR_DIR = tmp_path
+    call_command("seed_demo", "--covid", "6", "--control", "2", stdout=StringIO())
+    stage = Stage.objects.get()
+    truth_dir = tmp_path / "demo" / "phantoms-seed2021" / "hidden-truth"
+    perfect, blank = (
+        ModelVersion.objects.create(
+            dataset=stage.dataset, stage=stage, purpose="candidate", arch=arch, encoder="tiny"
+        )
+        for arch in ("unet", "dla")
+    )
+    for radiograph in Radiograph.objects.filter(label="covid"):
+        with Image.open(truth_dir / f"mask_{radiograph.name}") as image:
+            truth = resize_nearest(
+                np.asarray(image) > 0, width=radiograph.work_width, height=radiograph.work_height
+            )
+        for model_version, pixels in ((perfect, truth), (blank, np.zeros_like(truth))):
+            prediction_record(
+                stage=stage, radiograph=radiograph, model_version=model_version,
+                pixels=pixels, probability_png=mask_to_png_0_255(pixels),
+            )  # fmt: skip
+    out = StringIO()
+    call_command("demo_quality", stdout=out)
+    printed = out.getvalue()
+    assert "Stage 1 U-Net · Tiny (seed 0): pixel F1 1.000 over 6 candidates" in printed
+    assert "Stage 1 DLA · Tiny (seed 0): pixel F1 0.000 over 6 candidates" in printed
+    assert "manual masks: pixel F1 0." in printed
