@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +85,15 @@ def demo_start_weights(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / MANIFEST
+    # What each file was made with: a file made with other settings is made anew.
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    if manifest.get("settings") != config:  # other settings: every network anew
-        manifest = {"settings": config, "networks": {}}
     size = config["image_size"]
     paths: dict[str, Path] = {}
     arrays = None
     for arch in archs:
         path = folder / weights_file_name(arch, config["encoder"], size)
         paths[arch] = path
-        if path.is_file() and arch in manifest["networks"]:
+        if path.is_file() and manifest.get(path.name, {}).get("settings") == config:
             continue
         if arrays is None:
             arrays = _phantom_arrays(seed, config["n_covid"], config["n_control"], size)
@@ -112,8 +111,8 @@ def demo_start_weights(
         result.model.save(tmp)
         os.replace(tmp, path)
         seconds = round(time.monotonic() - started, 1)
-        manifest["networks"][arch] = {
-            "file": path.name,
+        manifest[path.name] = {
+            "settings": config,
             "seconds": seconds,
             "final_loss": round(float(result.history["loss"][-1]), 4),
         }
@@ -149,12 +148,3 @@ def _cosine_build(arch: str, config: dict[str, Any], n_cases: int, build_for_tra
         return model
 
     return build
-
-
-def start_weights_for(folder: str | os.PathLike, networks: Sequence[dict], image_size: int):
-    """{arch/encoder: path} of the files `folder` must hold for these networks."""
-    return {
-        f"{n['arch']}/{n['encoder']}": Path(folder)
-        / weights_file_name(n["arch"], n["encoder"], image_size)
-        for n in networks
-    }
