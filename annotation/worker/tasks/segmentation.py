@@ -95,7 +95,7 @@ def _train(ctx: JobContext) -> dict[str, Any]:
 
 def _start_weights(ctx: JobContext, folder: str, net: dict, size: int):
     """The file a network starts from: in `folder`, or for "demo" the demo's phantom-trained
-    networks (made here on first use, a few CPU minutes once; see mlworker.demo_weights)."""
+    networks (made here on first use, several CPU minutes, once; see mlworker.demo_weights)."""
     from django.conf import settings
 
     from annotation.presets import DEMO_START_WEIGHTS
