@@ -97,6 +97,22 @@ PRESETS["fast-cpu-nway"] = {
     ],
 }
 
+# The demo's stages: fast-cpu, started from networks trained on phantoms of another seed
+# (mlworker.demo_weights: the demo's stand-in for ImageNet or a previous study), and so
+# fine-tuned at a tenth of the learning rate. From random weights, a dozen manual masks
+# give candidates that are mostly noise (bench/demo_quality.py).
+DEMO_START_WEIGHTS = "demo"
+PRESETS["demo-stage-1"] = {
+    **PRESETS["fast-cpu"],
+    "learning_rate": 1e-4,
+    "start_weights": DEMO_START_WEIGHTS,
+}
+PRESETS["demo-stage-2"] = {
+    **PRESETS["fast-cpu-nway"],
+    "learning_rate": 1e-4,
+    "start_weights": DEMO_START_WEIGHTS,
+}
+
 
 class StageConfigError(ValueError):
     """Stage settings that cannot work; the message says which and why."""
@@ -135,6 +151,12 @@ def stage_config_validate(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= 1:
             raise StageConfigError(f"{key} must be a number from {low} to 1, not {value!r}")
         merged[key] = float(value)
+    # Where each network starts: "" random weights; "demo" the demo's phantom-trained
+    # networks; else a folder on the workers holding {arch}-{encoder}-{image_size}.keras.
+    start = merged.get("start_weights", "")
+    if not isinstance(start, str):
+        raise StageConfigError(f"start_weights is a folder name or empty, not {start!r}")
+    merged["start_weights"] = start.strip()
     merged["frozen"] = bool(merged.get("frozen"))
     merged["augment"] = bool(merged.get("augment", True))
     for extra in COMBINED_CANDIDATES:

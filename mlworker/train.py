@@ -71,10 +71,37 @@ def compile_segmenter(model: keras.Model, *, lr: float = 1e-4) -> None:
     )
 
 
+def load_start_weights(path: str | os.PathLike, config: Mapping[str, Any]) -> keras.Model:
+    """The segmenter saved in the local file `path`, to train on from where it stopped: it must
+    be the network `config` names (arch, encoder) at the same input shape. Nothing is
+    downloaded; a missing or foreign file raises ValueError saying which and why."""
+    import mlworker.nets  # noqa: F401  (registers the custom layers the file uses)
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"start weights {path} not found (a .keras file on this machine)")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        raise ValueError(f"start weights {path} are not a Keras model file: {exc}") from None
+    want = f"{config['arch']}_{config['encoder']}"
+    if model.name != want:
+        raise ValueError(f"start weights {path} hold a {model.name} network, not {want}")
+    shape = tuple(config.get("input_shape", model.input_shape[1:]))
+    if tuple(model.input_shape[1:]) != shape:
+        raise ValueError(
+            f"start weights {path} take {tuple(model.input_shape[1:])} inputs, not {shape}"
+        )
+    return model
+
+
 def _build(config: Mapping[str, Any], *, mixed: bool) -> keras.Model:
     from mlworker.nets import build_segmenter
 
     kwargs = dict(config)
+    if kwargs.get("start_weights"):  # float32, as saved: mixed precision only when built here
+        return load_start_weights(kwargs["start_weights"], kwargs)
+    kwargs.pop("start_weights", None)
     arch, encoder = kwargs.pop("arch"), kwargs.pop("encoder")
     previous = keras.config.dtype_policy()
     if mixed:
@@ -101,7 +128,9 @@ def build_for_training(
     """A segmenter compiled with the paper's optimiser and loss (compile_segmenter).
 
     `model_or_config` is a Keras model, or `build_segmenter` arguments such as
-    {"arch": "unet", "encoder": "tiny", "input_shape": (224, 224, 3)}; mixed precision
+    {"arch": "unet", "encoder": "tiny", "input_shape": (224, 224, 3)}, optionally with
+    "start_weights": a saved segmenter of that network to start from (load_start_weights)
+    instead of random weights; mixed precision
     ("auto": on a GPU; True: always) applies only to models built here from a config.
     """
     _check_mixed_precision(model_or_config, mixed_precision)

@@ -47,8 +47,14 @@ def demo_accounts_ensure(
 def demo_dataset_ensure(*, workdir: Path, n_covid: int, n_control: int, seed: int):
     """Write phantoms in the QaTa-COV19 layout and import them, unless the dataset exists."""
     from annotation.services.imports import cxr_import
+    from mlworker.demo_weights import PRETRAIN_SEED
     from mlworker.phantoms import generate_cohort, write_qata_layout
 
+    if seed == PRETRAIN_SEED:
+        raise ValueError(
+            f"seed {seed} makes the phantoms the demo's start weights are trained on "
+            "(their true masks would leak): choose another"
+        )
     if Dataset.objects.filter(name=DEMO_DATASET, radiographs__isnull=False).exists():
         return None
     folder = workdir / f"phantoms-seed{seed}"
@@ -62,4 +68,15 @@ def demo_dataset_ensure(*, workdir: Path, n_covid: int, n_control: int, seed: in
             "description": f"Synthetic chest X-rays (seed {seed}); true masks in {folder}/hidden-truth"
         },
     )
-    return cxr_import(dataset=dataset, paths=[folder], dry_run=False, label="covid")
+    report = cxr_import(dataset=dataset, paths=[folder], dry_run=False, label="covid")
+    demo_stage_ensure(dataset)
+    return report
+
+
+def demo_stage_ensure(dataset: Dataset):
+    """A draft Stage I from the `demo-stage-1` preset, unless the dataset has a stage."""
+    from annotation.services.stages import stage_create
+
+    if dataset.stages.exists():
+        return None
+    return stage_create(dataset=dataset, preset="demo-stage-1", name="Demo Stage I")

@@ -153,6 +153,7 @@ def _train_params(stage: Stage, net: dict, *, training, predict, fold) -> dict[s
         "image_size": config["image_size"],
         "learning_rate": config["learning_rate"],
         "augment": config["augment"],
+        "start_weights": config.get("start_weights", ""),
         "seed": int(net.get("seed", 0)),
         "fold": fold,
         "training": training,

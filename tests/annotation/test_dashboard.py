@@ -55,6 +55,20 @@ def test_an_admin_creates_and_launches_a_stage_from_a_preset(
     assert len(broker.messages) == Job.objects.filter(stage=stage, kind="train").count() == 6
 
 
+def test_a_stage_from_the_demo_preset_says_where_its_networks_start(admin_client, phantom_dataset):
+    dataset, _ = phantom_dataset(n_covid=8, n_control=2, manual_fraction=1.0)
+    url = f"/dashboard/datasets/{dataset.pk}/stages/new"
+    form = admin_client.get(f"{url}?preset=demo-stage-1").context["form"]
+    data = {k: v for k, v in form.initial.items() if k != "networks" and v is not False}
+    data["networks"] = form.initial["networks"]
+    admin_client.post(url, data)
+    stage = Stage.objects.get(dataset=dataset)
+    assert (stage.config["start_weights"], stage.config["learning_rate"]) == ("demo", 1e-4)
+    page = admin_client.get(f"/dashboard/stages/{stage.pk}/").content.decode()
+    assert "networks trained on phantoms of another seed" in page
+    assert "learning rate 0.0001" in page
+
+
 def test_the_stage_form_explains_what_is_wrong(admin_client, phantom_dataset):
     dataset, _ = phantom_dataset(n_covid=4, n_control=0)
     response = admin_client.post(

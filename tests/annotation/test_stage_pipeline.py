@@ -145,3 +145,47 @@ def test_a_worker_dying_between_a_checkpoint_and_its_report_leaves_no_gap_in_the
     assert [row["epoch"] for row in curve] == [1, 2]
     assert all(isinstance(row["loss"], float) for row in curve)
     assert ModelVersion.objects.get(pk=result["model_version"]).job_id == job.pk
+
+
+def test_a_stage_with_start_weights_trains_from_them(phantom_dataset, worker_process, tmp_path):
+    """A network that marks every pixel, saved as the stage's start weights and barely
+    fine-tuned: every candidate it proposes is the whole image. A missing file fails the
+    job with a message naming it."""
+    import numpy as np
+
+    from mlworker.nets import build_segmenter
+
+    folder = tmp_path / "previous-study"
+    folder.mkdir()
+    model = build_segmenter("unet", "tiny", input_shape=(64, 64, 3))
+    logits = model.get_layer("mask_logits")
+    kernel, bias = logits.get_weights()
+    logits.set_weights([np.zeros_like(kernel), np.full_like(bias, 30.0)])
+    model.save(folder / "unet-tiny-64.keras")
+    dataset, _ = phantom_dataset(n_covid=8, n_control=2, manual_fraction=1.0)
+    stage = _launch(dataset, epochs=1, learning_rate=1e-7, start_weights=str(folder))
+    wait_for(
+        lambda: _status(stage),
+        what="the stage to reach review",
+        timeout=300,
+        every=0.5,
+        explain=jobs_and_logs(worker_process),
+    )
+    masks = Mask.objects.filter(stage=stage, kind="network", normalised_from__isnull=True)
+    assert masks.count() == len(stage.config["targets"])
+    assert all(m.area == m.width * m.height for m in masks)
+
+
+def test_missing_start_weights_fail_the_job_naming_the_file(
+    phantom_dataset, worker_process, tmp_path
+):
+    dataset, _ = phantom_dataset(n_covid=8, n_control=2, manual_fraction=1.0)
+    stage = _launch(dataset, epochs=1, start_weights=str(tmp_path / "nowhere"))
+
+    def failed():
+        return Job.objects.filter(stage=stage, kind="train", state=Job.State.FAILED).exists()
+
+    wait_for(failed, what="a training job to fail", timeout=120, every=0.5,
+             explain=jobs_and_logs(worker_process))  # fmt: skip
+    job = Job.objects.filter(stage=stage, kind="train", state=Job.State.FAILED).first()
+    assert "nowhere/unet-tiny-64.keras not found" in job.error

@@ -92,6 +92,7 @@ def test_only_one_stage_of_a_dataset_is_open_at_a_time(phantom_dataset):
             {"networks": [{"arch": "unet", "encoder": "inceptionv3"}], "image_size": 64},
             "Inception-v3 needs",
         ),
+        ({"start_weights": 3}, "start_weights is a folder name or empty"),
     ],
 )
 def test_impossible_settings_are_refused_with_a_reason(phantom_dataset, config, message):
@@ -131,6 +132,20 @@ def test_stage_one_trains_each_network_on_folds_and_predicts_only_unseen_cases(
         assert sorted(r for j in mine for r in j.params["predict"]) == sorted(targets)
     with pytest.raises(StageError, match="not a draft"):
         stage_launch(stage=stage)
+
+
+def test_demo_stages_train_from_start_weights_at_a_fine_tuning_rate(phantom_dataset, broker):
+    dataset, _ = phantom_dataset(n_covid=8, n_control=2, manual_fraction=1.0)
+    stage = stage_create(dataset=dataset, preset="demo-stage-1")
+    assert (stage.config["start_weights"], stage.config["learning_rate"]) == ("demo", 1e-4)
+    jobs = stage_launch(stage=stage)
+    assert {(j.params["start_weights"], j.params["learning_rate"]) for j in jobs} == {
+        ("demo", 1e-4)
+    }
+    # Without the setting, networks start from random weights, as before.
+    other, _ = phantom_dataset(n_covid=4, n_control=0, name="other")
+    plain = stage_create(dataset=other, preset="fast-cpu")
+    assert plain.config["start_weights"] == ""
 
 
 def test_stage_one_needs_enough_manual_masks(phantom_dataset):

@@ -39,7 +39,9 @@ class Command(BaseCommand):
         else:
             self.stdout.write(
                 f"Demo dataset {DEMO_DATASET!r}: {len(report.imported)} cases, "
-                f"{len(report.masks_imported)} manual masks."
+                f"{len(report.masks_imported)} manual masks; a draft Stage I from the "
+                "demo-stage-1 preset (its networks start from weights trained on phantoms of "
+                "another seed, made by the worker on first launch, several CPU minutes, once)."
             )
         self.stdout.write("Demo accounts (user / password / role):")
         for username, entry in accounts.items():

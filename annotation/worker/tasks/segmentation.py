@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from celery import shared_task
@@ -49,14 +51,17 @@ def _train(ctx: JobContext) -> dict[str, Any]:
         ctx.log(f"resuming from the checkpoint of epoch {resumed}")
     ctx.progress(0.02, force=True, resumed_from_epoch=resumed)
     net = p["network"]
+    model_config = {
+        "arch": net["arch"],
+        "encoder": net["encoder"],
+        "input_shape": (size, size, 3),
+        "frozen": p["frozen"],
+    }
+    if p.get("start_weights"):
+        model_config["start_weights"] = str(_start_weights(ctx, p["start_weights"], net, size))
 
     result = train_segmenter(
-        model_or_config={
-            "arch": net["arch"],
-            "encoder": net["encoder"],
-            "input_shape": (size, size, 3),
-            "frozen": p["frozen"],
-        },
+        model_or_config=model_config,
         train_data=(images, masks),
         epochs=p["epochs"],
         batch_size=p["batch_size"],
@@ -86,6 +91,42 @@ def _train(ctx: JobContext) -> dict[str, Any]:
         metrics={"history": result.history, "epochs": result.epochs_done},
     )
     return {"model_version": mv.pk, "epochs": result.epochs_done}
+
+
+def _start_weights(ctx: JobContext, folder: str, net: dict, size: int):
+    """The file a network starts from: in `folder`, or for "demo" the demo's phantom-trained
+    networks (made here on first use, several CPU minutes, once; see mlworker.demo_weights)."""
+    from django.conf import settings
+
+    from annotation.presets import DEMO_START_WEIGHTS
+    from mlworker.demo_weights import demo_start_weights, weights_file_name
+
+    name = weights_file_name(net["arch"], net["encoder"], size)
+    if folder != DEMO_START_WEIGHTS:
+        return Path(folder).expanduser() / name
+    demo_folder = Path(settings.VAR_DIR) / "demo" / "start-weights"
+    if not (demo_folder / name).is_file():
+        ctx.progress(0.02, force=True, phase="training the demo's start weights")
+        ctx.log(f"training the demo's start weights in {demo_folder} (once)")
+        with _folder_lock(demo_folder):
+            demo_start_weights(
+                demo_folder, log=ctx.log, archs=[net["arch"]], encoder=net["encoder"],
+                image_size=size,
+            )  # fmt: skip
+    return demo_folder / name
+
+
+@contextmanager
+def _folder_lock(folder: Path):
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _checkpoint_epoch(local) -> int:
