@@ -191,6 +191,13 @@ MATRIX: list[Row] = [
     ),
     Row(
         "POST",
+        "/api/review/tasks/{other}/refine/",
+        API_OTHERS_CASE,
+        "api:review-refine",
+        {"clicks": [{"x": 1, "y": 1, "positive": True}], "zones": [], "mask": None},
+    ),
+    Row(
+        "POST",
         "/api/review/stages/{review}/undo/",
         by_role(401, 409, 403, 403, 403),
         "api:review-undo",
@@ -305,6 +312,12 @@ MATRIX: list[Row] = [
     Row("GET", "/dashboard/stages/{stage}/", ADMIN_SCREEN, "dashboard_stage"),
     Row("POST", "/dashboard/stages/{stage}/launch", ADMIN_ACTION, "dashboard_stage_launch"),
     Row("POST", "/dashboard/stages/{stage}/cancel", ADMIN_ACTION, "dashboard_stage_cancel"),
+    Row(
+        "POST",
+        "/dashboard/stages/{stage}/interactive",
+        ADMIN_ACTION,
+        "dashboard_stage_interactive",
+    ),
     Row("GET", "/dashboard/flags", ADMIN_SCREEN, "dashboard_flags"),
     Row("POST", "/dashboard/flags/{flag}/resolve", ADMIN_ACTION, "dashboard_flag_resolve"),
     Row("GET", "/dashboard/jobs/{job}/", ADMIN_SCREEN, "dashboard_job"),
@@ -315,6 +328,8 @@ MATRIX: list[Row] = [
     Row("GET", "/detector/runs/{run}/", RESEARCH_SCREEN, "detector_report"),
     Row("GET", "/detector/runs/{run}/report.csv", RESEARCH_SCREEN, "detector_report_csv"),
     Row("GET", "/detector/runs/{run}/report.html", RESEARCH_SCREEN, "detector_report_html"),
+    # The run has one network: nothing to combine, refused with a message.
+    Row("POST", "/detector/runs/{run}/ensemble", ADMIN_ACTION, "detector_ensemble"),
     Row("GET", "/viewer/", RESEARCH_SCREEN, "viewer_upload"),
     Row("GET", "/viewer/jobs/{upload}/", RESEARCH_SCREEN, "viewer_job"),
     Row("GET", "/viewer/jobs/{admin_upload}/", by_role(302, 403, 403, 200, 404), "viewer_job"),
@@ -340,6 +355,8 @@ MATRIX: list[Row] = [
     ),
     # --- writes that change what the rows above see: last ----------------------------------
     Row("POST", "/detector/models/{model}/deploy", ADMIN_ACTION, "detector_deploy"),
+    # The dashboard row above queued a click-to-refine training: a second one is refused.
+    Row("POST", "/api/stages/{stage}/interactive/", API_ADMIN_CONFLICT, "api:stage-interactive"),
     Row(
         "POST",
         "/api/review/tasks/{mine}/ahead/",
