@@ -145,4 +145,9 @@ def test_a_senior_sees_where_the_readers_differ_and_refines_one_of_their_masks(
     assert truth.method == "adjudication" and truth.mask.author == senior
     assert truth.source in ("refined", "drawn") and truth.agreement == 0.0
     stored = maskio.mask_from_png(blob_read(truth.mask.png.name))
-    assert stored.sum() < start.sum() and not (stored & ~start).any()
+    # Stored in the stage's outline style (cxrio.outline), which rounds the cut edges: the
+    # band is gone and the rest stays the reader's mask, give or take that rounding.
+    band = slice(cy - 5, cy + 6)
+    assert stored.sum() < start.sum() and start[band].any()
+    assert stored[band].sum() < 0.2 * start[band].sum()
+    assert (stored & ~start).sum() < 0.05 * stored.sum()
