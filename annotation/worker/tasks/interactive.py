@@ -12,7 +12,7 @@ import base64
 import json
 import logging
 import time
-from collections import OrderedDict
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -103,19 +103,10 @@ def interactive_job(self, job_id: int) -> str:
 
 
 # --- serving one click -------------------------------------------------------------------------
-_IMAGES: OrderedDict[int, np.ndarray] = OrderedDict()
-
-
+@lru_cache(maxsize=IMAGES_KEPT)
 def _image(radiograph_id: int) -> np.ndarray:
-    if radiograph_id in _IMAGES:
-        _IMAGES.move_to_end(radiograph_id)
-        return _IMAGES[radiograph_id]
     radiograph = Radiograph.objects.get(pk=radiograph_id)
-    image = load_image(radiograph, (radiograph.work_height, radiograph.work_width))
-    _IMAGES[radiograph_id] = image
-    while len(_IMAGES) > IMAGES_KEPT:
-        _IMAGES.popitem(last=False)
-    return image
+    return load_image(radiograph, (radiograph.work_height, radiograph.work_width))
 
 
 def refine_answer(
