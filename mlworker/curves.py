@@ -129,3 +129,15 @@ class ScoreHistogram:
 
     def pr(self) -> PrCurve:
         return _pr(*self._cumulative())
+
+    def best_f1_threshold(self) -> tuple[float, float]:
+        """(threshold, pooled F1 there): the bin edge whose `prob >= threshold` maximises the
+        Dice of the pooled confusion matrix (ties: the threshold nearest 0.5)."""
+        tps, fps, thresholds = self._cumulative()
+        positives = int(self.positives.sum())
+        if positives == 0:
+            raise ValueError("no infected pixel counted: F1 is undefined")
+        f1 = 2 * tps / (tps + fps + positives)
+        best = np.flatnonzero(f1 == f1.max())
+        pick = best[np.argmin(np.abs(thresholds[best] - 0.5))]
+        return float(thresholds[pick]), float(f1[pick])

@@ -235,6 +235,26 @@ def test_pixel_histogram_auc_is_close_for_arbitrary_scores():
     assert histogram.roc().auc == pytest.approx(exact, abs=2e-3)
 
 
+def test_best_f1_threshold_is_the_pooled_dice_optimum_over_every_bin_edge():
+    rng = np.random.default_rng(3)
+    masks = rng.random((6, 32, 32)) < 0.3
+    # Overconfident maps: infected pixels score 0.3-1, healthy ones 0-0.75, so 0.5 is not best.
+    probs = np.where(masks, 0.3 + 0.7 * rng.random(masks.shape), 0.75 * rng.random(masks.shape))
+    histogram = ScoreHistogram(bins=64)
+    for mask, prob in zip(masks, probs, strict=True):
+        histogram.add(mask, prob)
+    threshold, f1 = histogram.best_f1_threshold()
+    brute = {t: dice(masks, probs >= t) for t in np.arange(1, 64) / 64}
+    best = max(brute.values())
+    assert f1 == pytest.approx(best, abs=1e-12)
+    assert brute[threshold] == pytest.approx(best, abs=1e-12)
+    assert f1 > brute[0.5]  # the point of choosing it
+    with pytest.raises(ValueError, match="no infected pixel"):
+        empty = ScoreHistogram(bins=8)
+        empty.add(np.zeros((4, 4)), np.zeros((4, 4)))
+        empty.best_f1_threshold()
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
