@@ -61,6 +61,31 @@ def subset(names: Sequence[str], limit: int | None, *, seed: int) -> list[str]:
     return [names[i] for i in keep]
 
 
+def first_of_each(keys: Sequence[bytes]) -> list[int]:
+    """Positions of the first occurrence of each distinct key, in order."""
+    seen: set[bytes] = set()
+    keep = []
+    for i, key in enumerate(keys):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
+def distinct_names(folder: Path, names: Sequence[str]) -> list[str]:
+    """`names` without byte-identical repeats (same image file and same mask file under
+    another name; the shared copy's training list holds 817 of them), first name kept."""
+    from cxrio.qata import case_paths
+
+    def key(name: str) -> bytes:
+        image, mask = case_paths(name)
+        digest = hashlib.sha256((folder / image).read_bytes())
+        digest.update((folder / mask).read_bytes())
+        return digest.digest()
+
+    return [names[i] for i in first_of_each([key(n) for n in names])]
+
+
 def cached_cases(
     folder: Path, names: Sequence[str], size: int, *, cache_dir: Path = CACHE_DIR
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -278,9 +278,12 @@ def predict_cases(
     *,
     batch_size: int = 16,
     progress: Callable[[dict[str, int]], None] | None = None,
+    mirror: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """Probability maps at each image's own resolution (mlworker.predict, the same code
     `python -m mlworker predict` runs, so evaluated and predicted masks agree)."""
     from mlworker.predict import predict_probabilities
 
-    return predict_probabilities(model, images, batch_size=batch_size, progress=progress)
+    return predict_probabilities(
+        model, images, batch_size=batch_size, progress=progress, mirror=mirror
+    )

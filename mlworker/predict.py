@@ -55,9 +55,15 @@ def predict_probabilities(
     *,
     batch_size: int = 16,
     progress: Callable[[dict[str, int]], None] | None = None,
+    mirror: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """Infection probability maps in [0, 1], one (H, W) float32 per image, at each image's
     own resolution. Images are (H, W) greyscale or (H, W, 3) RGB in [0, 255].
+
+    `mirror` (test-time augmentation) averages each map with the map of the left-right
+    mirrored radiograph, mirrored back. A mirrored chest is anatomically wrong (heart on the
+    right) but its lungs are still lungs; vertical flips and large rotations are not offered,
+    since they put the lung bases where apices are. It costs twice the inference.
 
     Returns an (N, H, W) array for an array input, a list for a list of images.
     """
@@ -78,6 +84,9 @@ def predict_probabilities(
         chunk = items[b * batch_size : (b + 1) * batch_size]
         x = np.stack([to_model_input(_resize(img, size) if size else img) for img in chunk])
         probs = _mask_output(model.predict_on_batch(x))[..., 0]
+        if mirror:
+            mirrored = _mask_output(model.predict_on_batch(np.ascontiguousarray(x[:, :, ::-1])))
+            probs = 0.5 * (probs + mirrored[..., 0][:, :, ::-1])
         for img, prob in zip(chunk, probs, strict=True):
             out.append(np.clip(_resize(prob, img.shape[:2]), 0.0, 1.0))
         if progress is not None:

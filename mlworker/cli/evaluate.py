@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     parser.add_argument("--threshold", type=float, default=0.5, help="mask threshold (0.5)")
     parser.add_argument(
+        "--mirror",
+        action="store_true",
+        help="test-time augmentation: average each map with the left-right mirrored image's",
+    )
+    parser.add_argument(
         "--gallery", type=int, default=3, help="cases per gallery row: best, median, worst (3)"
     )
 
@@ -133,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             cases.images,
             batch_size=args.batch,
             progress=lambda event: bar.update(event["done"] - bar.n),
+            mirror=args.mirror,
         )
     seconds = time.perf_counter() - started
     evaluation = evaluate_probabilities(
@@ -153,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         "model_input_size": list(model_input_size(model) or []),
         "backend": keras.config.backend(),
         "left_out_unlabelled": int(left_out),
+        "mirror": bool(args.mirror),
         "predict_seconds": round(seconds, 3),
     }
     try:

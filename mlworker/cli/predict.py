@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     parser.add_argument("--threshold", type=float, default=0.5, help="mask threshold (0.5)")
+    parser.add_argument(
+        "--mirror",
+        action="store_true",
+        help="test-time augmentation: average each map with the left-right mirrored image's",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             cases.images,
             batch_size=args.batch,
             progress=lambda event: bar.update(event["done"] - bar.n),
+            mirror=args.mirror,
         )
     positive = 0
     for name, prob in zip(cases.names, probs, strict=True):

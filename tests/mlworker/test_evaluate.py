@@ -106,6 +106,20 @@ def test_it_reports_what_mlworker_metrics_computes_on_the_same_maps(tmp_path, mo
     assert metrics["pixel"]["f1"]["value"] > 0.8 and metrics["detection"]["f1"]["value"] == 1
 
 
+def test_mirror_is_recorded_and_a_symmetric_model_scores_the_same(tmp_path, model_path):
+    data = tmp_path / "data"
+    write_qata_folder(data, n=5, size=40)
+    assert evaluate("--model", model_path, "--data", data, "--out", tmp_path / "plain") == 0
+    assert (
+        evaluate("--model", model_path, "--data", data, "--out", tmp_path / "tta", "--mirror") == 0
+    )
+    plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    tta = json.loads((tmp_path / "tta" / "metrics.json").read_text())
+    assert plain["mirror"] is False and tta["mirror"] is True
+    # Brightness is left-right symmetric: averaging with the mirror image changes nothing.
+    assert tta["pixel"]["f1"]["value"] == pytest.approx(plain["pixel"]["f1"]["value"], abs=1e-4)
+
+
 def test_it_writes_the_figures_the_per_image_table_and_a_ranked_gallery(tmp_path, model_path):
     data, out = tmp_path / "data", tmp_path / "report"
     write_qata_folder(data, n=10, controls=3, size=40)

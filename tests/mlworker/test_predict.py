@@ -63,6 +63,27 @@ def test_batch_size_does_not_change_the_maps_and_progress_counts_batches():
     ]
 
 
+def test_mirror_averages_with_the_mirrored_images_map_mirrored_back():
+    # A position-dependent model: brightness times a left-to-right ramp from 1 to 0.
+    ramp = np.linspace(1.0, 0.0, 32, dtype=np.float32)[None, None, :, None]
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Lambda(lambda t: t * ramp)(brightness_model()(inputs))
+    model = keras.Model(inputs, outputs)
+    bright = np.full((2, 32, 32), 255, np.uint8)
+    plain = predict_probabilities(model, bright)
+    mirrored = predict_probabilities(model, bright, mirror=True)
+    np.testing.assert_allclose(plain[0, 0], ramp.ravel(), atol=1e-5)
+    # Each pixel gets the mean of its own score and its mirror image's: 0.5 everywhere.
+    np.testing.assert_allclose(mirrored, 0.5, atol=1e-5)
+    # A left-right symmetric model is unchanged by it.
+    images = np.random.default_rng(1).integers(0, 256, (3, 40, 40), dtype=np.uint8)
+    np.testing.assert_allclose(
+        predict_probabilities(brightness_model(), images, mirror=True),
+        predict_probabilities(brightness_model(), images),
+        atol=1e-6,
+    )
+
+
 def test_rgb_images_and_size_agnostic_models_work():
     rgb = np.repeat(half_bright(24, 24)[..., None], 3, axis=-1)
     grey = half_bright(16, 20)
