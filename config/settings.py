@@ -136,8 +136,11 @@ if _db["ENGINE"] not in ("django.db.backends.sqlite3", "django.db.backends.postg
     raise ImproperlyConfigured(
         f"DATABASE_URL must be sqlite:// or postgres://, not {_db['ENGINE']}"
     )
+# Connections are kept between requests (each web thread keeps its own, checked before reuse):
+# opening one costs more than the queries of an image request, on SQLite (the connection, its
+# SQL functions, the WAL pragmas) as on PostgreSQL.
+_db["CONN_HEALTH_CHECKS"] = True
 if _db["ENGINE"] == "django.db.backends.sqlite3":
-    _db["CONN_MAX_AGE"] = 0
     # IMMEDIATE transactions and WAL let web and worker processes write without "database is locked".
     _db["OPTIONS"] = {
         "timeout": 30,
@@ -145,8 +148,6 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test-db.sqlite3")
-else:
-    _db["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

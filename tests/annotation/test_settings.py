@@ -142,3 +142,36 @@ def test_check_deploy_in_production_mode_warns_of_nothing(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "System check identified no issues (0 silenced)." in done.stdout
+
+
+def test_a_web_thread_keeps_its_database_connection_between_requests(tmp_path):
+    # Opening a connection (SQLite: the file, its SQL functions, the WAL pragmas) cost more
+    # CPU than an image request's queries; the embedded default keeps it as PostgreSQL does.
+    code = (
+        "import django; django.setup()\n"
+        "from django.core.signals import request_finished, request_started\n"
+        "from django.db import connection\n"
+        "from django.db.backends.signals import connection_created\n"
+        "opened = []\n"
+        "connection_created.connect(lambda **kw: opened.append(1), weak=False)\n"
+        "for _ in range(3):\n"
+        "    request_started.send(None)\n"
+        "    connection.ensure_connection()\n"
+        "    request_finished.send(None)\n"
+        "print(connection.vendor, len(opened))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        {"COLLABMASK_VAR_DIR": str(tmp_path / "var"), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["sqlite", "1"]
+    # DB_CONN_MAX_AGE=0 still opens one per request.
+    env["DB_CONN_MAX_AGE"] = "0"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.stdout.split() == ["sqlite", "3"], done.stderr
