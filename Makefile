@@ -69,6 +69,7 @@ bench: install-test
 	mkdir -p bench/out
 	$(BIN)/python bench/phantom_segmentation.py --quick
 	$(BIN)/python bench/qata_benchmark.py --profile cpu --quick
+	$(BIN)/python bench/qata_ensemble.py --quick --out bench/out/qata-ensemble-quick
 	$(BIN)/python bench/throughput.py --quick
 	$(BIN)/python bench/reader_study.py --quick --out bench/out/reader_study.png
 	$(BIN)/python bench/interactive.py --quick
