@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import math
 import re
@@ -172,7 +173,10 @@ def load_data(args: argparse.Namespace):
         )
         if args.dedup:
             keep = first_of_each(
-                [x.tobytes() + y.tobytes() for x, y in zip(train_x, train_y, strict=True)]
+                [
+                    hashlib.sha256(x.tobytes() + y.tobytes()).digest()
+                    for x, y in zip(train_x, train_y, strict=True)
+                ]
             )
             train_x, train_y = train_x[keep], train_y[keep]
         valid_names, valid_x, valid_y = read_pack(
