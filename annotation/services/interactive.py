@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from annotation.services.jobs import job_enqueue
 from annotation.services.review_errors import MalformedRequest, ReviewError
 from cxrio import masks as maskio
 from mlworker.interactive.clicks import ZONES
+
+logger = logging.getLogger(__name__)
 
 QUEUE = "interactive"
 REFINE_TASK = "annotation.worker.refine"
@@ -262,6 +265,20 @@ def redis_client() -> redis.Redis:
     return _CLIENTS[url]
 
 
+def _ask_worker(message: dict, *, timeout: float):
+    """One refine message to the interactive queue and the worker's answer on its reply list
+    (None: no answer within timeout)."""
+    reply = f"collabmask:refine:{secrets.token_hex(16)}"
+    current_app.send_task(
+        REFINE_TASK, kwargs={"reply": reply, **message}, queue=QUEUE, expires=timeout
+    )
+    client = redis_client()
+    try:
+        return client.blpop([reply], timeout=max(timeout, 0.1))
+    finally:
+        client.delete(reply)
+
+
 def refine_timeout() -> float:
     return float(settings.INTERACTIVE_TIMEOUT_S)
 
@@ -297,32 +314,30 @@ def interactive_refine(
             "dataset yet. Draw with the brush instead."
         )
     timeout = refine_timeout() if timeout is None else timeout
-    reply = f"collabmask:refine:{secrets.token_hex(16)}"
+    message = {
+        "model_version": model.pk,
+        "radiograph": radiograph.pk,
+        "mask": base64.b64encode(mask_png).decode() if mask_png is not None else None,
+        "clicks": clicks,
+        "zones": zones,
+    }
     started = time.perf_counter()
-    try:
-        current_app.send_task(
-            REFINE_TASK,
-            kwargs={
-                "reply": reply,
-                "model_version": model.pk,
-                "radiograph": radiograph.pk,
-                "mask": base64.b64encode(mask_png).decode() if mask_png is not None else None,
-                "clicks": clicks,
-                "zones": zones,
-            },
-            queue=QUEUE,
-            expires=timeout,
-        )
-        client = redis_client()
+    for attempt in (1, 2):
         try:
-            answer = client.blpop([reply], timeout=timeout)
-        finally:
-            client.delete(reply)
-    except (redis.RedisError, OSError, OperationalError) as exc:
-        raise RefineUnavailable(
-            "Click-to-refine cannot reach its worker (the broker does not answer). Draw with "
-            "the brush, and tell an admin."
-        ) from exc
+            answer = _ask_worker(message, timeout=timeout - (time.perf_counter() - started))
+            break
+        except (redis.RedisError, OSError, OperationalError) as exc:
+            # A broker connection can drop between two clicks (a restart, an idle timeout):
+            # one more try on a fresh connection hides the blip; a broker that stays down is
+            # reported in words, and its cause in the log.
+            logger.warning("click-to-refine: the broker failed (try %d of 2): %r", attempt, exc)
+            if attempt == 2 or time.perf_counter() - started > timeout / 2:
+                raise RefineUnavailable(
+                    "Click-to-refine cannot reach its worker (the broker does not answer). "
+                    "Draw with the brush, and tell an admin."
+                ) from exc
+            _CLIENTS.pop(current_app.conf.broker_url, None)  # the next try connects afresh
+            time.sleep(0.2)
     if answer is None:
         raise RefineUnavailable(
             f"No click-to-refine worker answered within {timeout:g} s: it may be starting or "

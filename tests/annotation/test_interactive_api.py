@@ -249,11 +249,14 @@ def test_the_stage_page_launches_training_and_names_the_current_model(
     assert f"Current model: <strong>#{model.pk}</strong>" in page
 
 
-def test_an_unreachable_broker_is_a_503_in_words(monkeypatch):
+def test_an_unreachable_broker_is_a_503_in_words_and_its_cause_is_logged(monkeypatch, caplog):
     from celery import current_app
     from kombu.exceptions import OperationalError
 
+    sent = []
+
     def down(*args, **kwargs):
+        sent.append(kwargs)
         raise OperationalError("Error 111 connecting: Connection refused")
 
     monkeypatch.setattr(current_app._get_current_object(), "send_task", down)
@@ -263,3 +266,38 @@ def test_an_unreachable_broker_is_a_503_in_words(monkeypatch):
     answer = refine(client, lease(client, stage))
     assert answer.status_code == 503
     assert "cannot reach its worker" in answer.json()["detail"]
+    assert len(sent) == 2, "one more try, then the reader is told"
+    causes = [r.getMessage() for r in caplog.records if "click-to-refine" in r.getMessage()]
+    assert len(causes) == 2 and all("Connection refused" in c for c in causes)
+
+
+def test_a_broker_blip_is_tried_again_and_the_reader_gets_the_mask(monkeypatch, celery_broker):
+    """The first send fails on a dropped connection; the second reaches a worker, whose answer
+    (written here on the reply list, as the worker does) comes back to the reader."""
+    from celery import current_app
+    from kombu.exceptions import OperationalError
+
+    from annotation.services.interactive import redis_client
+
+    refined = mask_to_png(np.eye(48, 64, dtype=bool))
+    sends = []
+
+    def flaky(name, kwargs, **options):
+        sends.append(kwargs["reply"])
+        if len(sends) == 1:
+            raise OperationalError("Connection closed by server.")
+        answer = {"ok": True, "png": base64.b64encode(refined).decode(), "model_version": 0}
+        answer["model_version"] = kwargs["model_version"]
+        redis_client().rpush(kwargs["reply"], json.dumps(answer))
+
+    monkeypatch.setattr(current_app._get_current_object(), "send_task", flaky)
+    stage = review_stage(n_cases=1)
+    model = interactive_model(stage)
+    _md, client = client_of(MD)
+    answer = refine(client, lease(client, stage))
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["model_version"] == model.pk
+    png = base64.b64decode(answer.json()["mask"].split(",", 1)[1])
+    assert png == refined
+    assert len(sends) == 2 and sends[0] != sends[1], "each try has its own reply list"
+    assert not redis_client().exists(*sends), "no reply list is left behind"

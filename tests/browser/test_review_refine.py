@@ -91,8 +91,9 @@ def state(page) -> dict:
     )
 
 
-def wait_clicks(page, n: int) -> None:
-    """Until the editor holds n clicks and no answer is awaited; says the editor's status if not."""
+def wait_clicks(page, n: int, worker=None) -> None:
+    """Until the editor holds n clicks and no answer is awaited; says the editor's status (and
+    the end of the worker's log) if not."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
@@ -104,7 +105,8 @@ def wait_clicks(page, n: int) -> None:
         )
     except PlaywrightTimeout:
         status = page.locator("[data-cm-draft-status]").text_content()
-        pytest.fail(f"no {n} clicks: {state(page)}, status {status!r}")
+        log = worker.log_path.read_text()[-3000:] if worker is not None else ""
+        pytest.fail(f"no {n} clicks: {state(page)}, status {status!r}\nworker log:\n{log}")
 
 
 def test_click_shift_click_undo_zone_brush_then_submit(
@@ -114,7 +116,7 @@ def test_click_shift_click_undo_zone_brush_then_submit(
     stage = review_stage(n_cases=2, n_networks=2, width=SIZE, height=SIZE)
     square_radiographs(stage.dataset)
     model = trained_model(stage.dataset)
-    start_worker(queues="interactive")
+    worker = start_worker(queues="interactive")
     md = UserFactory(roles=[MD])
     login(page, live_server, md)
     page.goto(f"{live_server.url}/review/s/{stage.pk}/next")
@@ -128,7 +130,7 @@ def test_click_shift_click_undo_zone_brush_then_submit(
 
     page.keyboard.press("k")
     page.mouse.click(*g.screen(34.5, 30.5))  # inside the square
-    wait_clicks(page, 1)
+    wait_clicks(page, 1, worker)
     refined = editor_png(page) > 0
     page.screenshot(path=artifacts_dir / "refine-one-click.png")
     assert refined[30, 34], "the click's own pixel is marked"
@@ -139,13 +141,13 @@ def test_click_shift_click_undo_zone_brush_then_submit(
     page.keyboard.down("Shift")
     page.mouse.click(*g.screen(5.5, 5.5))  # a negative click far from it
     page.keyboard.up("Shift")
-    wait_clicks(page, 2)
+    wait_clicks(page, 2, worker)
     page.get_by_role("button", name="Undo click").click()
-    wait_clicks(page, 1)
+    wait_clicks(page, 1, worker)
     assert (editor_png(page) > 0).tolist() == refined.tolist(), "undo brings back its mask"
 
     page.locator("[data-cm-zone=left_lower]").check()
-    wait_clicks(page, 1)
+    wait_clicks(page, 1, worker)
     page.keyboard.press("b")  # the brush touches up afterwards
     page.evaluate("CM.draw(document.querySelector('[data-cm-draw]')).setBrushSize(4)")
     page.mouse.move(*g.screen(55, 55))
