@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.db import connections, router
 from django.utils import timezone
+
+from annotation.authentication import SUPERSEDED_BACKENDS
 
 REFRESH_SECONDS = 60
 
@@ -40,6 +44,14 @@ class SessionStore(DatabaseSessionStore):
             self._session_key = None
         self.stored_expiry = session.expire_date if session is not None else None
         return session
+
+    def load(self) -> dict:
+        data = super().load()
+        # A session signed in through a backend since replaced is read as its successor's.
+        successor = SUPERSEDED_BACKENDS.get(data.get(BACKEND_SESSION_KEY))
+        if successor is not None and successor in settings.AUTHENTICATION_BACKENDS:
+            data[BACKEND_SESSION_KEY] = successor
+        return data
 
     def needs_refresh(self) -> bool:
         """True when the stored expiry lags a fresh one by more than REFRESH_SECONDS."""

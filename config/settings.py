@@ -258,7 +258,8 @@ LOGOUT_REDIRECT_URL = "login"
 AUTHENTICATION_BACKENDS = [
     # First: refuses every attempt on a locked-out user name before the password is checked.
     "annotation.authentication.LockoutBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's password check; the signed-in user is read with one written-out statement.
+    "annotation.authentication.UserBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

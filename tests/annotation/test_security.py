@@ -149,6 +149,65 @@ def test_a_user_changes_their_password(client):
     assert client.get("/").status_code == 200
 
 
+def _sign_in(client, user) -> None:
+    answer = client.post(reverse("login"), {"username": user.username, "password": PASSWORD})
+    assert answer.status_code == 302, "signed in"
+
+
+def test_the_signed_in_user_is_read_back_in_one_statement_and_an_inactive_one_is_signed_out(
+    client,
+):
+    from django.contrib.auth import BACKEND_SESSION_KEY
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user = UserFactory(roles=["md"])
+    _sign_in(client, user)
+    assert client.session[BACKEND_SESSION_KEY] == "annotation.authentication.UserBackend"
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/").status_code == 200
+    users = [q["sql"] for q in queries if '"auth_user"' in q["sql"] and "JOIN" not in q["sql"]]
+    assert len(users) == 1 and users[0].startswith('SELECT * FROM "auth_user"'), users
+    type(user).objects.filter(pk=user.pk).update(is_active=False)
+    assert client.get("/").status_code == 302, "a deactivated account is signed out at once"
+
+
+def test_sessions_from_before_the_user_backend_stay_signed_in(client):
+    """Sessions recorded Django's ModelBackend until UserBackend replaced it: they are read as
+    UserBackend's, so the change signs nobody out."""
+    from django.contrib.auth import BACKEND_SESSION_KEY
+
+    user = UserFactory(roles=["md"])
+    client.force_login(user, backend="annotation.authentication.UserBackend")
+    session = client.session
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session.save()
+    page = client.get("/")
+    assert page.status_code == 200 and user.username in page.content.decode()
+
+
+def test_a_password_change_elsewhere_signs_this_session_out(client):
+    user = UserFactory(roles=["md"])
+    _sign_in(client, user)
+    user.set_password("another-long-phrase-7")
+    user.save()
+    assert client.get("/").status_code == 302
+
+
+def test_a_wrong_password_is_hashed_once(client, monkeypatch):
+    """One backend checks passwords: a second would double the cost of every failed sign-in."""
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+    user = UserFactory(roles=["md"])
+    checks = []
+    real = AbstractBaseUser.check_password
+    monkeypatch.setattr(
+        AbstractBaseUser, "check_password", lambda self, raw: checks.append(1) or real(self, raw)
+    )
+    answer = client.post(reverse("login"), {"username": user.username, "password": "wrong"})
+    assert answer.status_code == 200 and len(checks) == 1
+
+
 # --- API tokens ------------------------------------------------------------------------------
 def _token_for(user) -> str:
     answer = APIClient().post(
