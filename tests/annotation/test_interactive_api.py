@@ -286,8 +286,11 @@ def test_a_broker_blip_is_tried_again_and_the_reader_gets_the_mask(monkeypatch, 
         sends.append(kwargs["reply"])
         if len(sends) == 1:
             raise OperationalError("Connection closed by server.")
-        answer = {"ok": True, "png": base64.b64encode(refined).decode(), "model_version": 0}
-        answer["model_version"] = kwargs["model_version"]
+        answer = {
+            "ok": True,
+            "png": base64.b64encode(refined).decode(),
+            "model_version": kwargs["model_version"],
+        }
         redis_client().rpush(kwargs["reply"], json.dumps(answer))
 
     monkeypatch.setattr(current_app._get_current_object(), "send_task", flaky)
