@@ -98,7 +98,7 @@ def run(args) -> int:
 
     cpu = {r: [] for r in ROUTES}
     nqueries = {r: [] for r in ROUTES}
-    profiler = cProfile.Profile() if args.profile else None
+    profiler = cProfile.Profile(time.process_time) if args.profile else None
     last_sql: dict[str, list[str]] = {}
 
     def call(route: str, measured: bool, fn):

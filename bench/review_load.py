@@ -31,8 +31,10 @@ exactly once, none lost, none duplicated. Exit status 1 if that check fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
-import http.cookiejar
+import http.client
+import http.cookies
 import json
 import os
 import random
@@ -75,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, help="gunicorn worker processes (postgres 4, sqlite 2)")
     p.add_argument("--threads", type=int, help="gunicorn threads per worker (postgres 2, sqlite 4)")
+    p.add_argument(
+        "--no-keep-alive",
+        dest="keep_alive",
+        action="store_false",
+        help="a new connection per request (browsers keep one open per host)",
+    )
     p.add_argument("--matrix", action="store_true", help="every database × --readers-list")
     p.add_argument(
         "--readers-list", default="1,8,32,64", help="reader counts of --matrix (comma-separated)"
@@ -186,6 +194,9 @@ def seed(args, var_dir: Path) -> tuple[int, list[str]]:
 
 
 class Reader:
+    """One reader's browser: a persistent HTTP/1.1 connection (as browsers keep one per host;
+    `--no-keep-alive` opens one per request), its cookies, redirects followed."""
+
     def __init__(self, base: str, username: str, stage_id: int, args, rng: random.Random):
         self.base, self.username, self.stage_id, self.args, self.rng = (
             base,
@@ -194,32 +205,74 @@ class Reader:
             args,
             rng,
         )
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        parts = urllib.parse.urlsplit(base)
+        self.host, self.port = parts.hostname, parts.port
+        self.conn: http.client.HTTPConnection | None = None
+        self.cookies: dict[str, str] = {}
         self.timings: dict[str, list[float]] = {"screen": [], "image": [], "submit": []}
         self.acknowledged: dict[str, str] = {}  # task token -> key of the acknowledged decision
         self.errors: list[str] = []
         self.conflicts = 0
         self.logged_in = False
 
-    def request(self, path: str, data: dict | None = None, *, api: dict | None = None, csrf=""):
-        """GET `path`; POST a form (`data`), or, with `api`, the review API's JSON body."""
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
+    def request(
+        self, path: str, data: dict | None = None, *, api: dict | None = None, csrf="", headers=None
+    ):
+        """GET `path`; POST a form (`data`), or, with `api`, the review API's JSON body.
+        Returns (status, final URL, body, seconds), redirects followed."""
+        path = path[len(self.base) :] if path.startswith(self.base) else path
+        method, body, head = "GET", None, dict(headers or {})
+        if data is not None:
+            method, body = "POST", urllib.parse.urlencode(data).encode()
+            head["Content-Type"] = "application/x-www-form-urlencoded"
         if api is not None:
-            body = json.dumps(api).encode()
-        req = urllib.request.Request(self.base + path if path.startswith("/") else path, data=body)
-        if api is not None:
-            req.add_header("Content-Type", "application/json")
-            req.add_header("Accept", "application/json")
-            req.add_header("X-CSRFToken", csrf)
+            method, body = "POST", json.dumps(api).encode()
+            head.update({"Content-Type": "application/json", "Accept": "application/json"})
+            head["X-CSRFToken"] = csrf
         start = time.perf_counter()
-        try:
-            with self.opener.open(req, timeout=60) as response:
+        for _ in range(5):
+            status, location, payload = self._exchange(method, path, body, head)
+            if status not in (301, 302, 303, 307, 308) or not location:
+                break
+            path = urllib.parse.urlsplit(urllib.parse.urljoin(self.base + path, location))
+            path = path.path + (f"?{path.query}" if path.query else "")
+            if status in (301, 302, 303):
+                method, body = "GET", None
+                head.pop("Content-Type", None)
+        return status, self.base + path, payload, time.perf_counter() - start
+
+    def _exchange(self, method: str, path: str, body: bytes | None, head: dict):
+        head = dict(head)
+        if self.cookies:
+            head["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if not self.args.keep_alive:
+            head["Connection"] = "close"
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+            try:
+                self.conn.request(method, path, body=body, headers=head)
+                response = self.conn.getresponse()
                 payload = response.read()
-                status, url = response.status, response.geturl()
-        except urllib.error.HTTPError as exc:
-            payload, status, url = exc.read(), exc.code, exc.geturl()
-        return status, url, payload, time.perf_counter() - start
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle kept-alive connection before reading the request;
+                # a browser opens a new one and sends it again (the submit carries its key).
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+        for header in response.headers.get_all("Set-Cookie") or []:
+            morsel = http.cookies.SimpleCookie(header)
+            for name, value in morsel.items():
+                if value["max-age"] == "0":
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = value.value
+        if response.will_close:
+            self.conn.close()
+            self.conn = None
+        return response.status, response.headers.get("Location"), payload
 
     def login(self) -> None:
         _, _, page, _ = self.request("/accounts/login/")
@@ -241,10 +294,8 @@ class Reader:
         page = html.decode()
         static = 0
         for path in set(re.findall(r'(?:src|href)="(/static/[^"]+)"', page)):
-            req = urllib.request.Request(self.base + path)
-            req.add_header("Accept-Encoding", "gzip, deflate, br")
-            with self.opener.open(req, timeout=60) as response:
-                static += len(response.read())
+            asked = {"Accept-Encoding": "gzip, deflate, br"}
+            static += len(self.request(path, headers=asked)[2])
         images = sum(
             len(self.request(u)[2]) for u in re.findall(r'data-(?:image|mask)-url="([^"]+)"', page)
         )
@@ -389,6 +440,13 @@ def single_run(args) -> int:
         figures = report(args, readers, wall)
         figures.update(web.since_start(figures["decisions"]), cold=cold, signin_s=signin_s)
         print(
+            f"  CPU-ms per decision: web {figures['cpu_ms_per_decision']:.1f}, database server "
+            f"{figures['database_cpu_ms_per_decision']:.1f}, client {figures['client_cpu_ms_per_decision']:.1f}; "
+            f"whole machine {figures['machine_cpu_ms_per_decision']:.1f} "
+            f"({figures['cores']} cores: at most {1000 * figures['cores'] / max(1e-9, figures['machine_cpu_ms_per_decision']):.0f} "
+            f"decisions/s at this cost); connections {'kept alive' if args.keep_alive else 'one per request'}"
+        )
+        print(
             f"  web processes: {figures['rss_mb']:.0f} MB RSS, {figures['cpu_ms_per_decision']:.1f} "
             f"CPU-ms per decision; cold screen {cold['page_kb'] + cold['static_kb']:.1f} KB "
             f"(page {cold['page_kb']:.1f}, static {cold['static_kb']:.1f}) + images {cold['images_kb']:.1f} KB; "
@@ -446,31 +504,61 @@ def collect_static(env: dict) -> None:
 
 
 class WebProcesses:
-    """CPU time and memory of the gunicorn master and its workers."""
+    """CPU time and memory of the gunicorn master and its workers, and where the rest of the
+    machine's CPU went in the same window: this client (the readers' threads), the PostgreSQL
+    server's processes, and the whole machine (neighbours included)."""
 
     def __init__(self, pid: int):
         import psutil
 
+        self.psutil = psutil
         self.master = psutil.Process(pid)
         self.cpu0 = self.cpu()
+        self.client0 = time.process_time()
+        self.database0 = self.database_cpu()
+        self.machine0 = self.machine_cpu()
 
     def processes(self):
         return [self.master, *self.master.children(recursive=True)]
 
+    @staticmethod
+    def _seconds(proc) -> float:
+        times = proc.cpu_times()
+        return times.user + times.system
+
     def cpu(self) -> float:
-        total = 0.0
-        for proc in self.processes():
-            times = proc.cpu_times()
-            total += times.user + times.system
-        return total
+        return sum(self._seconds(proc) for proc in self.processes())
+
+    def database_cpu(self) -> dict[int, float]:
+        """CPU-seconds of each PostgreSQL server process now (its backends and helpers)."""
+        seconds = {}
+        for proc in self.psutil.process_iter(["name"]):
+            if (proc.info["name"] or "").startswith(("postgres", "postmaster")):
+                with contextlib.suppress(self.psutil.Error):
+                    seconds[proc.pid] = self._seconds(proc)
+        return seconds
+
+    def machine_cpu(self) -> float:
+        times = self.psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
     def since_start(self, decisions: int) -> dict:
         cpu = self.cpu() - self.cpu0
+        client = time.process_time() - self.client0
+        database = sum(
+            seconds - self.database0.get(pid, 0.0) for pid, seconds in self.database_cpu().items()
+        )
+        machine = self.machine_cpu() - self.machine0
         rss = sum(p.memory_info().rss for p in self.processes())
+        per = 1000 / max(1, decisions)
         return {
             "rss_mb": rss / 2**20,
             "web_cpu_s": cpu,
-            "cpu_ms_per_decision": 1000 * cpu / max(1, decisions),
+            "cpu_ms_per_decision": per * cpu,
+            "client_cpu_ms_per_decision": per * client,
+            "database_cpu_ms_per_decision": per * database,
+            "machine_cpu_ms_per_decision": per * machine,
+            "cores": self.psutil.cpu_count(),
         }
 
 
@@ -488,7 +576,7 @@ def matrix(args) -> int:
                 "--readers-per-case", str(args.readers_per_case), "--seed", str(args.seed),
                 "--retry-rate", str(args.retry_rate), "--tab-rate", str(args.tab_rate),
                 "--database-url", args.database_url, "--json", str(target),
-            ]  # fmt: skip
+            ] + ([] if args.keep_alive else ["--no-keep-alive"])  # fmt: skip
             print(f"\n=== {database}, {readers} readers, {cases} cases", flush=True)
             done = subprocess.run(argv, cwd=REPO)
             if done.returncode != 0 or not target.is_file():
