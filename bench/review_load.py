@@ -6,6 +6,11 @@ default (SQLite in a scratch data directory) or on PostgreSQL.
     .venv/bin/python bench/review_load.py --matrix                                # both, 1/8/32/64
     .venv/bin/python bench/review_load.py --matrix --readers-list 1,4 --cases 30  # quick
 
+Each reader keeps one HTTP/1.1 connection open, as a browser does (--no-keep-alive: one per
+request). Every run prints where the machine's CPU went per decision: the web processes, the
+PostgreSQL server's processes, this client, and the whole machine (neighbours included), with
+the decisions per second the machine's cores could give at that cost.
+
 --matrix runs every (database, readers) pair one after the other, each in a fresh process with
 a fresh database, and prints one table: latencies, decisions per second, the web processes'
 memory (RSS of the gunicorn master and workers at the end) and CPU-seconds per decision, and
