@@ -50,6 +50,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--top", type=int, default=30, help="functions shown by --profile")
     p.add_argument("--callees", help="with --profile: what this function (a name) calls")
     p.add_argument("--sql", action="store_true", help="print the queries of the last decision")
+    p.add_argument(
+        "--calls",
+        action="store_true",
+        help="count the Python function calls of every request (cProfile): a measure of work "
+        "that does not move with the machine's speed, for before/after comparisons on a busy "
+        "or throttled machine; the CPU times of such a run include the profiler's overhead",
+    )
     p.add_argument("--seed", type=int, default=17)
     return p.parse_args(argv)
 
@@ -98,6 +105,7 @@ def run(args) -> int:
 
     cpu = {r: [] for r in ROUTES}
     nqueries = {r: [] for r in ROUTES}
+    ncalls = {r: [] for r in ROUTES}
     profiler = cProfile.Profile(time.process_time) if args.profile else None
     last_sql: dict[str, list[str]] = {}
 
@@ -105,9 +113,15 @@ def run(args) -> int:
         with CaptureQueriesContext(connection) as captured:
             if measured and profiler is not None and route == args.profile:
                 profiler.enable()
+            counter = cProfile.Profile() if measured and args.calls else None
+            if counter is not None:
+                counter.enable()
             t0 = time.process_time()
             response = fn()
             spent = time.process_time() - t0
+            if counter is not None:
+                counter.disable()
+                ncalls[route].append(pstats.Stats(counter).total_calls)
             if measured and profiler is not None and route == args.profile:
                 profiler.disable()
         last_sql[route] = [q["sql"] for q in captured.captured_queries]
@@ -155,20 +169,26 @@ def run(args) -> int:
         url = got.json()["page_url"]
 
     print(f"{connection.vendor}, {args.mode}, {args.size}² px, {args.decisions} decisions measured")
-    print(f"{'route':8} {'n':>5} {'CPU ms p50':>11} {'mean':>7} {'queries':>9}")
-    per_decision = 0.0
+    calls_head = f" {'calls p50':>10}" if args.calls else ""
+    print(f"{'route':8} {'n':>5} {'CPU ms p50':>11} {'mean':>7} {'queries':>9}{calls_head}")
+    per_decision = calls_per_decision = 0.0
     for route in ROUTES:
         values = cpu[route]
         per = len(values) / args.decisions
         per_decision += statistics.fmean(values) * per
         q = nqueries[route]
+        calls = ""
+        if args.calls:
+            calls_per_decision += statistics.fmean(ncalls[route]) * per
+            calls = f" {statistics.median(ncalls[route]):10.0f}"
         print(
             f"{route:8} {len(values):5d} {statistics.median(values):11.2f} "
-            f"{statistics.fmean(values):7.2f} {min(q):>4}–{max(q):<4}"
+            f"{statistics.fmean(values):7.2f} {min(q):>4}–{max(q):<4}{calls}"
         )
     print(
         f"per decision (screen + {len(cpu['image']) // args.decisions} images + ahead + submit): "
         f"{per_decision:.1f} CPU-ms"
+        + (f", {calls_per_decision:.0f} Python function calls" if args.calls else "")
     )
     if args.sql:
         for route, sqls in last_sql.items():

@@ -22,15 +22,15 @@ pytestmark = pytest.mark.django_db
 # The round the pairwise choice form answers (the bar's undo form names another number).
 ROUND_NUMBER = re.compile(r'data-review-form.*?name="number" value="(\d+)"', re.DOTALL)
 
-# The most each request may take (session, user and roles included).
-SCREEN_QUERIES = {Stage.Mode.NWAY: 9, Stage.Mode.PAIRWISE: 10}
-IMAGE_QUERIES = 5
+# The most each request may take (the session, and the user with their roles in one statement).
+SCREEN_QUERIES = {Stage.Mode.NWAY: 8, Stage.Mode.PAIRWISE: 9}
+IMAGE_QUERIES = 4
 # The next case leased ahead: the reader's row locked, the claim and its savepoint (pairwise:
 # and the rounds of its screen).
-AHEAD_QUERIES = {Stage.Mode.NWAY: 13, Stage.Mode.PAIRWISE: 14}
+AHEAD_QUERIES = {Stage.Mode.NWAY: 12, Stage.Mode.PAIRWISE: 13}
 # A decision: the task locked, the decision written, the case accepted with its provenance and
 # audited (pairwise: the last round, which is the decision; earlier rounds take fewer).
-SUBMIT_QUERIES = {Stage.Mode.NWAY: 23, Stage.Mode.PAIRWISE: 31}
+SUBMIT_QUERIES = {Stage.Mode.NWAY: 22, Stage.Mode.PAIRWISE: 30}
 # Tables no request of the review path reads: its rows carry the ids it needs.
 UNREAD = ('"annotation_dataset"', "annotation_dataset.")
 

@@ -166,10 +166,28 @@ def test_the_signed_in_user_is_read_back_in_one_statement_and_an_inactive_one_is
     assert client.session[BACKEND_SESSION_KEY] == "annotation.authentication.UserBackend"
     with CaptureQueriesContext(connection) as queries:
         assert client.get("/").status_code == 200
-    users = [q["sql"] for q in queries if '"auth_user"' in q["sql"] and "JOIN" not in q["sql"]]
-    assert len(users) == 1 and users[0].startswith('SELECT * FROM "auth_user"'), users
+    users = [q["sql"] for q in queries if '"auth_user' in q["sql"]]
+    assert len(users) == 1 and users[0].startswith('SELECT u.*, g."name"'), users
     type(user).objects.filter(pk=user.pk).update(is_active=False)
     assert client.get("/").status_code == 302, "a deactivated account is signed out at once"
+
+
+def test_roles_read_with_the_user_follow_each_change_at_the_next_request(client):
+    """The user's groups come with the user row (one statement per request): a role taken away
+    or given by an admin holds from the very next request, and a user in no group has no role."""
+    from django.contrib.auth.models import Group
+
+    user = UserFactory(roles=["md"])
+    _sign_in(client, user)
+    assert client.get(reverse("review_queue")).status_code == 200
+    user.groups.clear()
+    assert client.get(reverse("review_queue")).status_code == 403, "no role, no reading"
+    user.groups.add(Group.objects.get_or_create(name="researcher")[0])
+    assert client.get(reverse("review_queue")).status_code == 403, "a researcher is no reader"
+    user.groups.add(Group.objects.get_or_create(name="md")[0])
+    assert client.get(reverse("review_queue")).status_code == 403, "provenance roles never read"
+    user.groups.remove(Group.objects.get(name="researcher"))
+    assert client.get(reverse("review_queue")).status_code == 200
 
 
 def test_sessions_from_before_the_user_backend_stay_signed_in(client):
