@@ -15,6 +15,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.reverse import reverse
 
+from annotation.lookups import unique_or_none
 from annotation.models import CaseFlag, Decision, PairwiseRound, ReviewTask, Stage
 from annotation.selectors.review import (
     Screen,
@@ -224,11 +225,8 @@ def screen_data(*, task: ReviewTask, reader: AbstractBaseUser, request: Request)
         # Render every overlay now, so serving any of them takes the same (cached) path.
         task_overlays_warm(task=task)
     image_url, panes = _pane_urls(screen, request)
-    decision = (
-        task.decisions.filter(reader=reader, revoked_at__isnull=True)
-        .select_related("task")
-        .order_by()  # at most one
-        .first()
+    decision = unique_or_none(
+        task.decisions.filter(reader=reader, revoked_at__isnull=True).select_related("task")
     )
     knockout = screen.knockout
     return {

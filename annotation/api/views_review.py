@@ -50,6 +50,7 @@ from annotation.api.serializers_review import (
     screen_data,
 )
 from annotation.api.views_data import PNG
+from annotation.lookups import unique_or_none
 from annotation.middleware import FORM_OVERHEAD, body_limit
 from annotation.models import ReviewTask, Stage
 from annotation.roles import MD, SENIOR_MD, has_role
@@ -128,7 +129,7 @@ def review_error(exc: ReviewError, request) -> Response:
 
 
 def _stage(stage_id: int) -> Stage:
-    stage = Stage.objects.filter(pk=stage_id).order_by().first() if stage_id <= MAX_ID else None
+    stage = unique_or_none(Stage.objects.filter(pk=stage_id)) if stage_id <= MAX_ID else None
     if stage is None:
         raise NotFound(f"stage {stage_id} does not exist")
     return stage

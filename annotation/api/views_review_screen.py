@@ -18,6 +18,7 @@ from annotation.api.permissions import IsMD
 from annotation.api.schema import ErrorDetail
 from annotation.api.serializers_review import AheadOut, KeepOut, page_url
 from annotation.api.views_review import CONFLICT, NOT_YOURS, ReviewView, held
+from annotation.lookups import unique_or_none
 from annotation.middleware import body_limit
 from annotation.models import DrawingDraft, ReviewTask
 from annotation.selectors.review import screen_page, task_screen
@@ -114,7 +115,7 @@ class DraftView(ReviewView):
     )
     def get(self, request, token: str):
         task = held(request, token)
-        stored = DrawingDraft.objects.filter(task=task, reader=request.user).order_by().first()
+        stored = unique_or_none(DrawingDraft.objects.filter(task=task, reader=request.user))
         if stored is None:
             return HttpResponse(status=204)
         response = HttpResponse(bytes(stored.png), content_type="image/png")

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotation import blinding
+from annotation.lookups import unique_or_none
 from annotation.models import Candidate, Decision, ReviewTask, Stage
 from annotation.roles import SENIOR_MD, has_role
 from annotation.selectors.media_rows import media_task_row, option_mask_row
@@ -236,11 +237,10 @@ def reader_last_decision(*, stage: Stage, reader: AbstractBaseUser) -> Decision 
 
 def reader_decision(*, task: ReviewTask, reader: AbstractBaseUser) -> Decision | None:
     """The reader's standing decision on a task of theirs, if they decided it."""
-    return (
-        task.decisions.filter(reader=reader, revoked_at__isnull=True)
-        .select_related("task__stage", "task__radiograph", "mask")
-        .order_by()  # at most one; Decision's default ordering would join the task's stage
-        .first()
+    return unique_or_none(
+        task.decisions.filter(reader=reader, revoked_at__isnull=True).select_related(
+            "task__stage", "task__radiograph", "mask"
+        )
     )
 
 
@@ -265,7 +265,7 @@ def candidate_at_position(*, task: ReviewTask, position: int) -> Candidate | Non
     order = list(task.candidate_order)
     if task.kind != ReviewTask.Kind.REVIEW or not 1 <= position <= len(order):
         return None
-    return Candidate.objects.filter(pk=order[position - 1]).order_by().first()
+    return unique_or_none(Candidate.objects.filter(pk=order[position - 1]))
 
 
 def media_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:

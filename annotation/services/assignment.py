@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from annotation.lookups import unique_or_none
 from annotation.models import (
     Candidate,
     CaseDisagreement,
@@ -251,8 +252,7 @@ def reader_task(*, token: str, reader: AbstractBaseUser) -> ReviewTask | None:
         .exclude(status=ReviewTask.Status.CANCELLED)
         .select_related("stage", "radiograph")
     )
-    # The token is unique: no ordering (ReviewTask's default one joins stage and dataset).
-    return next(iter(tasks.order_by()[:1]), None)
+    return unique_or_none(tasks)  # the token is unique
 
 
 def task_held(*, token: str, reader: AbstractBaseUser) -> ReviewTask:
@@ -284,7 +284,7 @@ def task_lease_keep(*, task: ReviewTask, reader: AbstractBaseUser) -> datetime:
     """Keep the case for a reader still at its screen; the new expiry. Refused once the case
     is decided or no longer theirs, so the screen can say so before the reader chooses."""
     if task.status == ReviewTask.Status.DONE:
-        decision = task.decisions.filter(reader=reader, revoked_at__isnull=True).order_by().first()
+        decision = unique_or_none(task.decisions.filter(reader=reader, revoked_at__isnull=True))
         raise TaskAlreadyDecided("This case is already decided.", decision=decision)
     until = timezone.now() + timedelta(seconds=task.stage.lease_seconds)
     if not task_lease_renew(task=task, reader=reader, until=until):

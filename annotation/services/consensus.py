@@ -17,6 +17,7 @@ from collections import Counter
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from annotation.lookups import unique_or_none
 from annotation.models import (
     Decision,
     GroundTruth,
@@ -55,12 +56,10 @@ def case_decisions(*, stage: Stage, radiograph: Radiograph) -> list[Decision]:
 
 
 def _adjudication(stage: Stage, radiograph: Radiograph) -> ReviewTask | None:
-    return (
+    return unique_or_none(
         ReviewTask.objects.filter(
             stage=stage, radiograph=radiograph, kind=ReviewTask.Kind.ADJUDICATION
         )
-        .order_by()
-        .first()
     )
 
 
@@ -152,7 +151,7 @@ def consensus_unsettle(*, stage: Stage, radiograph: Radiograph) -> None:
         ReviewTask.objects.filter(pk=adjudication.pk).update(
             status=ReviewTask.Status.CANCELLED, reader=None, lease_expires_at=None
         )
-    truth = GroundTruth.objects.filter(radiograph=radiograph).order_by().first()
+    truth = unique_or_none(GroundTruth.objects.filter(radiograph=radiograph))
     if truth is not None:
         if truth.stage_id != stage.pk:
             raise CaseFinal("this case's accepted mask comes from another stage")
@@ -189,7 +188,7 @@ def ground_truth_accept(
 ) -> GroundTruth:
     """Write (or, within the same stage, replace) the case's accepted mask with provenance."""
     radiograph = decision.task.radiograph
-    existing = GroundTruth.objects.filter(radiograph=radiograph).order_by().first()
+    existing = unique_or_none(GroundTruth.objects.filter(radiograph=radiograph))
     if existing is not None and existing.stage_id != stage.pk:
         raise ConsensusError(
             f"case {radiograph.pk} already has an accepted mask from another stage or import"

@@ -21,6 +21,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from annotation.lookups import unique_or_none
 from annotation.models import (
     Candidate,
     Decision,
@@ -80,12 +81,10 @@ def check_blinded(reader: AbstractBaseUser) -> None:
 def lock_held_task(*, task_id: int, reader: AbstractBaseUser) -> ReviewTask:
     """Lock the task row for this transaction; only its reader may act on it."""
     check_blinded(reader)
-    task = (
+    task = unique_or_none(
         ReviewTask.objects.select_for_update(of=("self",))
         .select_related("stage", "radiograph")
         .filter(pk=task_id)
-        .order_by()  # one row: the models' default orderings would join stage and dataset
-        .first()
     )
     if task is None or task.reader_id != reader.pk or task.status == ReviewTask.Status.CANCELLED:
         raise NotYourTask(
@@ -96,14 +95,14 @@ def lock_held_task(*, task_id: int, reader: AbstractBaseUser) -> ReviewTask:
 
 def decision_stored(*, task: ReviewTask, reader: AbstractBaseUser, key: str) -> Decision | None:
     """The decision this reader already made on this task with this key (a retry), if any."""
-    stored = Decision.objects.filter(idempotency_key=key).order_by().first()  # unique
+    stored = unique_or_none(Decision.objects.filter(idempotency_key=key))  # unique
     if stored is not None and (stored.task_id != task.pk or stored.reader_id != reader.pk):
         raise IdempotencyKeyReused("this request key was already used for another decision")
     return stored
 
 
 def _active(task: ReviewTask, reader: AbstractBaseUser) -> Decision | None:
-    return task.decisions.filter(reader=reader, revoked_at__isnull=True).order_by().first()
+    return unique_or_none(task.decisions.filter(reader=reader, revoked_at__isnull=True))
 
 
 def check_undecided(*, task: ReviewTask, reader: AbstractBaseUser) -> None:
@@ -185,7 +184,7 @@ def decision_revoke(*, decision: Decision, task: ReviewTask) -> ReviewTask:
 
 def round_stored(*, task: ReviewTask, key: str) -> PairwiseRound | None:
     """The round recorded with this key (a retry), if any; a key of another case is refused."""
-    stored = PairwiseRound.objects.filter(idempotency_key=key).order_by().first()
+    stored = unique_or_none(PairwiseRound.objects.filter(idempotency_key=key))
     if stored is not None and stored.task_id != task.pk:
         raise IdempotencyKeyReused("this request key was already used for another case")
     return stored

@@ -20,6 +20,7 @@ import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from annotation.lookups import unique_or_none
 from annotation.models import (
     Candidate,
     Decision,
@@ -289,8 +290,8 @@ def _round_replay(task: ReviewTask, reader: AbstractBaseUser, key: str) -> Revie
     stored = round_stored(task=task, key=key)
     if stored is None:
         return None
-    decision = (
-        Decision.objects.filter(task=task, reader=reader, idempotency_key=key).order_by().first()
+    decision = unique_or_none(
+        Decision.objects.filter(task=task, reader=reader, idempotency_key=key)
     )
     return ReviewResult(
         task=task,
@@ -298,7 +299,7 @@ def _round_replay(task: ReviewTask, reader: AbstractBaseUser, key: str) -> Revie
         replayed=True,
         round=stored,
         knockout=knockout_state(task=task),
-        truth=GroundTruth.objects.filter(radiograph=task.radiograph).order_by().first(),
+        truth=unique_or_none(GroundTruth.objects.filter(radiograph=task.radiograph)),
     )
 
 
@@ -311,7 +312,7 @@ def _replay_or_lock(
 
 
 def _replayed(task: ReviewTask, decision: Decision) -> ReviewResult:
-    truth = GroundTruth.objects.filter(radiograph=task.radiograph).order_by().first()
+    truth = unique_or_none(GroundTruth.objects.filter(radiograph=task.radiograph))
     return ReviewResult(task=task, decision=decision, replayed=True, truth=truth)
 
 
@@ -620,7 +621,7 @@ def _take_back(
 ) -> ReviewResult:
     """Withdraw the case's accepted mask (refused once final), revoke the decision and lease
     the case to its reader again, audited. The caller holds the task lock."""
-    truth = GroundTruth.objects.filter(radiograph=task.radiograph).order_by().first()
+    truth = unique_or_none(GroundTruth.objects.filter(radiograph=task.radiograph))
     rounds = [r.winner_id for r in task.rounds.order_by("number")]
     consensus_unsettle(stage=task.stage, radiograph=task.radiograph)
     task = decision_revoke(decision=decision, task=task)
