@@ -171,7 +171,14 @@ def _claim_one(
         # One row at a time: with skip_locked, concurrent readers on PostgreSQL each lock a
         # different row instead of queueing behind one. SQLite serialises writers (IMMEDIATE
         # transactions); there the conditional update below is the guard.
-        row = _in_queue_order(stage, pool).select_for_update(skip_locked=True).first()
+        # With what the caller shows next (its page, the look-ahead screen): stage and case,
+        # read here rather than again after the claim (only the task row is locked).
+        row = (
+            _in_queue_order(stage, pool)
+            .select_related("stage", "radiograph")
+            .select_for_update(skip_locked=True, of=("self",))
+            .first()
+        )
         if row is None:
             # Empty, or every available row is being claimed right now by someone else.
             return None, not pool.exists()
@@ -195,8 +202,12 @@ def _claim_one(
         if handed_over:
             PairwiseRound.objects.filter(task_id=row.pk).delete()
             DrawingDraft.objects.filter(task_id=row.pk).delete()
-        # What the caller shows next (its page, the look-ahead screen) reads stage and case.
-        return ReviewTask.objects.select_related("stage", "radiograph").get(pk=row.pk), False
+        # The row is locked (PostgreSQL) or the transaction alone (SQLite): what was written is
+        # what the row holds now.
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.reader = reader
+        return row, False
 
 
 def _in_queue_order(stage: Stage, pool):

@@ -23,11 +23,11 @@ pytestmark = pytest.mark.django_db
 ROUND_NUMBER = re.compile(r'data-review-form.*?name="number" value="(\d+)"', re.DOTALL)
 
 # The most each request may take (the session, and the user with their roles in one statement).
-SCREEN_QUERIES = {Stage.Mode.NWAY: 8, Stage.Mode.PAIRWISE: 9}
+SCREEN_QUERIES = {Stage.Mode.NWAY: 6, Stage.Mode.PAIRWISE: 7}
 IMAGE_QUERIES = 4
 # The next case leased ahead: the reader's row locked, the claim and its savepoint (pairwise:
 # and the rounds of its screen).
-AHEAD_QUERIES = {Stage.Mode.NWAY: 12, Stage.Mode.PAIRWISE: 13}
+AHEAD_QUERIES = {Stage.Mode.NWAY: 11, Stage.Mode.PAIRWISE: 12}
 # A decision: the task locked, the decision written, the case accepted with its provenance and
 # audited (pairwise: the last round, which is the decision; earlier rounds take fewer).
 SUBMIT_QUERIES = {Stage.Mode.NWAY: 22, Stage.Mode.PAIRWISE: 30}
