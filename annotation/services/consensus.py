@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from annotation.lookups import unique_or_none
@@ -49,8 +48,9 @@ def case_decisions(*, stage: Stage, radiograph: Radiograph) -> list[Decision]:
             task__kind=ReviewTask.Kind.REVIEW,
             revoked_at__isnull=True,
         )
-        # What accepting the winner reads: its case, and its candidate's mask and network.
-        .select_related("candidate__mask__model_version", "mask", "reader", "task__radiograph")
+        # What accepting the winner reads: its task, and its candidate's mask and network
+        # (readers and the case are written by id: no need to read them).
+        .select_related("candidate__mask__model_version", "mask", "task")
         .order_by("created_at", "id")
     )
 
@@ -84,7 +84,7 @@ def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | R
         return ground_truth_accept(
             stage=stage,
             decision=winner,
-            readers=[d.reader for d in decisions],
+            readers=[d.reader_id for d in decisions],
             method=method,
             agreement=count / len(decisions),
         )
@@ -109,7 +109,7 @@ def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | R
 
 
 def _accept_adjudication(task: ReviewTask, decisions: list[Decision]) -> GroundTruth:
-    verdict = Decision.objects.select_related("reader", "task").get(
+    verdict = Decision.objects.select_related("task").get(
         task=task, revoked_at__isnull=True
     )
     by_id = {d.pk: d for d in decisions}
@@ -124,7 +124,7 @@ def _accept_adjudication(task: ReviewTask, decisions: list[Decision]) -> GroundT
         return ground_truth_accept(
             stage=task.stage,
             decision=verdict,
-            readers=[d.reader for d in decisions] + [verdict.reader],
+            readers=[d.reader_id for d in decisions] + [verdict.reader_id],
             method=GroundTruth.Method.ADJUDICATION,
             agreement=0.0,
         )
@@ -132,7 +132,7 @@ def _accept_adjudication(task: ReviewTask, decisions: list[Decision]) -> GroundT
     return ground_truth_accept(
         stage=task.stage,
         decision=picked,
-        readers=[d.reader for d in decisions] + [verdict.reader],
+        readers=[d.reader_id for d in decisions] + [verdict.reader_id],
         method=GroundTruth.Method.ADJUDICATION,
         agreement=count / len(decisions),
     )
@@ -182,22 +182,23 @@ def ground_truth_accept(
     *,
     stage: Stage,
     decision: Decision,
-    readers: list[AbstractBaseUser],
+    readers: list[int],
     method: str,
     agreement: float,
 ) -> GroundTruth:
-    """Write (or, within the same stage, replace) the case's accepted mask with provenance."""
-    radiograph = decision.task.radiograph
-    existing = unique_or_none(GroundTruth.objects.filter(radiograph=radiograph))
+    """Write (or, within the same stage, replace) the case's accepted mask with provenance;
+    `readers` are the ids of the users who chose it."""
+    radiograph_id = decision.task.radiograph_id
+    existing = unique_or_none(GroundTruth.objects.filter(radiograph_id=radiograph_id))
     if existing is not None and existing.stage_id != stage.pk:
         raise ConsensusError(
-            f"case {radiograph.pk} already has an accepted mask from another stage or import"
+            f"case {radiograph_id} already has an accepted mask from another stage or import"
         )
     if existing is not None:
         existing.delete()
     source, versions = _source_of(decision)
     truth = GroundTruth.objects.create(
-        radiograph=radiograph,
+        radiograph_id=radiograph_id,
         mask=decision.mask,
         stage=stage,
         source=source,
