@@ -109,9 +109,7 @@ def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | R
 
 
 def _accept_adjudication(task: ReviewTask, decisions: list[Decision]) -> GroundTruth:
-    verdict = Decision.objects.select_related("task").get(
-        task=task, revoked_at__isnull=True
-    )
+    verdict = Decision.objects.select_related("task").get(task=task, revoked_at__isnull=True)
     by_id = {d.pk: d for d in decisions}
     picked = None
     if verdict.position is not None:
