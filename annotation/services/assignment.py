@@ -34,7 +34,7 @@ from annotation.models import (
     Stage,
     _opaque_token,
 )
-from annotation.services.decisions import check_blinded
+from annotation.services.decisions import active_decision, check_blinded
 from annotation.services.disagreement import auto_accepted_cases
 from annotation.services.review_errors import (
     LeaseLost,
@@ -295,7 +295,7 @@ def task_lease_keep(*, task: ReviewTask, reader: AbstractBaseUser) -> datetime:
     """Keep the case for a reader still at its screen; the new expiry. Refused once the case
     is decided or no longer theirs, so the screen can say so before the reader chooses."""
     if task.status == ReviewTask.Status.DONE:
-        decision = unique_or_none(task.decisions.filter(reader=reader, revoked_at__isnull=True))
+        decision = active_decision(task=task, reader=reader)
         raise TaskAlreadyDecided("This case is already decided.", decision=decision)
     until = timezone.now() + timedelta(seconds=task.stage.lease_seconds)
     if not task_lease_renew(task=task, reader=reader, until=until):

@@ -40,6 +40,11 @@ def option_key(decision: Decision) -> tuple[str, int]:
     return ("mask", decision.mask_id)
 
 
+def case_truth(*, radiograph_id: int) -> GroundTruth | None:
+    """The case's accepted mask, if it has one (a case has at most one)."""
+    return unique_or_none(GroundTruth.objects.filter(radiograph_id=radiograph_id))
+
+
 def case_decisions(*, stage: Stage, radiograph: Radiograph) -> list[Decision]:
     return list(
         Decision.objects.filter(
@@ -149,7 +154,7 @@ def consensus_unsettle(*, stage: Stage, radiograph: Radiograph) -> None:
         ReviewTask.objects.filter(pk=adjudication.pk).update(
             status=ReviewTask.Status.CANCELLED, reader=None, lease_expires_at=None
         )
-    truth = unique_or_none(GroundTruth.objects.filter(radiograph=radiograph))
+    truth = case_truth(radiograph_id=radiograph.pk)
     if truth is not None:
         if truth.stage_id != stage.pk:
             raise CaseFinal("this case's accepted mask comes from another stage")
@@ -187,7 +192,7 @@ def ground_truth_accept(
     """Write (or, within the same stage, replace) the case's accepted mask with provenance;
     `readers` are the ids of the users who chose it."""
     radiograph_id = decision.task.radiograph_id
-    existing = unique_or_none(GroundTruth.objects.filter(radiograph_id=radiograph_id))
+    existing = case_truth(radiograph_id=radiograph_id)
     if existing is not None and existing.stage_id != stage.pk:
         raise ConsensusError(
             f"case {radiograph_id} already has an accepted mask from another stage or import"

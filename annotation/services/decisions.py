@@ -101,12 +101,13 @@ def decision_stored(*, task: ReviewTask, reader: AbstractBaseUser, key: str) -> 
     return stored
 
 
-def _active(task: ReviewTask, reader: AbstractBaseUser) -> Decision | None:
+def active_decision(*, task: ReviewTask, reader: AbstractBaseUser) -> Decision | None:
+    """The reader's standing (not taken back) decision on the task, if any."""
     return unique_or_none(task.decisions.filter(reader=reader, revoked_at__isnull=True))
 
 
 def check_undecided(*, task: ReviewTask, reader: AbstractBaseUser) -> None:
-    active = _active(task, reader)
+    active = active_decision(task=task, reader=reader)
     if active is not None:
         raise TaskAlreadyDecided("you already decided this case", decision=active)
 

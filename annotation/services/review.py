@@ -35,6 +35,7 @@ from annotation.services.audit import audit_record, decision_summary, truth_summ
 from annotation.services.candidates import mask_create, mask_shown
 from annotation.services.consensus import (
     adjudication_options,
+    case_truth,
     consensus_settle,
     consensus_unsettle,
 )
@@ -299,7 +300,7 @@ def _round_replay(task: ReviewTask, reader: AbstractBaseUser, key: str) -> Revie
         replayed=True,
         round=stored,
         knockout=knockout_state(task=task),
-        truth=unique_or_none(GroundTruth.objects.filter(radiograph=task.radiograph)),
+        truth=case_truth(radiograph_id=task.radiograph_id),
     )
 
 
@@ -312,7 +313,7 @@ def _replay_or_lock(
 
 
 def _replayed(task: ReviewTask, decision: Decision) -> ReviewResult:
-    truth = unique_or_none(GroundTruth.objects.filter(radiograph=task.radiograph))
+    truth = case_truth(radiograph_id=task.radiograph_id)
     return ReviewResult(task=task, decision=decision, replayed=True, truth=truth)
 
 
@@ -621,7 +622,7 @@ def _take_back(
 ) -> ReviewResult:
     """Withdraw the case's accepted mask (refused once final), revoke the decision and lease
     the case to its reader again, audited. The caller holds the task lock."""
-    truth = unique_or_none(GroundTruth.objects.filter(radiograph=task.radiograph))
+    truth = case_truth(radiograph_id=task.radiograph_id)
     rounds = [r.winner_id for r in task.rounds.order_by("number")]
     consensus_unsettle(stage=task.stage, radiograph=task.radiograph)
     task = decision_revoke(decision=decision, task=task)
