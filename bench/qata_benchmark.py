@@ -194,15 +194,22 @@ def load_data(args: argparse.Namespace):
     if args.dedup:
         train = distinct_names(folder, train)
     train = subset(train, args.train_limit, seed=args.seed)
+    valid, monitored = validation_names(args)
+    return (
+        cached_cases(folder, train, args.size),
+        cached_cases(folder, [valid[i] for i in monitored], args.size),
+        (valid, *cached_cases(folder, valid, args.eval_size)),
+        monitored,
+    )
+
+
+def validation_names(args: argparse.Namespace) -> tuple[list[str], list[int]]:
+    """The validation images scored at the end (`--eval-limit`, seeded) and the positions among
+    them of those monitored every epoch (`--monitor-limit`), which pick the post-processing."""
     valid = subset(qata_split_names(args.data, "valid"), args.eval_limit, seed=args.seed)
     monitor = subset(valid, args.monitor_limit, seed=args.seed + 1)
     position = {name: i for i, name in enumerate(valid)}
-    return (
-        cached_cases(folder, train, args.size),
-        cached_cases(folder, monitor, args.size),
-        (valid, *cached_cases(folder, valid, args.eval_size)),
-        [position[name] for name in monitor],
-    )
+    return valid, [position[name] for name in monitor]
 
 
 def resize_cases(images: np.ndarray, masks: np.ndarray, size: int):
@@ -241,7 +248,7 @@ def drop_small_patches(probs: np.ndarray, threshold: float, min_pixels: int) -> 
     return out
 
 
-def _scores(masks: np.ndarray, probs: np.ndarray, threshold: float) -> tuple[float, float]:
+def pixel_scores(masks: np.ndarray, probs: np.ndarray, threshold: float) -> tuple[float, float]:
     """(pooled F1, mean per-image Dice) of `probs` thresholded at `threshold`."""
     from mlworker.metrics import mean_dice, per_image_counts
 
@@ -250,32 +257,35 @@ def _scores(masks: np.ndarray, probs: np.ndarray, threshold: float) -> tuple[flo
     return float(2 * tp / max(2 * tp + fp + fn, 1)), mean_dice(rows)
 
 
+def monitored_threshold(masks: np.ndarray, probs: np.ndarray, monitored: list[int]) -> float:
+    """The threshold that gives the best pooled F1 on the monitored images only."""
+    from mlworker.curves import ScoreHistogram
+
+    histogram = ScoreHistogram()
+    for mask, prob in zip(masks[monitored], probs[monitored], strict=True):
+        histogram.add(mask, prob)
+    return histogram.best_f1_threshold()[0]
+
+
 def choose_postprocessing(
     masks: np.ndarray, variants: dict[str, np.ndarray], monitored: list[int]
 ) -> dict:
     """The map variant ("plain" or "mirror"), threshold and smallest patch kept that give the
     best pooled F1 on the monitored images, and one row per single change from the model as
     trained (plain maps, 0.5, every patch kept), scored on all images and on the monitored."""
-    from mlworker.curves import ScoreHistogram
-
     mon_y = masks[monitored]
 
     def best_threshold(probs: np.ndarray) -> float:
-        histogram = ScoreHistogram()
-        for mask, prob in zip(mon_y, probs[monitored], strict=True):
-            histogram.add(mask, prob)
-        return histogram.best_f1_threshold()[0]
+        return monitored_threshold(masks, probs, monitored)
 
     def best_patch(probs: np.ndarray, threshold: float) -> int:
-        scored = [
-            (_scores(mon_y, drop_small_patches(probs[monitored], threshold, k), threshold)[0], -k)
-            for k in MIN_PATCHES
-        ]
+        kept = {k: drop_small_patches(probs[monitored], threshold, k) for k in MIN_PATCHES}
+        scored = [(pixel_scores(mon_y, kept[k], threshold)[0], -k) for k in MIN_PATCHES]
         return -max(scored)[1]  # ties: the smaller rule
 
     def row(label: str, variant: str, threshold: float, min_pixels: int) -> dict:
         probs = drop_small_patches(variants[variant], threshold, min_pixels)
-        f1, dice = _scores(masks, probs, threshold)
+        f1, dice = pixel_scores(masks, probs, threshold)
         return {
             "label": label,
             "variant": variant,
@@ -283,7 +293,7 @@ def choose_postprocessing(
             "min_patch_px": min_pixels,
             "f1": f1,
             "mean_dice": dice,
-            "monitored_f1": _scores(mon_y, probs[monitored], threshold)[0],
+            "monitored_f1": pixel_scores(mon_y, probs[monitored], threshold)[0],
         }
 
     combos = []

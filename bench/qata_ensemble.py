@@ -11,13 +11,16 @@ OUT/<arch>/model.keras. The script then predicts the validation images with ever
 averages their probability maps (mlworker.detection.ensemble.mean_ensemble: the network a
 stage's ensemble candidate and the detector ensemble run) and scores members and ensemble
 alike: pooled pixel F1 (Dice of the pooled confusion matrix) and mean per-image Dice at 0.5,
-at the native 224². The gain is the ensemble's F1 minus the best member's. Writes
-OUT/ensemble.json.
+at the native 224². The gain is the ensemble's F1 minus the best member's. Every smaller
+combination of two or more members is scored too (the mean of their maps), and every row also
+at the threshold chosen on the monitored validation images (as qata_benchmark.py chooses it)
+and on the validation images never monitored. Writes OUT/ensemble.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -32,9 +35,7 @@ from bench.common import (  # noqa: E402
     REPO,
     cached_cases,
     log,
-    qata_split_names,
     qata_train_folder,
-    subset,
 )
 
 
@@ -56,12 +57,36 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     return args, rest
 
 
-def scores(masks: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    from mlworker.metrics import mean_dice, per_image_counts
+def ensemble_table(
+    masks: np.ndarray, members: dict[str, np.ndarray], monitored: list[int]
+) -> dict[str, dict[str, float]]:
+    """Scores of every member and of every combination of two or more (the mean of their
+    probability maps; `members` may hold the whole ensemble's maps as computed by its network
+    under the key "+".join(all names)), each at 0.5 and at the threshold that is best on the
+    `monitored` images, on all images and on those never monitored."""
+    from bench.qata_benchmark import monitored_threshold, pixel_scores
 
-    rows = per_image_counts(masks, probs, threshold=0.5)
-    tp, fp, _, fn = rows.sum(axis=0)
-    return {"f1": float(2 * tp / max(2 * tp + fp + fn, 1)), "mean_dice": mean_dice(rows)}
+    names = [name for name in members if "+" not in name]
+    unmonitored = np.setdiff1d(np.arange(len(masks)), monitored)
+    table: dict[str, dict[str, float]] = {}
+    for size in range(1, len(names) + 1):
+        for combo in itertools.combinations(names, size):
+            key = "+".join(combo)
+            probs = members.get(key)
+            if probs is None:
+                probs = np.mean([members[name] for name in combo], axis=0)
+            threshold = monitored_threshold(masks, probs, monitored)
+            f1, dice = pixel_scores(masks, probs, 0.5)
+            f1_t, dice_t = pixel_scores(masks, probs, threshold)
+            row = {"f1": f1, "mean_dice": dice, "threshold": threshold}
+            row.update(f1_at_threshold=f1_t, mean_dice_at_threshold=dice_t)
+            if len(unmonitored):
+                row["f1_unmonitored"] = pixel_scores(masks[unmonitored], probs[unmonitored], 0.5)[0]
+                row["f1_unmonitored_at_threshold"] = pixel_scores(
+                    masks[unmonitored], probs[unmonitored], threshold
+                )[0]
+            table[key] = row
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,36 +115,57 @@ def main(argv: list[str] | None = None) -> int:
     from mlworker.detection.ensemble import mean_ensemble
     from mlworker.evaluate import predict_cases
 
-    eval_limit = qata_benchmark.QUICK["eval_limit"] if args.quick else args.eval_limit
-    valid = subset(qata_split_names(args.data, "valid"), eval_limit, seed=args.seed)
-    images, masks = cached_cases(qata_train_folder(args.data), valid, 224)
+    resolved = qata_benchmark.parse_args([*common, "--arch", args.archs[0]])
+    valid, monitored = qata_benchmark.validation_names(resolved)
+    images, masks = cached_cases(qata_train_folder(args.data), valid, resolved.eval_size)
+    masks = np.asarray(masks)
     members = {
         arch: keras.saving.load_model(args.out / arch / "model.keras", compile=False)
         for arch in args.archs
     }
     for arch, model in members.items():
         model.name = arch  # unique names inside the combined network
-    table: dict[str, dict[str, float]] = {}
-    for arch, model in members.items():
-        table[arch] = scores(masks, predict_cases(model, images))
-        log(f"{arch:<9} pixel F1 {table[arch]['f1']:.4f}  mean Dice {table[arch]['mean_dice']:.4f}")
-    ensemble = mean_ensemble(list(members.values()))
-    table["ensemble"] = scores(masks, predict_cases(ensemble, images))
+    probs = {arch: predict_cases(model, images) for arch, model in members.items()}
+    # The whole ensemble through the network a stage's ensemble candidate runs.
+    whole = "+".join(args.archs)
+    probs[whole] = predict_cases(mean_ensemble(list(members.values())), images)
+    table = ensemble_table(masks, probs, monitored)
     best = max(args.archs, key=lambda a: table[a]["f1"])
-    gain = table["ensemble"]["f1"] - table[best]["f1"]
+    gain = table[whole]["f1"] - table[best]["f1"]
     log(
-        f"ensemble  pixel F1 {table['ensemble']['f1']:.4f}  mean Dice "
-        f"{table['ensemble']['mean_dice']:.4f}: {gain:+.4f} F1 over the best member ({best}), "
-        f"{len(valid)} validation images, {(time.monotonic() - started) / 60:.1f} min in all"
+        f"{len(valid)} validation images at {resolved.eval_size}px; threshold chosen on the "
+        f"{len(monitored)} monitored, F1 also on the {len(valid) - len(monitored)} never monitored"
+    )
+    head = f"{'networks':<20} {'F1 at 0.5':>9} {'mean Dice':>9} {'threshold':>9} {'F1 at it':>9}"
+    log(f"{head}  unmonitored F1 (0.5 / chosen)")
+    for key, row in table.items():
+        unmonitored = (
+            f"{row['f1_unmonitored']:.4f} / {row['f1_unmonitored_at_threshold']:.4f}"
+            if "f1_unmonitored" in row
+            else "-"
+        )
+        log(
+            f"{key:<20} {row['f1']:9.4f} {row['mean_dice']:9.4f} {row['threshold']:9.3f} "
+            f"{row['f1_at_threshold']:9.4f}  {unmonitored}"
+        )
+    combos = [key for key in table if "+" in key]
+    best_combo = max(combos, key=lambda k: table[k]["f1"])
+    log(
+        f"ensemble of all {len(args.archs)}: pixel F1 {table[whole]['f1']:.4f}, {gain:+.4f} over "
+        f"the best member ({best}); best combination {best_combo} "
+        f"{table[best_combo]['f1'] - table[best]['f1']:+.4f}; "
+        f"{(time.monotonic() - started) / 60:.1f} min in all"
     )
     (args.out / "ensemble.json").write_text(
         json.dumps(
             {
                 "images": len(valid),
+                "monitored": len(monitored),
                 "members": args.archs,
                 "scores": table,
                 "best": best,
                 "gain": gain,
+                "best_combination": best_combo,
             },
             indent=1,
         )

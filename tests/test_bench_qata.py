@@ -82,3 +82,38 @@ def test_post_processing_is_chosen_on_the_monitored_images_and_every_single_chan
     assert result["chosen"]["min_patch_px"] == min(k for k in MIN_PATCHES if 1 < k <= 100)
     assert chosen["f1"] == pytest.approx(1.0)
     assert set(result["rows"][-1]) >= {"f1", "mean_dice", "monitored_f1", "threshold"}
+
+
+def test_ensemble_table_scores_every_combination_with_thresholds_chosen_on_the_monitored_only():
+    from bench.qata_benchmark import pixel_scores
+    from bench.qata_ensemble import ensemble_table
+
+    masks, plain = _cases(1)
+    sharp = np.where(masks, 0.9, 0.1).astype(np.float32)  # a near-perfect member
+    monitored = list(range(0, 40, 2))
+    table = ensemble_table(masks, {"weak": plain, "sharp": sharp}, monitored)
+    assert list(table) == ["weak", "sharp", "weak+sharp"]
+    mean = (plain + sharp) / 2
+    assert table["weak+sharp"]["f1"] == pytest.approx(pixel_scores(masks, mean, 0.5)[0])
+    assert table["sharp"]["f1"] == pytest.approx(1.0)
+    # Averaged with the weak member, the lesion's right half falls under 0.5: below the best.
+    assert table["weak+sharp"]["f1"] < table["sharp"]["f1"]
+    # The threshold is chosen on the monitored images: it rescues the pair there.
+    assert table["weak+sharp"]["threshold"] < 0.5
+    assert table["weak+sharp"]["f1_at_threshold"] > table["weak+sharp"]["f1"]
+
+    # Spoiling only images never monitored changes no threshold, only their scores.
+    spoiled = sharp.copy()
+    spoiled[1::2] = 0.0
+    again = ensemble_table(masks, {"weak": plain, "sharp": spoiled}, monitored)
+    for key in table:
+        assert again[key]["threshold"] == table[key]["threshold"]
+    assert table["sharp"]["f1_unmonitored"] == pytest.approx(1.0)
+    assert again["sharp"]["f1_unmonitored"] == 0.0
+    assert again["sharp"]["f1"] == pytest.approx(pixel_scores(masks, spoiled, 0.5)[0])
+
+    # The whole ensemble's maps, when given (its network's output), are used as they are.
+    network = np.where(masks, 0.8, 0.0).astype(np.float32)
+    given = ensemble_table(masks, {"weak": plain, "sharp": sharp, "weak+sharp": network}, monitored)
+    assert list(given) == ["weak", "sharp", "weak+sharp"]
+    assert given["weak+sharp"]["f1"] == pytest.approx(1.0)
