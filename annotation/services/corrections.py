@@ -27,7 +27,7 @@ from annotation.models import (
     _opaque_token,
 )
 from annotation.services.audit import audit_record, decision_summary, truth_summary
-from annotation.services.consensus import consensus_settle, consensus_unsettle
+from annotation.services.consensus import case_truth, consensus_settle, consensus_unsettle
 from annotation.services.review_errors import CaseFinal, ReviewError
 
 
@@ -75,7 +75,7 @@ def decision_void(
         if decision.revoked_at is not None:
             raise CorrectionError(f"decision #{decision.pk} is already revoked")
         stage = Stage.objects.select_for_update().select_related("dataset").get(pk=task.stage_id)
-        truth = GroundTruth.objects.filter(radiograph=task.radiograph).first()
+        truth = case_truth(radiograph_id=task.radiograph_id)
         stage_was = _reopen(stage)
         if task.kind == ReviewTask.Kind.REVIEW:
             adjudicated = ReviewTask.objects.filter(
