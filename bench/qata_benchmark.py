@@ -275,13 +275,12 @@ def choose_postprocessing(
     trained (plain maps, 0.5, every patch kept), scored on all images and on the monitored."""
     mon_y = masks[monitored]
 
-    def best_threshold(probs: np.ndarray) -> float:
-        return monitored_threshold(masks, probs, monitored)
-
     def best_patch(probs: np.ndarray, threshold: float) -> int:
-        kept = {k: drop_small_patches(probs[monitored], threshold, k) for k in MIN_PATCHES}
-        scored = [(pixel_scores(mon_y, kept[k], threshold)[0], -k) for k in MIN_PATCHES]
-        return -max(scored)[1]  # ties: the smaller rule
+        def monitored_f1(min_pixels: int) -> float:
+            kept = drop_small_patches(probs[monitored], threshold, min_pixels)
+            return pixel_scores(mon_y, kept, threshold)[0]
+
+        return -max((monitored_f1(k), -k) for k in MIN_PATCHES)[1]  # ties: the smaller rule
 
     def row(label: str, variant: str, threshold: float, min_pixels: int) -> dict:
         probs = drop_small_patches(variants[variant], threshold, min_pixels)
@@ -298,10 +297,10 @@ def choose_postprocessing(
 
     combos = []
     for variant, probs in variants.items():
-        threshold = best_threshold(probs)
+        threshold = monitored_threshold(masks, probs, monitored)
         combos.append(row("", variant, threshold, best_patch(probs, threshold)))
     chosen = max(combos, key=lambda r: r["monitored_f1"])
-    plain_threshold = best_threshold(variants["plain"])
+    plain_threshold = monitored_threshold(masks, variants["plain"], monitored)
     plain_patch = best_patch(variants["plain"], 0.5)
     rows = [
         row("as trained (threshold 0.5)", "plain", 0.5, 0),

@@ -81,10 +81,9 @@ def ensemble_table(
             row = {"f1": f1, "mean_dice": dice, "threshold": threshold}
             row.update(f1_at_threshold=f1_t, mean_dice_at_threshold=dice_t)
             if len(unmonitored):
-                row["f1_unmonitored"] = pixel_scores(masks[unmonitored], probs[unmonitored], 0.5)[0]
-                row["f1_unmonitored_at_threshold"] = pixel_scores(
-                    masks[unmonitored], probs[unmonitored], threshold
-                )[0]
+                rest_y, rest = masks[unmonitored], probs[unmonitored]
+                row["f1_unmonitored"] = pixel_scores(rest_y, rest, 0.5)[0]
+                row["f1_unmonitored_at_threshold"] = pixel_scores(rest_y, rest, threshold)[0]
             table[key] = row
     return table
 
