@@ -84,6 +84,7 @@ PROFILES = {
         "precision": "float32",
         "workers": 1,
         "dedup": True,
+        "ema": None,
     },
     "gpu": {
         "arch": "unet",
@@ -102,6 +103,7 @@ PROFILES = {
         "precision": "mixed_bfloat16",
         "workers": 8,
         "dedup": True,
+        "ema": None,
     },
 }
 QUICK = {"train_limit": 48, "monitor_limit": 16, "eval_limit": 24, "epochs": 1}
@@ -128,6 +130,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float, help="Adam learning rate (the schedule's peak)")
     p.add_argument("--schedule", choices=("constant", "cosine"))
+    p.add_argument(
+        "--ema",
+        type=float,
+        help="moving average of the weights, this momentum per step (e.g. 0.999); validation, "
+        "checkpoints and the scored model use the average",
+    )
     p.add_argument("--warmup", type=float, help="warm-up epochs of the cosine schedule")
     p.add_argument("--train-limit", type=int, help="train on this many images (seeded draw)")
     p.add_argument("--train-match", help="train only on names matching this regex, e.g. ^sub-")
@@ -398,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=guard.progress,
         should_cancel=guard.should_cancel,
         mixed_precision=False,
+        ema_momentum=args.ema,
     )
     train_seconds = time.monotonic() - train_started
     stopped = guard.stopped or "epochs done"
@@ -428,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "lr": args.lr,
         "schedule": args.schedule,
+        "ema_momentum": args.ema,
         "train_images": len(train_x),
         "dedup": bool(args.dedup),
         "monitor_images": len(mon_x),

@@ -12,7 +12,10 @@ checkpoints, resume); `train_segmenter` is the two together. Around `model.fit`:
 - `progress(dict)` after every batch and epoch; `should_cancel()` polled every batch
   (mlworker.progress, the callback every fit of ours runs with);
 - `keras.utils.set_random_seed(seed)`: CPU runs with the same seed give the same weights;
-- mixed precision (float16 compute, float32 output and loss) when a GPU is present.
+- mixed precision (float16 compute, float32 output and loss) when a GPU is present;
+- optionally an exponential moving average of the weights (`ema_momentum`, Polyak
+  averaging): validation, checkpoints and the returned model then hold the average, while
+  the optimiser keeps stepping the raw weights.
 """
 
 from __future__ import annotations
@@ -62,10 +65,26 @@ def gpu_available() -> bool:
         return False
 
 
-def compile_segmenter(model: keras.Model, *, lr: float = 1e-4) -> None:
-    """The paper's optimiser and loss; IoU of the infection class as the monitored metric."""
+def _check_ema(ema_momentum: float | None) -> None:
+    if ema_momentum is not None and not 0 < ema_momentum < 1:
+        raise ValueError(f"ema_momentum must lie strictly between 0 and 1, not {ema_momentum!r}")
+
+
+def compile_segmenter(
+    model: keras.Model, *, lr: float = 1e-4, ema_momentum: float | None = None
+) -> None:
+    """The paper's optimiser and loss; IoU of the infection class as the monitored metric.
+    `ema_momentum` (e.g. 0.999) makes Adam keep a moving average of the weights."""
+    _check_ema(ema_momentum)
+    adam = keras.optimizers.Adam(
+        learning_rate=lr,
+        beta_1=0.9,
+        beta_2=0.999,
+        use_ema=ema_momentum is not None,
+        ema_momentum=0.99 if ema_momentum is None else ema_momentum,
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=lr, beta_1=0.9, beta_2=0.999),
+        optimizer=adam,
         loss=HybridLoss(),
         metrics=[keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.5, name="iou")],
     )
@@ -124,6 +143,7 @@ def build_for_training(
     *,
     lr: float = 1e-4,
     mixed_precision: bool | Literal["auto"] = "auto",
+    ema_momentum: float | None = None,
 ) -> keras.Model:
     """A segmenter compiled with the paper's optimiser and loss (compile_segmenter).
 
@@ -139,7 +159,7 @@ def build_for_training(
         model = _build(model_or_config, mixed=mixed)
     else:
         model = model_or_config
-    compile_segmenter(model, lr=lr)
+    compile_segmenter(model, lr=lr, ema_momentum=ema_momentum)
     return model
 
 
@@ -168,6 +188,17 @@ def _digest(*arrays: np.ndarray | None) -> str:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=list))
+
+
+class _AverageForValidation(keras.callbacks.SwapEMAWeights):
+    """With an EMA optimiser: the moving average sits in the model for validation and from the
+    end of each epoch to the start of the next, so the checkpoints hold it; the raw weights
+    train. A checkpoint therefore stores the average as the model's weights and the raw
+    weights in the optimiser's average slots, and a resumed run starts with them swapped."""
+
+    def __init__(self, *, average_in_model: bool):
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = average_in_model
 
 
 class _Checkpoints(TrainingProgress):
@@ -237,16 +268,19 @@ def fit_segmenter(
     should_cancel: Callable[[], bool] | None = None,
     augment: bool = True,
     train_indices: Sequence[int] | None = None,
+    ema_momentum: float | None = None,
 ) -> TrainResult:
     """Trains (or resumes training) the compiled model `build()` makes, on uint8/float
     images in [0, 255] and binary masks; `train_indices` picks and may repeat training cases
     (repeats are augmented, see `balance_by_augmentation`).
 
-    `config` (None for a model built elsewhere) and `lr` are what `build` builds with; with
+    `config` (None for a model built elsewhere), `lr` and `ema_momentum` are what `build`
+    builds with (the latter only names the run here: the optimiser holds it); with
     the batch size, seed and data they name the run. When `checkpoint_dir` holds a
     checkpoint of the same run, the model is loaded from it instead of built and training
     goes on from the next epoch; a checkpoint of another run raises CheckpointMismatch.
     """
+    _check_ema(ema_momentum)
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(
             f"need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})"
@@ -260,6 +294,7 @@ def fit_segmenter(
             "lr": lr,
             "batch_size": batch_size,
             "seed": seed,
+            **({} if ema_momentum is None else {"ema_momentum": ema_momentum}),
             "n_train": n_train,
             "n_val": None if val is None else len(val[0]),
             "data_sha256": _digest(
@@ -328,13 +363,17 @@ def fit_segmenter(
         batches=batches, epochs=epochs, ckpt_dir=ckpt_dir, state=state,
         progress=progress, should_cancel=should_cancel,
     )  # fmt: skip
+    callbacks: list[keras.callbacks.Callback] = [loop]
+    if getattr(model.optimizer, "use_ema", False):
+        # Before the checkpoints, so that they save the average.
+        callbacks.insert(0, _AverageForValidation(average_in_model=stored is not None))
     try:
         model.fit(
             batches,
             validation_data=val_batches,
             epochs=epochs,
             initial_epoch=state["epoch"],
-            callbacks=[loop],
+            callbacks=callbacks,
             shuffle=False,  # CaseBatches shuffles per (seed, epoch); Keras' own order would not resume
             verbose=0,
         )
@@ -348,6 +387,7 @@ def train_segmenter(
     model_or_config: keras.Model | Mapping[str, Any],
     lr: float = 1e-4,
     mixed_precision: bool | Literal["auto"] = "auto",
+    ema_momentum: float | None = None,
     **fit: Any,
 ) -> TrainResult:
     """Builds (build_for_training) and trains (fit_segmenter, which takes the other keyword
@@ -356,9 +396,12 @@ def train_segmenter(
     of building anew."""
     _check_mixed_precision(model_or_config, mixed_precision)
     return fit_segmenter(
-        build=lambda: build_for_training(model_or_config, lr=lr, mixed_precision=mixed_precision),
+        build=lambda: build_for_training(
+            model_or_config, lr=lr, mixed_precision=mixed_precision, ema_momentum=ema_momentum
+        ),
         config=model_or_config if isinstance(model_or_config, Mapping) else None,
         lr=lr,
+        ema_momentum=ema_momentum,
         **fit,
     )
 

@@ -130,6 +130,55 @@ def test_a_crashed_run_resumes_at_the_next_epoch_and_ends_where_an_unbroken_one_
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_with_ema_the_checkpoints_and_validation_hold_the_moving_average_of_the_weights(tmp_path):
+    model = small_model()
+    raw = []  # the weights the optimiser steps, after every batch
+
+    def record(event):
+        if event["event"] == "batch":
+            raw.append([keras.ops.convert_to_numpy(w) for w in model.trainable_weights])
+
+    momentum = 0.5
+    val = blobs(4, seed=1)
+    result = train(
+        model_or_config=model, val_data=val, epochs=2, checkpoint_dir=tmp_path,
+        progress=record, ema_momentum=momentum,
+    )  # fmt: skip
+    assert len(raw) == 4
+    average = raw[0]
+    for step in raw[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, step, strict=True)]
+    saved = keras.saving.load_model(result.last_path)
+    for a, b in zip(average, saved.trainable_weights, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(b), a, rtol=1e-5, atol=1e-6)
+    assert not all(
+        np.allclose(keras.ops.convert_to_numpy(b), w)
+        for w, b in zip(raw[-1], saved.trainable_weights, strict=True)
+    )
+    # The epoch's validation loss is the averaged network's.
+    x_val, y_val = val
+    val_loss = saved.evaluate(np.repeat(x_val[..., None], 3, -1).astype("float32"),
+                              y_val[..., None].astype("float32"), verbose=0)[0]  # fmt: skip
+    assert val_loss == pytest.approx(result.history["val_loss"][-1], rel=1e-4)
+
+
+def test_an_ema_run_resumed_after_a_crash_ends_where_an_unbroken_one_does(tmp_path):
+    def crash_after_epoch_1(event):
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            raise RuntimeError("worker died")
+
+    with pytest.raises(RuntimeError, match="worker died"):
+        train(epochs=3, checkpoint_dir=tmp_path, progress=crash_after_epoch_1, ema_momentum=0.5)
+    resumed = train(epochs=3, checkpoint_dir=tmp_path, ema_momentum=0.5)
+    unbroken = train(epochs=3, ema_momentum=0.5)
+    for a, b in zip(weights_of(resumed.model), weights_of(unbroken.model), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(CheckpointMismatch, match="ema_momentum"):
+        train(epochs=3, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        train(ema_momentum=1.0)
+
+
 def test_a_finished_run_is_not_trained_again(tmp_path):
     train(epochs=1, checkpoint_dir=tmp_path)
     events = []
