@@ -148,6 +148,13 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test-db.sqlite3")
+elif env_bool("DB_PREPARED_STATEMENTS", True):
+    # PostgreSQL parses and plans every statement it is sent; with parameters bound on the
+    # server, psycopg prepares a statement once a connection has run it 5 times, and the
+    # server then only executes it (the review path repeats the same few dozen statements).
+    # Off (DB_PREPARED_STATEMENTS=0) behind a pooler in transaction mode that cannot keep
+    # prepared statements (PgBouncer before 1.21, or without max_prepared_statements).
+    _db.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
@@ -175,3 +177,38 @@ def test_a_web_thread_keeps_its_database_connection_between_requests(tmp_path):
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
     assert done.stdout.split() == ["sqlite", "3"], done.stderr
+
+
+def test_postgresql_prepares_the_statements_a_connection_repeats(tmp_path):
+    # The server then only executes them: no parse and plan per request.
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        pytest.skip("needs PostgreSQL: DATABASE_URL=postgres://… (CI sets it)")
+    code = (
+        "import django; django.setup()\n"
+        "from django.db import connection\n"
+        "with connection.cursor() as cursor:\n"
+        "    for n in range(8):\n"
+        "        cursor.execute('SELECT %s::int + 1', [n])\n"
+        "    cursor.execute(\"SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT $1::int + 1%%'\")\n"
+        "    print(cursor.fetchone()[0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(
+        {"COLLABMASK_VAR_DIR": str(tmp_path / "var"), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    )
+
+    def prepared(**overrides) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO_ROOT,
+            env=env | overrides,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert prepared() == "1"
+    # Behind a pooler that cannot keep them: off.
+    assert prepared(DB_PREPARED_STATEMENTS="0") == "0"
