@@ -4,8 +4,9 @@
     .venv/bin/python bench/review_cpu.py --profile screen      # and cProfile's top of one route
     DATABASE_URL=postgres://…/scratch .venv/bin/python bench/review_cpu.py   # on PostgreSQL
 
-One reader works through a five-way stage as review_load.py's readers do (the screen, its six
-images, the look-ahead, the submit), through Django's test client with CSRF checks on, the
+One reader works through a five-way stage as review_load.py's readers do (the screen, the
+images it names (its radiograph; its masks too when the page does not carry them), the
+look-ahead, the submit), through Django's test client with CSRF checks on, the
 production middleware, templates and settings. Per route it prints the median and mean CPU
 time of the process (time.process_time: what the request costs the web process, whatever else
 runs on the machine) and the number of queries. Wall-clock latencies on a shared machine move
@@ -139,7 +140,7 @@ def run(args) -> int:
         screen = call("screen", measured, lambda u=url: client.get(u))
         assert screen.status_code == 200, screen.status_code
         html = screen.content.decode()
-        for image in re.findall(r'data-(?:image|mask)-url="([^"]+)"', html):
+        for image in re.findall(r'data-(?:image|mask)-url="(/[^"]+)"', html):
             got = call("image", measured, lambda u=image: client.get(u))
             assert got.status_code == 200, (image, got.status_code)
         token = url.rstrip("/").split("/")[-1]

@@ -24,7 +24,8 @@ PostgreSQL with --workers × --threads (4 × 2), the embedded default as `collab
 runs it (2 × 4). Static files are collected and compressed once (var/bench-static, again only
 when they change). The bench seeds a five-way (or pairwise) stage with generated cases, starts gunicorn
 on it, and lets every reader log in and work through the queue as a browser would: open the
-screen, fetch the image and the masks, ask the review API for the next case ahead, post the
+screen, fetch the image and the masks it names (a page carries small masks itself, as data:
+URIs, which a browser does not request), ask the review API for the next case ahead, post the
 choice to the review API (JSON, session cookie and CSRF token, as review.js does). Some posts
 are sent twice with the same key (a network retry) and some again with a fresh key (a second
 tab). Readers sign in before the clock starts (a password hash per session is not part of a
@@ -291,8 +292,9 @@ class Reader:
         self.logged_in = True
 
     def cold_screen(self, stage_id: int) -> dict:
-        """What a browser with an empty cache transfers for its first review screen: the page,
-        its static files (asking for gzip or Brotli, as browsers do) and, apart, the images.
+        """What a browser with an empty cache transfers for its first review screen: the page
+        (with the masks it carries), its static files (asking for gzip or Brotli, as browsers
+        do) and, apart, the images it names.
         Leaves the case leased to this reader, who starts with it."""
         self.login()
         _, url, html, _ = self.request(f"/review/s/{stage_id}/next")
@@ -302,7 +304,7 @@ class Reader:
             asked = {"Accept-Encoding": "gzip, deflate, br"}
             static += len(self.request(path, headers=asked)[2])
         images = sum(
-            len(self.request(u)[2]) for u in re.findall(r'data-(?:image|mask)-url="([^"]+)"', page)
+            len(self.request(u)[2]) for u in re.findall(r'data-(?:image|mask)-url="(/[^"]+)"', page)
         )
         return {"page_kb": len(html) / 1024, "static_kb": static / 1024, "images_kb": images / 1024}
 
@@ -321,7 +323,7 @@ class Reader:
                 return
             self.timings["screen"].append(elapsed)
             page = html.decode()
-            for image in re.findall(r'data-(?:image|mask)-url="([^"]+)"', page):
+            for image in re.findall(r'data-(?:image|mask)-url="(/[^"]+)"', page):
                 status, _, _, elapsed = self.request(image)
                 self.timings["image"].append(elapsed)
                 if status != 200:

@@ -117,7 +117,9 @@ class AheadOut(serializers.Serializer):
         allow_null=True, help_text="the page of your next case, leased ahead; null: none"
     )
     prefetch = serializers.ListField(
-        child=serializers.CharField(), help_text="that page's image and mask URLs"
+        child=serializers.CharField(),
+        help_text="what that page will fetch: its image, and its masks' URLs unless the page "
+        "carries the masks itself (as it does when they are small)",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -127,6 +128,12 @@ class Pane:
     mask_url: str
     token: str
     votes: int | None = None  # adjudication: how many readers chose this
+    mask_inline: str = ""  # the overlay as a data: URI when the page carries it (inline_overlays)
+
+    @property
+    def mask_src(self) -> str:
+        """Where the page's viewer reads this pane's overlay from."""
+        return self.mask_inline or self.mask_url
 
 
 @dataclass
@@ -396,12 +403,37 @@ def task_mask_urls(*, task: ReviewTask) -> list[str]:
     return [_mask_url(opaque) for opaque in blinding.option_tokens(task).values()]
 
 
+def task_overlays(*, task: ReviewTask) -> dict[str, bytes]:
+    """Every option's overlay PNG by its opaque name, rendered (and cached) now, so that
+    serving any of them takes the same path and the same time whichever mask it is.
+    Candidates' overlays are rendered when they are offered (candidates_offer), so on the
+    screen this is one query and cache hits."""
+    tokens = blinding.option_tokens(task)
+    return {
+        tokens[option_id]: blinding.mask_overlay(mask, radiograph=task.radiograph)
+        for option_id, mask in option_masks(task=task).items()
+    }
+
+
 def task_overlays_warm(*, task: ReviewTask) -> None:
-    """Render (and cache) every overlay of the task, so that serving any of them takes the
-    same path and the same time whichever mask it is. Candidates' overlays are rendered when
-    they are offered (candidates_offer), so on the screen this is one query and cache hits."""
-    for mask in option_masks(task=task).values():
-        blinding.mask_overlay(mask, radiograph=task.radiograph)
+    task_overlays(task=task)
+
+
+# Overlays are 1-bit PNGs of a few KB. Up to this much in all, a screen carries its panes'
+# overlays in the page: one request instead of one per mask. Decided for the whole screen,
+# never per mask, so what a page carries says nothing about any one mask.
+INLINE_OVERLAYS_MAX_BYTES = 48 * 1024
+
+
+def inline_overlays(screen: Screen, overlays: dict[str, bytes]) -> bool:
+    """Give every pane its overlay (from task_overlays) as a data: URI, unless together they
+    exceed INLINE_OVERLAYS_MAX_BYTES; whether they were given."""
+    shown = [overlays[pane.token] for pane in screen.panes]
+    if sum(len(data) for data in shown) > INLINE_OVERLAYS_MAX_BYTES:
+        return False
+    for pane, data in zip(screen.panes, shown, strict=True):
+        pane.mask_inline = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return True
 
 
 # --- which page the browser shows next ---------------------------------------------------------

@@ -31,6 +31,7 @@ from annotation.roles import (
 )
 from annotation.selectors.review import (
     decided_case,
+    inline_overlays,
     next_page,
     reader_decision,
     reader_last_decision,
@@ -39,7 +40,7 @@ from annotation.selectors.review import (
     result_page,
     stage_page,
     task_mask_urls,
-    task_overlays_warm,
+    task_overlays,
     task_page,
     task_screen,
 )
@@ -143,15 +144,17 @@ def task_view(request: HttpRequest, token: str) -> HttpResponse:
     screen = task_screen(task=task, reader=request.user)
     if screen.kind == "draw":
         return redirect("review_draw", token=task.token)
-    # Render every overlay of the task now, so serving them takes the same (cached) path.
-    task_overlays_warm(task=task)
+    # Every overlay of the task rendered now (the same cached path whichever mask), and the
+    # shown ones carried in the page when they are small, as they usually are.
+    inline = inline_overlays(screen, task_overlays(task=task))
     ctx = {
         "screen": screen,
         "task": task,
         "stage": task.stage,
         "key": uuid.uuid4(),
-        # A pairwise case's later rounds: fetch their masks while the reader looks at this one.
-        "all_masks": task_mask_urls(task=task) if screen.kind == "pairwise" else [],
+        # A pairwise case's later rounds: fetch their masks while the reader looks at this one
+        # (not when the rounds' pages will carry them).
+        "all_masks": task_mask_urls(task=task) if screen.kind == "pairwise" and not inline else [],
     }
     return render(
         request, "review/pairwise.html" if screen.kind == "pairwise" else "review/nway.html", ctx

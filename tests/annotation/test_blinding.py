@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -29,6 +30,27 @@ from tests.factories import PASSWORD, UserFactory, review_stage
 pytestmark = pytest.mark.django_db
 
 CHUNKS = [b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"]
+# A mask a review page carries itself.
+INLINE_PNG = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]*)")
+
+
+def split_inline_pngs(text: str) -> tuple[str, list[bytes]]:
+    """A page's text without the PNGs it carries as data: URIs (their letters are not words),
+    and those PNGs' bytes."""
+    found = [base64.b64decode(data) for data in INLINE_PNG.findall(text)]
+    return INLINE_PNG.sub("data:image/png;base64,", text), found
+
+
+def assert_blinded_overlay(body: bytes, secrets_: set[str], where: str) -> None:
+    """A mask as a reader receives it: the one overlay encoding (chunks, palette), bytes a pure
+    function of the pixels, no identifier inside."""
+    chunks = blinding.png_chunks(body)
+    assert [k for k, _ in chunks] == CHUNKS, where
+    assert chunks[1][1] == bytes(blinding.OVERLAY_PALETTE), where
+    pixels = np.asarray(Image.open(io.BytesIO(body))) != 0
+    assert blinding.overlay_png(pixels) == body, where
+    for secret in secrets_:
+        assert secret.encode() not in body, f"{where} carries {secret!r}"
 
 
 def disc(h=48, w=64, r=10):
@@ -291,7 +313,7 @@ def test_nothing_an_md_receives_for_a_whole_stage_reveals_a_candidates_source(
         client.logout()
     assert len(received) > 40
 
-    masks, texts = [], []
+    masks, texts, carried = [], [], []
     for r in received:
         if r.headers.get("Content-Type") == "image/png":
             if r.url.startswith("/review/m/"):
@@ -302,24 +324,24 @@ def test_nothing_an_md_receives_for_a_whole_stage_reveals_a_candidates_source(
     for r in received:
         text = r.url + " " + " ".join(f"{k}: {v}" for k, v in r.headers.items())
         if r in texts:
-            text += " " + said(r)
+            words, pngs = split_inline_pngs(said(r))
+            text += " " + words
+            carried += [(r.url, png) for png in pngs]
         found = FORBIDDEN_WORDS.search(text)
         assert not found, (
             f"{r.url} says {found.group(0)!r}: …{text[max(0, found.start() - 80) : found.end() + 80]}…"
         )
         for secret in secrets_:
             assert secret not in text, f"{r.url} contains {secret!r}"
+    # The masks the screens carry: the overlay encoding, as served.
+    assert carried, "the review screens carry their masks"
+    for url, png in carried:
+        assert_blinded_overlay(png, secrets_, f"a mask carried by {url}")
     # Every mask image: the same chunks, palette and headers; bytes a pure function of the pixels.
     # The ETag differs per URL (it is the URL's own) but has one form for every source.
     header_sets, etags = set(), set()
     for r in masks:
-        chunks = blinding.png_chunks(r.body)
-        assert [k for k, _ in chunks] == CHUNKS, r.url
-        assert chunks[1][1] == bytes(blinding.OVERLAY_PALETTE)
-        pixels = np.asarray(Image.open(io.BytesIO(r.body))) != 0
-        assert blinding.overlay_png(pixels) == r.body
-        for secret in secrets_:
-            assert secret.encode() not in r.body
+        assert_blinded_overlay(r.body, secrets_, r.url)
         header_sets.add(
             tuple(
                 sorted((k, v) for k, v in r.headers.items() if k not in ("Content-Length", "ETag"))
@@ -338,9 +360,13 @@ def test_nothing_an_md_receives_for_a_whole_stage_reveals_a_candidates_source(
 
 
 def screen_images(client, stage) -> list[str]:
+    """The image URLs of the reader's next case: its radiograph, as its page names it, and its
+    masks' as the review API names them (the page itself carries small masks)."""
     start = client.get(reverse("review_next", kwargs={"stage_id": stage.pk}))
     html = client.get(start.url).content.decode()
-    return re.findall(r'data-(?:image|mask)-url="([^"]+)"', html)
+    token = start.url.rstrip("/").split("/")[-1]
+    panes = client.get(reverse("api:review-task", kwargs={"token": token})).json()["panes"]
+    return re.findall(r'data-image-url="([^"]+)"', html) + [pane["mask_url"] for pane in panes]
 
 
 def test_a_browser_revalidates_an_image_with_its_etag_and_gets_304_with_the_same_headers(client):

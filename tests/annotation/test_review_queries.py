@@ -25,9 +25,9 @@ ROUND_NUMBER = re.compile(r'data-review-form.*?name="number" value="(\d+)"', re.
 # The most each request may take (the session, and the user with their roles in one statement).
 SCREEN_QUERIES = {Stage.Mode.NWAY: 6, Stage.Mode.PAIRWISE: 7}
 IMAGE_QUERIES = 4
-# The next case leased ahead: the reader's row locked, the claim and its savepoint (pairwise:
-# and the rounds of its screen).
-AHEAD_QUERIES = {Stage.Mode.NWAY: 11, Stage.Mode.PAIRWISE: 12}
+# The next case leased ahead: the reader's row locked, the claim and its savepoint, its masks
+# (whether its page will carry them; pairwise: and the rounds of its screen).
+AHEAD_QUERIES = {Stage.Mode.NWAY: 12, Stage.Mode.PAIRWISE: 13}
 # A decision: the task locked, the decision written, the case accepted with its provenance and
 # audited (pairwise: the last round, which is the decision; earlier rounds take fewer).
 SUBMIT_QUERIES = {Stage.Mode.NWAY: 22, Stage.Mode.PAIRWISE: 30}
@@ -58,7 +58,7 @@ def work_through(client, stage: Stage, n: int) -> list[dict]:
         html = page.content.decode()
         images = [
             queries(lambda u=u: client.get(u))[0]
-            for u in re.findall(r'data-(?:image|mask)-url="([^"]+)"', html)
+            for u in re.findall(r'data-(?:image|mask)-url="(/[^"]+)"', html)
         ]
         token = url.rstrip("/").split("/")[-1]
         ahead_n, ahead = queries(
@@ -98,6 +98,8 @@ def test_screens_images_and_decisions_take_a_bounded_number_of_queries(client, m
     everything = counts[2] + counts[8]
     assert max(c["screen"] for c in everything) <= SCREEN_QUERIES[mode]
     assert max(max(c["images"]) for c in everything) <= IMAGE_QUERIES
+    # Only the radiograph is fetched: the page carries its masks.
+    assert all(len(c["images"]) == 1 for c in everything)
     assert max(c["ahead"] for c in everything) <= AHEAD_QUERIES[mode]
     assert max(c["submit"] for c in everything) <= SUBMIT_QUERIES[mode]
     assert JOINS_UNREAD == [], JOINS_UNREAD[0]

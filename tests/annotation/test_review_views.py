@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import io
 import re
 import uuid
@@ -165,10 +166,8 @@ def test_a_bad_position_is_refused_with_a_message(client):
 def test_images_are_served_only_to_the_reader_who_holds_the_task(client):
     stage = review_stage(n_cases=2)
     login(client, MD)
-    _task, html = open_next(client, stage)
-    urls = re.findall(r'data-mask-url="([^"]+)"', html) + re.findall(
-        r'data-image-url="([^"]+)"', html
-    )
+    task, _html = open_next(client, stage)
+    urls = screen_images(client, task)
     assert len(urls) == 6
     for url in urls:
         response = client.get(url)
@@ -180,6 +179,58 @@ def test_images_are_served_only_to_the_reader_who_holds_the_task(client):
     assert all(client.get(url).status_code == 404 for url in urls)
     # A made-up signature on a real task is as unknown as a made-up task.
     assert client.get(urls[0].replace(".png", "x.png")).status_code == 404
+
+
+def screen_images(client, task) -> list[str]:
+    """The case's radiograph and mask URLs, as the review API names them."""
+    screen = client.get(reverse("api:review-task", kwargs={"token": task.token})).json()
+    return [screen["image_url"], *(pane["mask_url"] for pane in screen["panes"])]
+
+
+def carried_masks(html: str) -> dict[str, bytes]:
+    """The masks a review page carries itself, by pane label."""
+    return {
+        label: base64.b64decode(data)
+        for label, data in re.findall(
+            r'data-label="([^"]+)" data-mask-url="data:image/png;base64,([A-Za-z0-9+/=]+)"', html
+        )
+    }
+
+
+def test_the_screen_carries_its_masks_and_needs_only_the_radiograph_besides(client, settings):
+    stage = review_stage(n_cases=2)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    carried = carried_masks(html)
+    assert sorted(carried) == ["1", "2", "3", "4", "5"]
+    # The very overlays the mask URLs serve, pane by pane, and no mask URL left to fetch.
+    screen = client.get(reverse("api:review-task", kwargs={"token": task.token})).json()
+    for pane in screen["panes"]:
+        assert carried[pane["label"]] == client.get(pane["mask_url"]).content
+    assert "/review/m/" not in html
+    assert re.findall(r'<link rel="preload"[^>]*href="([^"]+)"', html) == [
+        reverse("review_image", kwargs={"token": task.token})
+    ]
+
+
+def test_masks_too_large_to_carry_are_all_linked_instead(client, monkeypatch):
+    from annotation.selectors import review as review_selectors
+
+    stage = review_stage(n_cases=2)
+    login(client, MD)
+    task, html = open_next(client, stage)
+    sizes = sorted(len(png) for png in carried_masks(html).values())
+    # One byte short of carrying them all: none is carried (never some masks and not others).
+    monkeypatch.setattr(review_selectors, "INLINE_OVERLAYS_MAX_BYTES", sum(sizes) - 1)
+    html = client.get(reverse("review_task", kwargs={"token": task.token})).content.decode()
+    assert "data:image/png" not in html
+    linked = re.findall(r'data-mask-url="(/review/m/[^"]+\.png)"', html)
+    assert len(linked) == 5 and all(client.get(url).status_code == 200 for url in linked)
+    assert len(re.findall(r'<link rel="preload"', html)) == 6
+    # The next case's page will not carry its masks either: prefetched with its radiograph.
+    monkeypatch.setattr(review_selectors, "INLINE_OVERLAYS_MAX_BYTES", 0)
+    ahead = api(client, "ahead", token=task.token).json()
+    assert len(ahead["prefetch"]) == 6
 
 
 def test_drafts_are_kept_per_reader_validated_and_dropped_on_decision(client):
@@ -311,7 +362,10 @@ def test_the_next_case_is_leased_ahead_and_the_choice_lands_on_it(client):
     assert ahead["page_url"] == "http://testserver" + reverse(
         "review_task", kwargs={"token": nxt.token}
     )
-    assert len(ahead["prefetch"]) == 6 and all(u.endswith(".png") for u in ahead["prefetch"])
+    # Only its radiograph to fetch ahead: the page carries its masks.
+    assert ahead["prefetch"] == [
+        "http://testserver" + reverse("review_image", kwargs={"token": nxt.token})
+    ]
     # Asking again holds no third case.
     api(client, "ahead", token=task.token)
     assert ReviewTask.objects.filter(reader=md, status="leased").count() == 2
@@ -419,9 +473,9 @@ def test_without_javascript_undo_shows_what_it_takes_back_before_it_does(client)
     # The case's number in the reader's stage, and its image with the chosen mask, blinded.
     assert "Undo your decision on case 2?" in page and "you chose 1" in page
     assert reverse("review_image", kwargs={"token": second.token}) in page
-    # The thumbnail is the pane's own blinded overlay URL, the one the screen showed as mask 1.
+    # The thumbnail is the pane's own blinded overlay, the one the screen showed as mask 1.
     thumb = re.search(r'src="(/review/m/[^"]+\.png)"', page).group(1)
-    assert f'data-position="1" data-label="1" data-mask-url="{thumb}"' in second_html
+    assert client.get(thumb).content == carried_masks(second_html)["1"]
     assert not Decision.objects.filter(revoked_at__isnull=False).exists()  # asking changed nothing
     # A link back to elsewhere is not followed.
     evil = client.get(

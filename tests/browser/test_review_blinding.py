@@ -12,7 +12,13 @@ from annotation.api.serializers_review import REVIEW_FIELDS
 from annotation.models import Candidate, Mask, ModelVersion, Radiograph, Stage
 from annotation.roles import MD
 from tests.annotation.test_api_review_blinding import walk
-from tests.annotation.test_blinding import CHUNKS, FORBIDDEN_WORDS, bump_ids
+from tests.annotation.test_blinding import (
+    CHUNKS,
+    FORBIDDEN_WORDS,
+    assert_blinded_overlay,
+    bump_ids,
+    split_inline_pngs,
+)
 from tests.browser.conftest import login, press_and_follow, wait_ready
 from tests.browser.harness.support import FitGeometry
 from tests.factories import UserFactory, review_stage
@@ -97,7 +103,11 @@ def test_nothing_the_browser_receives_reveals_a_candidates_source(
                 assert kind == "value" or name in REVIEW_FIELDS, (path, name)
                 text += " " + str(value) if kind == "value" else ""
         elif content_type.startswith("text/") and dynamic:
-            text += " " + body.decode()
+            words, carried = split_inline_pngs(body.decode())
+            text += " " + words
+            for png in carried:
+                masks += 1
+                assert_blinded_overlay(png, secrets_, f"a mask carried by {path}")
         if dynamic:
             found = FORBIDDEN_WORDS.search(text)
             assert not found, f"{path} says {found.group(0)!r}"

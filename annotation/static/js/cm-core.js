@@ -3,7 +3,8 @@
  *
  * DOM contract (fixed; templates code against it):
  *   Viewer: <div data-cm-viewer data-image-url="..." data-width="W" data-height="H">
- *             <figure data-cm-pane data-position="1" data-label="A" data-mask-url="..."></figure> (one per candidate)
+ *             <figure data-cm-pane data-position="1" data-label="A" data-mask-url="..."></figure> (one per candidate;
+ *                     the URL may be a base64 data: URI: the page carries small masks itself)
  *             <figure data-cm-pane data-cm-focus></figure>  (optional large view of the focused candidate)
  *           </div>
  *           window.CM.viewer(el) -> {setMode('fill'|'contour'), setOpacity(0..1), setMasksVisible(bool),
@@ -55,8 +56,19 @@
   };
 
   /* ---------- decoding ---------- */
+  /** The bytes of a data: URI (a mask the page carries), without fetch(): the page's CSP lets
+   *  fetch() reach this site only. */
+  function dataBlob(uri) {
+    const comma = uri.indexOf(","), head = uri.slice(5, comma);
+    if (comma < 0 || !head.endsWith(";base64")) throw new Error("not a base64 data: URI");
+    const text = atob(uri.slice(comma + 1)), bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    return new Blob([bytes], { type: head.slice(0, -";base64".length) });
+  }
   CM.fetchBitmap = async function (source) {
-    const blob = source instanceof Blob ? source : await (await CM.fetchOk(source)).blob();
+    const blob = source instanceof Blob ? source
+      : source.startsWith("data:") ? dataBlob(source)
+      : await (await CM.fetchOk(source)).blob();
     // No colour management: grey values must reach the lookup table as stored in the file.
     return createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
   };
