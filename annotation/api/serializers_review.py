@@ -21,7 +21,7 @@ from annotation.selectors.review import (
     Screen,
     reader_progress,
     screen_page,
-    task_overlays_warm,
+    task_overlays,
     task_screen,
 )
 
@@ -225,7 +225,7 @@ def screen_data(*, task: ReviewTask, reader: AbstractBaseUser, request: Request)
     else:
         screen = task_screen(task=task, reader=reader)
         # Render every overlay now, so serving any of them takes the same (cached) path.
-        task_overlays_warm(task=task)
+        task_overlays(task=task)
     image_url, panes = _pane_urls(screen, request)
     decision = unique_or_none(
         task.decisions.filter(reader=reader, revoked_at__isnull=True).select_related("task")

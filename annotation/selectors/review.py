@@ -415,10 +415,6 @@ def task_overlays(*, task: ReviewTask) -> dict[str, bytes]:
     }
 
 
-def task_overlays_warm(*, task: ReviewTask) -> None:
-    task_overlays(task=task)
-
-
 # Overlays are 1-bit PNGs of a few KB. Up to this much in all, a screen carries its panes'
 # overlays in the page: one request instead of one per mask. Decided for the whole screen,
 # never per mask, so what a page carries says nothing about any one mask.
