@@ -21,7 +21,7 @@ from annotation.api.views_review import CONFLICT, NOT_YOURS, ReviewView, held
 from annotation.lookups import unique_or_none
 from annotation.middleware import body_limit
 from annotation.models import DrawingDraft, ReviewTask
-from annotation.selectors.review import inline_overlays, screen_page, task_overlays, task_screen
+from annotation.selectors.review import inline_overlays, screen_page, task_screen
 from annotation.services.assignment import task_lease_keep, task_lease_next
 from annotation.services.decisions import DRAWING_MAX_BYTES
 from annotation.services.drafts import draft_delete, draft_save
@@ -59,7 +59,7 @@ class AheadView(ReviewView):
             return nothing
         screen = task_screen(task=nxt, reader=request.user, progress=False)
         # The masks come with the page when it carries them (as the page itself will decide).
-        inline = inline_overlays(screen, task_overlays(task=nxt))
+        inline = inline_overlays(screen)
         urls = [screen.image_url, *([] if inline else [pane.mask_url for pane in screen.panes])]
         return Response(
             {

@@ -421,9 +421,10 @@ def task_overlays(*, task: ReviewTask) -> dict[str, bytes]:
 INLINE_OVERLAYS_MAX_BYTES = 48 * 1024
 
 
-def inline_overlays(screen: Screen, overlays: dict[str, bytes]) -> bool:
-    """Give every pane its overlay (from task_overlays) as a data: URI, unless together they
-    exceed INLINE_OVERLAYS_MAX_BYTES; whether they were given."""
+def inline_overlays(screen: Screen) -> bool:
+    """Render every overlay of the screen's task (task_overlays) and give every pane its own as
+    a data: URI, unless together they exceed INLINE_OVERLAYS_MAX_BYTES; whether they were given."""
+    overlays = task_overlays(task=screen.task)
     shown = [overlays[pane.token] for pane in screen.panes]
     if sum(len(data) for data in shown) > INLINE_OVERLAYS_MAX_BYTES:
         return False

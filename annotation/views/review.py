@@ -40,7 +40,6 @@ from annotation.selectors.review import (
     result_page,
     stage_page,
     task_mask_urls,
-    task_overlays,
     task_page,
     task_screen,
 )
@@ -146,7 +145,7 @@ def task_view(request: HttpRequest, token: str) -> HttpResponse:
         return redirect("review_draw", token=task.token)
     # Every overlay of the task rendered now (the same cached path whichever mask), and the
     # shown ones carried in the page when they are small, as they usually are.
-    inline = inline_overlays(screen, task_overlays(task=task))
+    inline = inline_overlays(screen)
     ctx = {
         "screen": screen,
         "task": task,
