@@ -86,6 +86,7 @@ PROFILES = {
         "workers": 1,
         "dedup": True,
         "ema": 0.999,
+        "lovasz": 0.0,
     },
     "gpu": {
         "arch": "unet",
@@ -105,6 +106,7 @@ PROFILES = {
         "workers": 8,
         "dedup": True,
         "ema": None,
+        "lovasz": 0.0,
     },
 }
 QUICK = {"train_limit": 48, "monitor_limit": 16, "eval_limit": 24, "epochs": 1}
@@ -136,6 +138,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="moving average of the weights, this momentum per step (e.g. 0.999); validation, "
         "checkpoints and the scored model use the average",
+    )
+    p.add_argument(
+        "--lovasz",
+        type=float,
+        help="add this weight of the Lovász-Jaccard loss to the hybrid focal + Dice loss",
     )
     p.add_argument("--warmup", type=float, help="warm-up epochs of the cosine schedule")
     p.add_argument("--train-limit", type=int, help="train on this many images (seeded draw)")
@@ -408,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         should_cancel=guard.should_cancel,
         mixed_precision=False,
         ema_momentum=args.ema,
+        lovasz_weight=args.lovasz,
     )
     train_seconds = time.monotonic() - train_started
     stopped = guard.stopped or "epochs done"
@@ -439,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "schedule": args.schedule,
         "ema_momentum": args.ema,
+        "lovasz_weight": args.lovasz,
         "train_images": len(train_x),
         "dedup": bool(args.dedup),
         "monitor_images": len(mon_x),

@@ -15,7 +15,8 @@ checkpoints, resume); `train_segmenter` is the two together. Around `model.fit`:
 - mixed precision (float16 compute, float32 output and loss) when a GPU is present;
 - optionally an exponential moving average of the weights (`ema_momentum`, Polyak
   averaging): validation, checkpoints and the returned model then hold the average, while
-  the optimiser keeps stepping the raw weights.
+  the optimiser keeps stepping the raw weights;
+- optionally a Lovász-Jaccard term in the loss (`lovasz_weight`, mlworker.losses).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import keras
 import numpy as np
 
 from mlworker.augment import CaseBatches
-from mlworker.losses import HybridLoss
+from mlworker.losses import HybridLoss, check_lovasz
 from mlworker.progress import Progress, TrainingCancelled, TrainingProgress
 
 STATE_FILE = "state.json"
@@ -71,11 +72,17 @@ def _check_ema(ema_momentum: float | None) -> None:
 
 
 def compile_segmenter(
-    model: keras.Model, *, lr: float = 1e-4, ema_momentum: float | None = None
+    model: keras.Model,
+    *,
+    lr: float = 1e-4,
+    ema_momentum: float | None = None,
+    lovasz_weight: float = 0.0,
 ) -> None:
     """The paper's optimiser and loss; IoU of the infection class as the monitored metric.
-    `ema_momentum` (e.g. 0.999) makes Adam keep a moving average of the weights."""
+    `ema_momentum` (e.g. 0.999) makes Adam keep a moving average of the weights;
+    `lovasz_weight` adds that much of the Lovász-Jaccard loss to the hybrid loss."""
     _check_ema(ema_momentum)
+    check_lovasz(lovasz_weight)
     adam = keras.optimizers.Adam(
         learning_rate=lr,
         beta_1=0.9,
@@ -85,7 +92,7 @@ def compile_segmenter(
     )
     model.compile(
         optimizer=adam,
-        loss=HybridLoss(),
+        loss=HybridLoss(lovasz=lovasz_weight),
         metrics=[keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.5, name="iou")],
     )
 
@@ -144,6 +151,7 @@ def build_for_training(
     lr: float = 1e-4,
     mixed_precision: bool | Literal["auto"] = "auto",
     ema_momentum: float | None = None,
+    lovasz_weight: float = 0.0,
 ) -> keras.Model:
     """A segmenter compiled with the paper's optimiser and loss (compile_segmenter).
 
@@ -159,7 +167,7 @@ def build_for_training(
         model = _build(model_or_config, mixed=mixed)
     else:
         model = model_or_config
-    compile_segmenter(model, lr=lr, ema_momentum=ema_momentum)
+    compile_segmenter(model, lr=lr, ema_momentum=ema_momentum, lovasz_weight=lovasz_weight)
     return model
 
 
@@ -269,18 +277,21 @@ def fit_segmenter(
     augment: bool = True,
     train_indices: Sequence[int] | None = None,
     ema_momentum: float | None = None,
+    lovasz_weight: float = 0.0,
 ) -> TrainResult:
     """Trains (or resumes training) the compiled model `build()` makes, on uint8/float
     images in [0, 255] and binary masks; `train_indices` picks and may repeat training cases
     (repeats are augmented, see `balance_by_augmentation`).
 
-    `config` (None for a model built elsewhere), `lr` and `ema_momentum` are what `build`
-    builds with (the latter only names the run here: the optimiser holds it); with
+    `config` (None for a model built elsewhere), `lr`, `ema_momentum` and `lovasz_weight`
+    are what `build` builds with (the last two only name the run here: the optimiser and
+    the loss hold them); with
     the batch size, seed and data they name the run. When `checkpoint_dir` holds a
     checkpoint of the same run, the model is loaded from it instead of built and training
     goes on from the next epoch; a checkpoint of another run raises CheckpointMismatch.
     """
     _check_ema(ema_momentum)
+    check_lovasz(lovasz_weight)
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(
             f"need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})"
@@ -295,6 +306,7 @@ def fit_segmenter(
             "batch_size": batch_size,
             "seed": seed,
             **({} if ema_momentum is None else {"ema_momentum": ema_momentum}),
+            **({"lovasz_weight": lovasz_weight} if lovasz_weight else {}),
             "n_train": n_train,
             "n_val": None if val is None else len(val[0]),
             "data_sha256": _digest(
@@ -388,6 +400,7 @@ def train_segmenter(
     lr: float = 1e-4,
     mixed_precision: bool | Literal["auto"] = "auto",
     ema_momentum: float | None = None,
+    lovasz_weight: float = 0.0,
     **fit: Any,
 ) -> TrainResult:
     """Builds (build_for_training) and trains (fit_segmenter, which takes the other keyword
@@ -397,11 +410,16 @@ def train_segmenter(
     _check_mixed_precision(model_or_config, mixed_precision)
     return fit_segmenter(
         build=lambda: build_for_training(
-            model_or_config, lr=lr, mixed_precision=mixed_precision, ema_momentum=ema_momentum
+            model_or_config,
+            lr=lr,
+            mixed_precision=mixed_precision,
+            ema_momentum=ema_momentum,
+            lovasz_weight=lovasz_weight,
         ),
         config=model_or_config if isinstance(model_or_config, Mapping) else None,
         lr=lr,
         ema_momentum=ema_momentum,
+        lovasz_weight=lovasz_weight,
         **fit,
     )
 

@@ -179,6 +179,26 @@ def test_an_ema_run_resumed_after_a_crash_ends_where_an_unbroken_one_does(tmp_pa
         train(ema_momentum=1.0)
 
 
+def test_a_lovasz_run_validates_and_saves_with_the_lovasz_term(tmp_path):
+    from mlworker.losses import HybridLoss
+
+    val = blobs(4, seed=1)
+    result = train(val_data=val, epochs=1, checkpoint_dir=tmp_path, lovasz_weight=0.5)
+    saved = keras.saving.load_model(result.best_path)
+    assert isinstance(saved.loss, HybridLoss) and saved.loss.lovasz == 0.5
+    x_val, y_val = np.repeat(val[0][..., None], 3, -1).astype("float32"), val[1][..., None]
+    with_term = saved.evaluate(x_val, y_val.astype("float32"), verbose=0)[0]
+    assert with_term == pytest.approx(result.history["val_loss"][-1], rel=1e-4)
+    saved.compile(loss=HybridLoss())
+    plain = saved.evaluate(x_val, y_val.astype("float32"), verbose=0, return_dict=True)["loss"]
+    assert plain < with_term - 0.05
+    # The weight names the run: a checkpoint of it is not resumed as a run without it.
+    with pytest.raises(CheckpointMismatch, match="lovasz_weight"):
+        train(val_data=val, epochs=1, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="Lovász weight"):
+        train(lovasz_weight=-1)
+
+
 def test_a_finished_run_is_not_trained_again(tmp_path):
     train(epochs=1, checkpoint_dir=tmp_path)
     events = []
