@@ -119,5 +119,12 @@ class HybridLoss(keras.losses.Loss):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({"alpha": self.alpha, "gamma": self.gamma, "per_image": self.per_image, "lovasz": self.lovasz})
+        config.update(
+            {
+                "alpha": self.alpha,
+                "gamma": self.gamma,
+                "per_image": self.per_image,
+                "lovasz": self.lovasz,
+            }
+        )
         return config
