@@ -45,19 +45,31 @@ def case_truth(*, radiograph_id: int) -> GroundTruth | None:
     return unique_or_none(GroundTruth.objects.filter(radiograph_id=radiograph_id))
 
 
-def case_decisions(*, stage: Stage, radiograph: Radiograph) -> list[Decision]:
-    return list(
-        Decision.objects.filter(
-            task__stage=stage,
-            task__radiograph=radiograph,
-            task__kind=ReviewTask.Kind.REVIEW,
-            revoked_at__isnull=True,
-        )
-        # What accepting the winner reads: its task, and its candidate's mask and network
-        # (readers and the case are written by id: no need to read them).
-        .select_related("candidate__mask__model_version", "mask", "task")
-        .order_by("created_at", "id")
+# What accepting a decision reads: its task, and its candidate's mask and network (readers and
+# the case are written by id: no need to read them).
+ACCEPT_READS = ("candidate__mask__model_version", "mask", "task")
+
+
+def case_decisions(*, stage: Stage, radiograph: Radiograph, related: bool = True) -> list[Decision]:
+    """The readers' standing decisions on the case, oldest first; with `related`, each with
+    what accepting it reads (ACCEPT_READS)."""
+    decisions = Decision.objects.filter(
+        task__stage=stage,
+        task__radiograph=radiograph,
+        task__kind=ReviewTask.Kind.REVIEW,
+        revoked_at__isnull=True,
     )
+    if related:
+        decisions = decisions.select_related(*ACCEPT_READS)
+    return list(decisions.order_by("created_at", "id"))
+
+
+def _to_accept(decision: Decision, known: Decision | None) -> Decision:
+    """The decision with what accepting it reads: `known` when it is that decision (the one
+    just written, in hand), else read again with ACCEPT_READS."""
+    if known is not None and known.pk == decision.pk:
+        return known
+    return Decision.objects.select_related(*ACCEPT_READS).get(pk=decision.pk)
 
 
 def _adjudication(stage: Stage, radiograph: Radiograph) -> ReviewTask | None:
@@ -68,17 +80,22 @@ def _adjudication(stage: Stage, radiograph: Radiograph) -> ReviewTask | None:
     )
 
 
-def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | ReviewTask | None:
+def consensus_settle(
+    *, stage: Stage, radiograph: Radiograph, known: Decision | None = None
+) -> GroundTruth | ReviewTask | None:
     """Accept the case's mask, or open its adjudication, once every reader has decided; once
-    a senior MD has adjudicated, accept their pick.
+    a senior MD has adjudicated, accept their pick. `known` is a decision of the case in hand
+    with its task, candidate and mask (the one just written): not read again.
 
     Returns the GroundTruth, the adjudication task, or None while readers are still missing."""
-    decisions = case_decisions(stage=stage, radiograph=radiograph)
+    # The decisions alone: only the one accepted needs its relations (_to_accept), and it is
+    # most often the one just written.
+    decisions = case_decisions(stage=stage, radiograph=radiograph, related=False)
     # An adjudication is opened only between two or more readers' differing choices (and a
     # settled one keeps them: their undo is refused), so a case with one decision has none.
     adjudication = _adjudication(stage, radiograph) if len(decisions) > 1 else None
     if adjudication is not None and adjudication.status == ReviewTask.Status.DONE:
-        return _accept_adjudication(adjudication, decisions)
+        return _accept_adjudication(adjudication, decisions, known)
     if len(decisions) < stage.readers_per_case:
         return None
     votes = Counter(option_key(d) for d in decisions)
@@ -88,7 +105,7 @@ def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | R
         method = GroundTruth.Method.SINGLE if len(decisions) == 1 else GroundTruth.Method.MAJORITY
         return ground_truth_accept(
             stage=stage,
-            decision=winner,
+            decision=_to_accept(winner, known),
             readers=[d.reader_id for d in decisions],
             method=method,
             agreement=count / len(decisions),
@@ -113,7 +130,9 @@ def consensus_settle(*, stage: Stage, radiograph: Radiograph) -> GroundTruth | R
     return adjudication
 
 
-def _accept_adjudication(task: ReviewTask, decisions: list[Decision]) -> GroundTruth:
+def _accept_adjudication(
+    task: ReviewTask, decisions: list[Decision], known: Decision | None
+) -> GroundTruth:
     verdict = Decision.objects.select_related("task").get(task=task, revoked_at__isnull=True)
     by_id = {d.pk: d for d in decisions}
     picked = None
@@ -134,7 +153,7 @@ def _accept_adjudication(task: ReviewTask, decisions: list[Decision]) -> GroundT
     count = sum(option_key(d) == option_key(picked) for d in decisions)
     return ground_truth_accept(
         stage=task.stage,
-        decision=picked,
+        decision=_to_accept(picked, known),
         readers=[d.reader_id for d in decisions] + [verdict.reader_id],
         method=GroundTruth.Method.ADJUDICATION,
         agreement=count / len(decisions),

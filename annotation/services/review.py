@@ -138,7 +138,7 @@ def _decided(
     """The result of a decision row: settled by consensus (and audited) when it is new."""
     truth = None
     if created:
-        settled = consensus_settle(stage=task.stage, radiograph=task.radiograph)
+        settled = consensus_settle(stage=task.stage, radiograph=task.radiograph, known=decision)
         truth = settled if isinstance(settled, GroundTruth) else None
         adjudicated = task.kind == ReviewTask.Kind.ADJUDICATION
         audit_record(
@@ -342,7 +342,10 @@ def decision_record(
         if is_knockout(locked):
             raise InvalidChoice("a pairwise case is decided round by round")
         _check_position(position, len(order))
-        candidate = Candidate.objects.select_related("mask").get(pk=order[position - 1])
+        # With what accepting it reads (consensus_settle takes the decision as it is).
+        candidate = Candidate.objects.select_related("mask__model_version").get(
+            pk=order[position - 1]
+        )
         decision, created = decision_write(
             key_checked=True,
             task=locked,
