@@ -6,7 +6,7 @@
 
 One reader works through a five-way stage as review_load.py's readers do (the screen, the
 images it names (its radiograph; its masks too when the page does not carry them), the
-look-ahead unless the decision before answered it, the submit), through Django's test client with CSRF checks on, the
+look-ahead, the submit), through Django's test client with CSRF checks on, the
 production middleware, templates and settings. Per route it prints the median and mean CPU
 time of the process (time.process_time: what the request costs the web process, whatever else
 runs on the machine) and the number of queries. Wall-clock latencies on a shared machine move
@@ -132,7 +132,6 @@ def run(args) -> int:
         return response
 
     url = f"/review/s/{stage_id}/next"
-    answered_ahead = False
     api = {"content_type": "application/json", "HTTP_ACCEPT": "application/json"}
     for i in range(args.warmup + args.decisions):
         measured = i >= args.warmup
@@ -146,14 +145,13 @@ def run(args) -> int:
             assert got.status_code == 200, (image, got.status_code)
         token = url.rstrip("/").split("/")[-1]
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
-        if not answered_ahead:  # the decision that led here answered it already (review.js)
-            call(
-                "ahead",
-                measured,
-                lambda t=token, c=csrf: client.post(
-                    f"/api/review/tasks/{t}/ahead/", {}, HTTP_X_CSRFTOKEN=c, **api
-                ),
-            )
+        call(
+            "ahead",
+            measured,
+            lambda t=token, c=csrf: client.post(
+                f"/api/review/tasks/{t}/ahead/", {}, HTTP_X_CSRFTOKEN=c, **api
+            ),
+        )
         if 'data-review-screen="pairwise"' in html:
             number = re.search(r'data-review-form.*?name="number" value="(\d+)"', html, re.S)
             path, body = (
@@ -170,7 +168,6 @@ def run(args) -> int:
         )
         assert got.status_code in (200, 201), got.content[:300]
         url = got.json()["page_url"]
-        answered_ahead = got.json()["ahead"] is not None
 
     print(f"{connection.vendor}, {args.mode}, {args.size}² px, {args.decisions} decisions measured")
     calls_head = f" {'calls p50':>10}" if args.calls else ""
@@ -178,9 +175,6 @@ def run(args) -> int:
     per_decision = calls_per_decision = 0.0
     for route in ROUTES:
         values = cpu[route]
-        if not values:
-            print(f"{route:8} {0:5d}  (never asked: the decisions' answers carried it)")
-            continue
         per = len(values) / args.decisions
         per_decision += statistics.fmean(values) * per
         q = nqueries[route]
@@ -193,8 +187,7 @@ def run(args) -> int:
             f"{statistics.fmean(values):7.2f} {min(q):>4}–{max(q):<4}{calls}"
         )
     print(
-        f"per decision (screen + {len(cpu['image']) / args.decisions:g} images + "
-        f"{len(cpu['ahead']) / args.decisions:g} look-aheads + submit): "
+        f"per decision (screen + {len(cpu['image']) // args.decisions} images + ahead + submit): "
         f"{per_decision:.1f} CPU-ms"
         + (f", {calls_per_decision:.0f} Python function calls" if args.calls else "")
     )

@@ -25,9 +25,8 @@ runs it (2 × 4). Static files are collected and compressed once (var/bench-stat
 when they change). The bench seeds a five-way (or pairwise) stage with generated cases, starts gunicorn
 on it, and lets every reader log in and work through the queue as a browser would: open the
 screen, fetch the image and the masks it names (a page carries small masks itself, as data:
-URIs, which a browser does not request), ask the review API for the next case ahead (only on
-a page no decision led to: a decision's answer carries the look-ahead of the page it sends the
-reader to, as review.js uses it), post the choice to the review API (JSON, session cookie and CSRF token, as review.js does). Some posts
+URIs, which a browser does not request), ask the review API for the next case ahead, post the
+choice to the review API (JSON, session cookie and CSRF token, as review.js does). Some posts
 are sent twice with the same key (a network retry) and some again with a fresh key (a second
 tab). Readers sign in before the clock starts (a password hash per session is not part of a
 decision). It prints p50/p95 latency of the review screen, the images and the decision submission,
@@ -221,7 +220,6 @@ class Reader:
         self.errors: list[str] = []
         self.conflicts = 0
         self.logged_in = False
-        self.answered_ahead = False  # the last decision's answer carried the look-ahead
 
     def request(
         self, path: str, data: dict | None = None, *, api: dict | None = None, csrf="", headers=None
@@ -332,8 +330,7 @@ class Reader:
                     self.errors.append(f"image {image}: HTTP {status}")
             token = url.rstrip("/").split("/")[-1]
             csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-            if not self.answered_ahead:  # as review.js: the decision's answer carried it
-                self.request(f"/api/review/tasks/{token}/ahead/", api={}, csrf=csrf)
+            self.request(f"/api/review/tasks/{token}/ahead/", api={}, csrf=csrf)
             url = self.decide(page, token, start, csrf)
             if url is None:
                 return
@@ -367,7 +364,6 @@ class Reader:
             self.conflicts += other[0] == 409
         if answer["decision"] is not None:  # the case is decided (pairwise: its last round)
             self.acknowledged[token] = key
-        self.answered_ahead = answer.get("ahead") is not None
         page_url = answer["page_url"]
         return self.base + page_url if page_url.startswith("/") else page_url
 

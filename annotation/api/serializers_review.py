@@ -90,17 +90,6 @@ class QueueRowOut(serializers.Serializer):
     next_url = serializers.CharField(help_text="POST here (with this kind) for the next case")
 
 
-class AheadOut(serializers.Serializer):
-    page_url = serializers.CharField(
-        allow_null=True, help_text="the page of your next case, leased ahead; null: none"
-    )
-    prefetch = serializers.ListField(
-        child=serializers.CharField(),
-        help_text="what that page will fetch: its image, and its masks' URLs unless the page "
-        "carries the masks itself (as it does when they are small)",
-    )
-
-
 class ResultOut(serializers.Serializer):
     decision = DecisionOut(allow_null=True)
     round = RoundOut(allow_null=True)
@@ -111,12 +100,6 @@ class ResultOut(serializers.Serializer):
         help_text="the browser page to show now: this case's next round or drawing, or (once "
         "decided) your next case"
     )
-    ahead = AheadOut(
-        allow_null=True,
-        help_text="the look-ahead of the case page_url shows, as that page would ask for it "
-        "(POST …/ahead/; it need not ask): the case after it, leased ahead; null when page_url "
-        "shows no case of yours",
-    )
 
 
 class ConflictOut(serializers.Serializer):
@@ -126,6 +109,17 @@ class ConflictOut(serializers.Serializer):
     page_url = serializers.CharField(
         required=False,
         help_text="the browser page this leaves you on (absent: stay, nothing changed)",
+    )
+
+
+class AheadOut(serializers.Serializer):
+    page_url = serializers.CharField(
+        allow_null=True, help_text="the page of your next case, leased ahead; null: none"
+    )
+    prefetch = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="what that page will fetch: its image, and its masks' URLs unless the page "
+        "carries the masks itself (as it does when they are small)",
     )
 
 

@@ -8,8 +8,7 @@ position and label, with opaque, access-checked image URLs; no candidate, mask, 
 source appears. Every write carries the client's idempotency_key: a retry with the same key
 answers 200 with the stored result; another key (a second tab) on a case already decided
 answers 409 with the decision that stands. Answers carry `page_url`, the browser page the
-screens go to next, and `ahead`: the case after the one that page shows, leased ahead (what
-that page's look-ahead would ask for: one request fewer per case).
+screens go to next.
 
 Status codes are the review errors' own (annotation.services.review_errors): 400 the request is
 malformed (or the drawing unusable); 404 the case is not in your queue (never had it, or it
@@ -57,15 +56,11 @@ from annotation.models import ReviewTask, Stage
 from annotation.roles import MD, SENIOR_MD, has_role
 from annotation.selectors.review import (
     candidate_at_position,
-    inline_overlays,
     media_image,
     media_overlay,
-    next_task_page,
     reader_queue,
     refusal_page,
     result_page,
-    screen_page,
-    task_screen,
 )
 from annotation.services.assignment import (
     task_held,
@@ -236,51 +231,17 @@ class TaskView(ReviewView):
         return Response(_screen(request, task))
 
 
-def lease_ahead(request, after: ReviewTask) -> dict:
-    """Lease the reader's case after `after` (one they hold) ahead, so the browser can
-    prerender its page: that page and what it will fetch (AheadOut). Asking again holds no
-    third case; nothing when the stage does not prefetch, is closed, or has no case left."""
-    nothing = {"page_url": None, "prefetch": []}
-    if after.kind != ReviewTask.Kind.REVIEW or not after.stage.config.get("prefetch", True):
-        return nothing
-    try:
-        nxt = task_lease_next(stage=after.stage, reader=request.user, skip=after.pk)
-    except ReviewError:  # the stage closed meanwhile: nothing to look ahead to
-        nxt = None
-    if nxt is None:
-        return nothing
-    screen = task_screen(task=nxt, reader=request.user, progress=False)
-    # The masks come with the page when it carries them (as the page itself will decide).
-    inline = inline_overlays(screen)
-    urls = [screen.image_url, *([] if inline else [pane.mask_url for pane in screen.panes])]
-    return {
-        "page_url": page_url(screen_page(screen), request),
-        "prefetch": [page_url(url, request) for url in urls],
-    }
-
-
 def _result(request, result: ReviewResult) -> Response:
     screen = None
-    # The case the reader holds besides this one (the next, leased ahead while they looked),
-    # and the page the answer leads to, with the case it shows.
-    other, next_case_page = next_task_page(task=result.task, reader=request.user)
     if result.decision is None:
         screen = _screen(request, held(request, result.task.token))
-        shown, page = result.task, result_page(result=result, reader=request.user)
-    else:
-        shown, page = other, next_case_page
-    # A reader who looks ahead gets the look-ahead of the page the answer leads to (a retry's
-    # alike), which that page would otherwise ask for as soon as it is shown: one request fewer
-    # per case. Nothing is leased ahead for a client that never asked.
-    ahead = lease_ahead(request, shown) if other is not None else None
     body = {
         "decision": decision_data(result.decision) if result.decision is not None else None,
         "round": round_data(result.round) if result.round is not None else None,
         "screen": screen,
         "replayed": result.replayed,
         "next_url": next_url(result.task.stage, request),
-        "page_url": page_url(page, request),
-        "ahead": ahead,
+        "page_url": page_url(result_page(result=result, reader=request.user), request),
     }
     return Response(body, status=status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED)
 

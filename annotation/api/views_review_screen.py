@@ -16,14 +16,16 @@ from rest_framework.response import Response
 
 from annotation.api.permissions import IsMD
 from annotation.api.schema import ErrorDetail
-from annotation.api.serializers_review import AheadOut, KeepOut
-from annotation.api.views_review import CONFLICT, NOT_YOURS, ReviewView, held, lease_ahead
+from annotation.api.serializers_review import AheadOut, KeepOut, page_url
+from annotation.api.views_review import CONFLICT, NOT_YOURS, ReviewView, held
 from annotation.lookups import unique_or_none
 from annotation.middleware import body_limit
-from annotation.models import DrawingDraft
-from annotation.services.assignment import task_lease_keep
+from annotation.models import DrawingDraft, ReviewTask
+from annotation.selectors.review import inline_overlays, screen_page, task_screen
+from annotation.services.assignment import task_lease_keep, task_lease_next
 from annotation.services.decisions import DRAWING_MAX_BYTES
 from annotation.services.drafts import draft_delete, draft_save
+from annotation.services.review_errors import ReviewError
 
 
 class KeepView(ReviewView):
@@ -39,14 +41,32 @@ class KeepView(ReviewView):
 
 class AheadView(ReviewView):
     """Lease your next case ahead, while you look at this one, so the browser can prerender its
-    page; asking again holds no third case. A decision's answer carries the same for the case
-    it sends you to (`ahead`), so a page reached that way need not ask."""
+    page; asking again holds no third case."""
 
     permission_classes = [IsMD]
 
     @extend_schema(request=None, responses={200: AheadOut, 404: NOT_YOURS})
     def post(self, request, token: str):
-        return Response(lease_ahead(request, held(request, token)))
+        task = held(request, token)
+        nothing = Response({"page_url": None, "prefetch": []})
+        if task.kind != ReviewTask.Kind.REVIEW or not task.stage.config.get("prefetch", True):
+            return nothing
+        try:
+            nxt = task_lease_next(stage=task.stage, reader=request.user, skip=task.pk)
+        except ReviewError:  # the stage closed meanwhile: nothing to look ahead to
+            nxt = None
+        if nxt is None:
+            return nothing
+        screen = task_screen(task=nxt, reader=request.user, progress=False)
+        # The masks come with the page when it carries them (as the page itself will decide).
+        inline = inline_overlays(screen)
+        urls = [screen.image_url, *([] if inline else [pane.mask_url for pane in screen.panes])]
+        return Response(
+            {
+                "page_url": page_url(screen_page(screen), request),
+                "prefetch": [page_url(url, request) for url in urls],
+            }
+        )
 
 
 class PNGParser(BaseParser):

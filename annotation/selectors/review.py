@@ -464,15 +464,11 @@ def reader_next_task(*, task: ReviewTask, reader: AbstractBaseUser) -> ReviewTas
     )
 
 
-def next_task_page(*, task: ReviewTask, reader: AbstractBaseUser) -> tuple[ReviewTask | None, str]:
-    """Where the reader goes once `task` is decided: straight to the case they hold next (its
-    screen may be prerendered already), else (None) the stage's page that leases one."""
-    nxt = reader_next_task(task=task, reader=reader)
-    return nxt, task_page(nxt) if nxt is not None else stage_page(task.stage, task.kind)
-
-
 def next_page(*, task: ReviewTask, reader: AbstractBaseUser) -> str:
-    return next_task_page(task=task, reader=reader)[1]
+    """Where the reader goes once `task` is decided: straight to the case they hold next (its
+    screen may be prerendered already), else the stage's page that leases one."""
+    nxt = reader_next_task(task=task, reader=reader)
+    return task_page(nxt) if nxt is not None else stage_page(task.stage, task.kind)
 
 
 def screen_page(screen: Screen) -> str:

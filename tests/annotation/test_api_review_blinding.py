@@ -22,7 +22,7 @@ ALLOWED_KEYS = {
     "knockout", "label", "lease_expires_at", "mask_height", "mask_url", "mask_width", "mode",
     "name", "next_url", "number", "panes", "position", "remaining", "replayed", "round",
     "rounds", "screen", "stage", "task", "total", "votes", "width", "choice", "page_url",
-    "prefetch", "lease_seconds", "ahead",
+    "prefetch", "lease_seconds",
 }  # fmt: skip
 INT_KEYS = {
     "done", "height", "mask_height", "mask_width", "number", "position", "remaining",

@@ -29,9 +29,8 @@ IMAGE_QUERIES = 4
 # (whether its page will carry them; pairwise: and the rounds of its screen).
 AHEAD_QUERIES = {Stage.Mode.NWAY: 12, Stage.Mode.PAIRWISE: 13}
 # A decision: the task locked, the decision written, the case accepted with its provenance and
-# audited, and the next page's look-ahead (the case after it leased ahead, as above; pairwise:
-# the last round, which is the decision; earlier rounds take fewer).
-SUBMIT_QUERIES = {Stage.Mode.NWAY: 32, Stage.Mode.PAIRWISE: 42}
+# audited (pairwise: the last round, which is the decision; earlier rounds take fewer).
+SUBMIT_QUERIES = {Stage.Mode.NWAY: 22, Stage.Mode.PAIRWISE: 30}
 # Tables no request of the review path reads: its rows carry the ids it needs.
 UNREAD = ('"annotation_dataset"', "annotation_dataset.")
 
@@ -48,10 +47,8 @@ def queries(call) -> tuple[int, object]:
 
 
 def work_through(client, stage: Stage, n: int) -> list[dict]:
-    """Decide `n` cases as review.js does; per case, the queries of each request (the
-    look-ahead's None where the answer that led to the page carried it)."""
+    """Decide `n` cases as review.js does; per case, the queries of each request."""
     seen = []
-    answered = False
     url = reverse("review_next", kwargs={"stage_id": stage.pk})
     for _ in range(n):
         if "/review/s/" in url:
@@ -64,15 +61,13 @@ def work_through(client, stage: Stage, n: int) -> list[dict]:
             for u in re.findall(r'data-(?:image|mask)-url="(/[^"]+)"', html)
         ]
         token = url.rstrip("/").split("/")[-1]
-        ahead_n = None
-        if not answered:
-            ahead_n, ahead = queries(
-                lambda token=token: client.post(
-                    reverse("api:review-ahead", kwargs={"token": token}),
-                    content_type="application/json",
-                )
+        ahead_n, ahead = queries(
+            lambda token=token: client.post(
+                reverse("api:review-ahead", kwargs={"token": token}),
+                content_type="application/json",
             )
-            assert ahead.status_code == 200, ahead.content
+        )
+        assert ahead.status_code == 200, ahead.content
         if 'data-review-screen="pairwise"' in html:
             number = int(re.search(ROUND_NUMBER, html).group(1))
             path = reverse("api:review-round", kwargs={"token": token})
@@ -87,7 +82,6 @@ def work_through(client, stage: Stage, n: int) -> list[dict]:
         assert answer.status_code == 201, answer.content
         seen.append({"screen": screen_n, "images": images, "ahead": ahead_n, "submit": submit_n})
         url = answer.json()["page_url"]
-        answered = answer.json()["ahead"] is not None
     return seen
 
 
@@ -106,16 +100,13 @@ def test_screens_images_and_decisions_take_a_bounded_number_of_queries(client, m
     assert max(max(c["images"]) for c in everything) <= IMAGE_QUERIES
     # Only the radiograph is fetched: the page carries its masks.
     assert all(len(c["images"]) == 1 for c in everything)
-    assert max(c["ahead"] for c in everything if c["ahead"] is not None) <= AHEAD_QUERIES[mode]
-    # Only a run's first page asks for the look-ahead: every answer carries the next page's.
-    assert [c["ahead"] is not None for c in counts[8]] == [True] + [False] * 5
+    assert max(c["ahead"] for c in everything) <= AHEAD_QUERIES[mode]
     assert max(c["submit"] for c in everything) <= SUBMIT_QUERIES[mode]
     assert JOINS_UNREAD == [], JOINS_UNREAD[0]
     # Four times the cases, and decisions already made, change nothing.
     later = counts[8][-1]
     assert later["screen"] == counts[2][0]["screen"]
     assert max(later["images"]) == max(counts[2][0]["images"])
-    # A submit also leases a case ahead (the two-case stage soon has none left to lease): the
-    # longer run's last submits take no more than its first, give or take a query on PostgreSQL
-    # (which case is leased, and so whether a knockout's last round or its first is timed).
-    assert max(c["submit"] for c in counts[8][-2:]) <= max(c["submit"] for c in counts[8][:2]) + 1
+    # A submit also leases the next case; which one (and so whether a knockout's last round or
+    # its first is timed) varies by a query or so on PostgreSQL: growth would be far more.
+    assert max(c["submit"] for c in counts[8]) <= max(c["submit"] for c in counts[2]) + 1

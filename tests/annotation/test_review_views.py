@@ -379,47 +379,6 @@ def test_the_next_case_is_leased_ahead_and_the_choice_lands_on_it(client):
     assert plain.url == reverse("review_task", kwargs={"token": nxt.token})
 
 
-def page_token(url: str) -> str:
-    return url.rstrip("/").split("/")[-1]
-
-
-def test_a_decision_answers_the_look_ahead_of_the_page_it_leads_to(client):
-    stage = review_stage(n_cases=4)
-    md = login(client, MD)
-    first, html = open_next(client, stage)
-    api(client, "ahead", token=first.token)  # the first page asks itself
-    second = ReviewTask.objects.exclude(pk=first.pk).get(reader=md)
-    body = {"position": 1, "idempotency_key": form_key(html)}
-    answer = api(client, "pick", body, token=first.token).json()
-    assert page_token(answer["page_url"]) == second.token
-    # The case after the second is leased now, and the answer says what the second page's own
-    # look-ahead would: that page, and only its radiograph to prefetch (its masks come along).
-    third = ReviewTask.objects.filter(reader=md, status="leased").exclude(pk=second.pk).get()
-    assert answer["ahead"] == {
-        "page_url": "http://testserver" + reverse("review_task", kwargs={"token": third.token}),
-        "prefetch": ["http://testserver" + reverse("review_image", kwargs={"token": third.token})],
-    }
-    assert api(client, "ahead", token=second.token).json() == answer["ahead"]
-    # A retry of the decision (same key) answers the same and holds no third case.
-    again = api(client, "pick", body, token=first.token)
-    assert again.status_code == 200 and again.json()["ahead"] == answer["ahead"]
-    assert ReviewTask.objects.filter(reader=md, status="leased").count() == 2
-    # Deciding the second leads to the third, with the fourth leased; the third leads to the
-    # fourth with nothing left to lease; the fourth to the stage's page, with nothing ahead.
-    answers, token = [], second.token
-    for _ in range(3):
-        page = client.get(reverse("review_task", kwargs={"token": token})).content.decode()
-        got = api(client, "pick", {"position": 1, "idempotency_key": form_key(page)}, token=token)
-        answers.append(got.json())
-        token = page_token(got.json()["page_url"])
-    assert page_token(answers[0]["page_url"]) == third.token
-    assert answers[0]["ahead"]["page_url"] is not None
-    assert answers[1]["ahead"] == {"page_url": None, "prefetch": []}
-    assert answers[2]["ahead"] is None
-    assert answers[2]["page_url"].endswith(reverse("review_next", kwargs={"stage_id": stage.pk}))
-    assert Decision.objects.filter(reader=md).count() == 4
-
-
 def test_the_progress_strip_is_an_htmx_fragment(client):
     stage = review_stage(n_cases=3)
     login(client, MD)

@@ -73,34 +73,6 @@ def test_a_five_way_pick_by_key(md_on_first_case, page, artifacts_dir):
     )
 
 
-def prefetches(token: str) -> str:
-    return (
-        "() => [...document.querySelectorAll('link[rel=prefetch]')]"
-        f".some(l => l.href.includes('{token}'))"
-    )
-
-
-def test_the_page_a_choice_leads_to_prefetches_the_case_after_without_asking(
-    md_on_first_case, page
-):
-    _stage, md, first = md_on_first_case
-    asked = []
-    page.on("request", lambda r: asked.append(r.url) if "/ahead/" in r.url else None)
-    # The first page asks for the case after it (nothing led to it), and prefetches its image.
-    page.wait_for_function("() => document.querySelector('link[rel=prefetch]') !== null")
-    second = ReviewTask.objects.filter(reader=md, status="leased").exclude(pk=first.pk).get()
-    assert page.evaluate(prefetches(second.token))
-    page.keyboard.press("1")
-    page.wait_for_url(lambda url: second.token in url)
-    wait_ready(page)
-    # The choice's answer leased the third case and said so: the second page prefetches it
-    # without asking the server again.
-    third = ReviewTask.objects.filter(reader=md, status="leased").exclude(pk=second.pk).get()
-    page.wait_for_function(prefetches(third.token))
-    assert not [url for url in asked if second.token in url], asked
-    assert page.evaluate("() => sessionStorage.getItem('cm-review-ahead')") is None
-
-
 def test_reject_all_then_brush_and_polygon_then_submit(md_on_first_case, page, artifacts_dir):
     _stage, md, task = md_on_first_case
     g = open_drawing(page)

@@ -25,9 +25,7 @@
  * - The next case: once this screen is in use, data-ahead-url leases the reader's next case
  *   ahead and the browser prerenders its page (speculation rules), or at least fetches its
  *   images; the choice then lands on a screen that is already drawn. A prerendered screen
- *   starts its clock when it is shown, and refreshes its progress strip (htmx). A choice's
- *   answer already carries the look-ahead of the page it sends the reader to (`ahead`): that
- *   page takes it from session storage instead of asking again.
+ *   starts its clock when it is shown, and refreshes its progress strip (htmx).
  * - Keeping the case: while the reader is at the screen (page visible, and a key, click, pointer
  *   move, scroll or touch since the last beat), data-keep-url renews the lease every third of
  *   data-lease-seconds (at most every 2 minutes), and once as soon as the screen is in use (a
@@ -81,31 +79,16 @@
   document.addEventListener("prerenderingchange", startClock);
 
   /* ---------- the next case, prerendered ---------- */
-  const AHEAD = "cm-review-ahead";
-  /** The look-ahead the decision that led here answered for this page, if any (taken once). */
-  function answeredAhead() {
-    const stored = sessionStorage.getItem(AHEAD);
-    sessionStorage.removeItem(AHEAD);
-    try {
-      const ahead = JSON.parse(stored);
-      if (ahead && new URL(ahead.for, location.href).pathname === location.pathname) return ahead;
-    } catch (_) {
-      /* none, or not ours */
-    }
-    return null;
-  }
   async function lookAhead() {
     const screen = document.querySelector("[data-ahead-url]");
     if (!screen) return;
-    let next = answeredAhead();
-    if (!next) {
-      try {
-        const r = await fetch(screen.dataset.aheadUrl, { method: "POST", credentials: "same-origin", headers: HEADERS() });
-        if (!r.ok) return;
-        next = await r.json();
-      } catch (_) {
-        return; // prefetching is a nicety
-      }
+    let next;
+    try {
+      const r = await fetch(screen.dataset.aheadUrl, { method: "POST", credentials: "same-origin", headers: HEADERS() });
+      if (!r.ok) return;
+      next = await r.json();
+    } catch (_) {
+      return; // prefetching is a nicety
     }
     if (!next.page_url) return;
     if (HTMLScriptElement.supports && HTMLScriptElement.supports("speculationrules")) {
@@ -294,11 +277,8 @@
     return body;
   }
   const MESSAGE = "cm-review-message";
-  function go(url, message, form, ahead) {
+  function go(url, message, form) {
     sessionStorage.setItem(SUBMIT_AT, String((form && form.dataset.submitAt) || now()));
-    // The look-ahead the answer carried for that page (answeredAhead), and never an older one.
-    if (ahead) sessionStorage.setItem(AHEAD, JSON.stringify({ ...ahead, for: url }));
-    else sessionStorage.removeItem(AHEAD);
     // Shown by the next screen, which may have been fetched before this answer came.
     if (message) sessionStorage.setItem(MESSAGE, message);
     window.location.assign(url);
@@ -311,7 +291,7 @@
     const { status, data } = answer;
     const ok = status >= 200 && status < 300;
     if (data.page_url) {
-      go(data.page_url, ok ? message || "" : problem(answer), form, ok && data.ahead);
+      go(data.page_url, ok ? message || "" : problem(answer), form);
       return true;
     }
     alertText(problem(answer));
