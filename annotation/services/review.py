@@ -132,6 +132,12 @@ def is_knockout(task: ReviewTask) -> bool:
     return task.stage.mode == Stage.Mode.PAIRWISE and len(task.candidate_order) > 1
 
 
+def _chosen(candidate_id: int) -> Candidate:
+    """A chosen candidate with what accepting it reads, its mask and that mask's network:
+    consensus_settle takes the new decision as it is."""
+    return Candidate.objects.select_related("mask__model_version").get(pk=candidate_id)
+
+
 def _decided(
     task: ReviewTask, decision: Decision, created: bool, *, ip: str | None, **extra
 ) -> ReviewResult:
@@ -231,7 +237,7 @@ def round_record(
             reader=reader,
             idempotency_key=idempotency_key,
             outcome=Decision.Outcome.CHOSE,
-            candidate=Candidate.objects.get(pk=winner_id),
+            candidate=_chosen(winner_id),
             position=1 if choice == "A" else 2,
             time_on_screen_ms=sum(r.time_on_screen_ms for r in rounds),
         )
@@ -342,10 +348,7 @@ def decision_record(
         if is_knockout(locked):
             raise InvalidChoice("a pairwise case is decided round by round")
         _check_position(position, len(order))
-        # With what accepting it reads (consensus_settle takes the decision as it is).
-        candidate = Candidate.objects.select_related("mask__model_version").get(
-            pk=order[position - 1]
-        )
+        candidate = _chosen(order[position - 1])
         decision, created = decision_write(
             key_checked=True,
             task=locked,
