@@ -82,7 +82,6 @@ def compile_segmenter(
     `ema_momentum` (e.g. 0.999) makes Adam keep a moving average of the weights;
     `lovasz_weight` adds that much of the Lovász-Jaccard loss to the hybrid loss."""
     _check_ema(ema_momentum)
-    check_lovasz(lovasz_weight)
     adam = keras.optimizers.Adam(
         learning_rate=lr,
         beta_1=0.9,

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from mlworker.__main__ import main
+from mlworker.losses import HybridLoss
 from mlworker.train import CheckpointMismatch, train_segmenter
 from tests.mlworker.test_data import write_qata_folder
 
@@ -180,8 +181,6 @@ def test_an_ema_run_resumed_after_a_crash_ends_where_an_unbroken_one_does(tmp_pa
 
 
 def test_a_lovasz_run_validates_and_saves_with_the_lovasz_term(tmp_path):
-    from mlworker.losses import HybridLoss
-
     val = blobs(4, seed=1)
     result = train(val_data=val, epochs=1, checkpoint_dir=tmp_path, lovasz_weight=0.5)
     saved = keras.saving.load_model(result.best_path)
